@@ -1,0 +1,206 @@
+"""Student artifacts: a directory a user can take away, and the predictors that read it.
+
+Layout (``FORMAT_VERSION`` 1)::
+
+    lelp_student.json   kind, labels, S, C, method, hyperparameters, sources, format_version
+    model.safetensors   the weights (for ``transformer``: a plain Hugging Face model dir,
+                        config.json + tokenizer files beside it)
+    encoder/            encoder_mlp only: the frozen sentence encoder (HF dir)
+    metrics.json        what ``lelp distill`` measured
+    README.md           how the S*C outputs fold into C classes
+
+The student has S*C outputs; column ``c*S+s`` is sub-class s of class c and the class
+probability is the sum over s of the softmax (its logit is the logsumexp).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from lelp.errors import ArtifactError
+
+FORMAT_VERSION = 1
+MANIFEST = "lelp_student.json"
+
+_README = """# LELP student ({kind}, method {method})
+
+Labels: {labels}. The model has S*C = {subclasses}*{num_classes} outputs; column c*S+s is
+pseudo-subclass s of class c. Class probability = sum over s of softmax(outputs)[c*S+s]
+(equivalently, class logit = logsumexp of its S logits).
+
+```python
+from lelp import load_student
+model = load_student("{name}")
+model.predict(["some text"])   # [{{"label", "score", "probabilities"}}]
+```
+{extra}"""
+
+_TRANSFORMER_NOTE = """
+This directory is also a plain Hugging Face model:
+`AutoModelForSequenceClassification.from_pretrained(dir)` gives the S*C logits; fold them with
+`logits.view(-1, C, S).logsumexp(-1)`.
+"""
+
+
+def fold_probabilities(probs: np.ndarray, subclasses: int) -> np.ndarray:
+    if subclasses == 1:
+        return probs
+    return probs.reshape(probs.shape[0], -1, subclasses).sum(axis=2)
+
+
+class Predictor:
+    """Shared by students and teachers: turns class probabilities into prediction records."""
+
+    labels: list[str]
+
+    def predict_proba(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None) -> list[dict]:
+        probs = self.predict_proba(texts, text_pairs)
+        out = []
+        for row in probs:
+            best = int(row.argmax())
+            out.append({"label": self.labels[best], "score": float(row[best]),
+                        "probabilities": {name: float(p) for name, p in zip(self.labels, row, strict=True)}})
+        return out
+
+
+class HFClassifierPredictor(Predictor):
+    """A Hugging Face sequence classifier (a teacher, or a transformer student with S*C outputs)."""
+
+    def __init__(self, model, tokenizer, labels: list[str], subclasses: int = 1, max_length: int = 128,
+                 batch_size: int = 64):
+        self.model, self.tokenizer, self.labels = model.eval(), tokenizer, labels
+        self.subclasses, self.max_length, self.batch_size = subclasses, max_length, batch_size
+
+    def predict_proba(self, texts, text_pairs=None) -> np.ndarray:
+        import torch
+
+        device = next(self.model.parameters()).device
+        chunks = []
+        with torch.inference_mode():
+            for i in range(0, len(texts), self.batch_size):
+                pairs = list(text_pairs[i:i + self.batch_size]) if text_pairs is not None else None
+                enc = self.tokenizer(list(texts[i:i + self.batch_size]), pairs, truncation=True,
+                                     max_length=self.max_length, padding=True, return_tensors="pt").to(device)
+                chunks.append(torch.softmax(self.model(**enc).logits.float(), -1).cpu().numpy())
+        probs = np.concatenate(chunks) if chunks else np.zeros((0, len(self.labels) * self.subclasses))
+        return fold_probabilities(probs, self.subclasses)
+
+
+class StudentPredictor(Predictor):
+    """An ``ngram`` or ``encoder_mlp`` student (the module plus how to featurise text)."""
+
+    def __init__(self, student, manifest: dict, encoder=None, batch_size: int = 512):
+        self.student, self.manifest, self.encoder = student.eval(), manifest, encoder
+        self.labels = list(manifest["labels"])
+        self.subclasses = int(manifest["subclasses"])
+        self.batch_size = batch_size
+
+    def predict_proba(self, texts, text_pairs=None) -> np.ndarray:
+        import torch
+
+        if self.encoder is not None:
+            from lelp.students.encoder_mlp import DenseInputs
+
+            inputs = DenseInputs(self.encoder.encode(texts, text_pairs))
+        else:
+            inputs = self.student.make_inputs(texts, text_pairs)
+        chunks = []
+        with torch.inference_mode():
+            for i in range(0, len(inputs), self.batch_size):
+                idx = torch.arange(i, min(i + self.batch_size, len(inputs)))
+                logits, _ = self.student(inputs.batch(idx, torch.device("cpu")))
+                chunks.append(torch.softmax(logits, -1).numpy())
+        probs = np.concatenate(chunks) if chunks else np.zeros((0, len(self.labels) * self.subclasses))
+        return fold_probabilities(probs, self.subclasses)
+
+
+def read_manifest(path: str | Path) -> dict:
+    file = Path(path) / MANIFEST
+    if not file.is_file():
+        raise ArtifactError(f"{path} is not a LELP student artifact (no {MANIFEST})", param="model")
+    try:
+        manifest = json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{file} is damaged: {exc}", param="model") from None
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ArtifactError(f"{path}: artifact format version {version!r}; this lelp reads version "
+                            f"{FORMAT_VERSION} (re-run the distillation with this version)", param="model")
+    return manifest
+
+
+def save_student(student, out_dir: str | Path, manifest: dict, *, tokenizer=None,
+                 encoder_dir: str | Path | None = None, metrics: dict | None = None) -> Path:
+    """Write the artifact. ``manifest`` holds labels, subclasses, method, hyperparameters, sources."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = {**manifest, "format_version": FORMAT_VERSION, "kind": student.kind, "spec": student.spec()}
+    if student.kind == "transformer":
+        student.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+    else:
+        save_file({k: v.detach().cpu().contiguous() for k, v in student.state_dict().items()},
+                  str(out / "model.safetensors"))
+    if encoder_dir is not None:
+        shutil.copytree(encoder_dir, out / "encoder", dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("*.bin", "*.onnx", "*.h5", "*.msgpack", "onnx", "openvino"))
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    if metrics is not None:
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out / "README.md").write_text(_README.format(
+        kind=student.kind, method=manifest.get("method"), labels=", ".join(manifest["labels"]),
+        subclasses=manifest["subclasses"], num_classes=len(manifest["labels"]), name=out.name,
+        extra=_TRANSFORMER_NOTE if student.kind == "transformer" else ""))
+    return out
+
+
+def load_student(path: str | Path) -> Predictor:
+    """Load a student artifact written by :func:`save_student`."""
+    from safetensors.torch import load_file
+
+    from lelp.students.registry import student_class
+
+    path = Path(path)
+    manifest = read_manifest(path)
+    kind = manifest.get("kind")
+    try:
+        if kind == "transformer":
+            from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+            model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True,
+                                                                       trust_remote_code=False)
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            return HFClassifierPredictor(model, tokenizer, manifest["labels"], int(manifest["subclasses"]),
+                                         int(manifest.get("max_length", 128)))
+        student = student_class(kind)(**manifest["spec"])
+        student.load_state_dict(load_file(str(path / "model.safetensors")))
+        encoder = None
+        if kind == "encoder_mlp":
+            from lelp.students.encoder_mlp import FrozenEncoder
+
+            encoder = FrozenEncoder(path / "encoder", max_length=int(manifest.get("max_length", 128)))
+        return StudentPredictor(student, manifest, encoder)
+    except (OSError, KeyError, RuntimeError, ValueError) as exc:
+        raise ArtifactError(f"{path}: cannot load the {kind} student: {exc}", param="model") from None
+
+
+def load_predictor(path: str | Path) -> Predictor:
+    """A student artifact or a teacher directory, behind the same ``predict`` interface."""
+    path = Path(path)
+    if (path / MANIFEST).is_file():
+        return load_student(path)
+    from lelp.teacher import load_teacher
+
+    teacher = load_teacher(path)
+    return HFClassifierPredictor(teacher.model, teacher.tokenizer, list(teacher.info.labels))

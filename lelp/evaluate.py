@@ -1,0 +1,53 @@
+"""Quality and cost of a classifier: accuracy, macro-F1, agreement, size, CPU speed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def classification_metrics(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> dict:
+    """Accuracy and macro-F1 over the labelled rows (label -1 rows are skipped)."""
+    from sklearn.metrics import f1_score
+
+    labels = np.asarray(labels)
+    mask = labels >= 0
+    if not mask.any():
+        return {"accuracy": None, "macro_f1": None, "rows": 0}
+    y, p = labels[mask], np.asarray(predictions)[mask]
+    return {"accuracy": float((y == p).mean()),
+            "macro_f1": float(f1_score(y, p, labels=list(range(num_classes)), average="macro", zero_division=0)),
+            "rows": int(mask.sum())}
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> float:
+    return float((np.asarray(a) == np.asarray(b)).mean()) if len(a) else 0.0
+
+
+def directory_size(path: str | Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def sentences_per_second(predict: Callable[[Sequence[str], Sequence[str] | None], object], texts: Sequence[str],
+                         text_pairs: Sequence[str] | None = None, *, max_rows: int = 2048,
+                         max_seconds: float = 10.0) -> float:
+    """Throughput of ``predict`` on up to ``max_rows`` rows, after one warm-up call.
+
+    Rows are fed in slices of 256 and the clock stops at ``max_seconds``, so a slow
+    teacher costs bounded time.
+    """
+    rows = list(texts[:max_rows])
+    pairs = list(text_pairs[:max_rows]) if text_pairs is not None else None
+    if not rows:
+        return 0.0
+    predict(rows[:8], pairs[:8] if pairs is not None else None)
+    done, start = 0, time.perf_counter()
+    for i in range(0, len(rows), 256):
+        predict(rows[i:i + 256], pairs[i:i + 256] if pairs is not None else None)
+        done += len(rows[i:i + 256])
+        if time.perf_counter() - start > max_seconds:
+            break
+    return done / max(time.perf_counter() - start, 1e-9)

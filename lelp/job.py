@@ -1,0 +1,246 @@
+"""The state of one distillation job between its stages (used by ``lelp.pipeline.distill``).
+
+Kept apart from ``pipeline.py`` so that the stages read top to bottom there, and the
+bookkeeping (splits, inputs, candidates) lives here.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lelp.data import TextDataset, encode_labels, read_table
+from lelp.evaluate import agreement, classification_metrics, directory_size, sentences_per_second
+from lelp.features import encode_mean_pooled, extract_teacher_features
+from lelp.pipeline import (VALIDATION_FRACTION, Candidate, DistillConfig, effective_hyperparameters,
+                           split_rows)
+from lelp.progress import CancelCheck, Progress, ProgressCallback, report
+from lelp.students.base import count_parameters
+from lelp.targets import Method, build_targets
+from lelp.teacher import load_teacher
+from lelp.train import TrainConfig, TrainResult, resolve_device, train_student
+
+
+class RowView:
+    """Rows ``rows`` of an (n, ...) array, indexed lazily (no copy of a memmap)."""
+
+    def __init__(self, array, rows: np.ndarray):
+        self.array, self.rows = array, rows
+        self.shape = (len(rows), *getattr(array, "shape", (0, 0))[1:])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, idx):
+        return self.array[self.rows[idx]]
+
+    def batch(self, indices: torch.Tensor, device: torch.device):
+        return self.array.batch(torch.from_numpy(self.rows[indices.numpy()]), device)
+
+
+@dataclass
+class CandidateResult:
+    candidate: Candidate
+    student: torch.nn.Module
+    train: TrainResult
+    validation_score: float
+    hyperparameters: dict
+
+
+class DistillJob:
+    def __init__(self, config: DistillConfig, *, cache_dir=None, progress: ProgressCallback | None = None,
+                 should_cancel: CancelCheck | None = None):
+        self.config, self.cache_dir = config, cache_dir
+        self.progress, self.should_cancel = progress, should_cancel
+        self.device = resolve_device(config.device)
+
+    # ----------------------------------------------------------------- load
+    def load(self) -> None:
+        cfg = self.config
+        self.teacher = load_teacher(cfg.teacher_dir, device=str(self.device))
+        self.labels = list(self.teacher.info.labels)
+        read = dict(text_column=cfg.text_column, text_pair_column=cfg.text_pair_column,
+                    label_column=cfg.label_column)
+        self.train_data = read_table(cfg.train_path, **read)
+        self.train_labels = np.asarray(encode_labels(self.train_data.labels, self.labels, source="train data"))
+        if cfg.eval_path:
+            self.eval_data = read_table(cfg.eval_path, **read)
+            self.eval_labels = np.asarray(encode_labels(self.eval_data.labels, self.labels, source="eval data"))
+            self.eval_rows = None
+            self.train_rows = np.arange(len(self.train_data))
+        else:  # hold out 10% of the labelled training rows as the test split
+            self.eval_data = None
+            self.train_rows, self.eval_rows = split_rows(self.train_labels, VALIDATION_FRACTION, cfg.seed + 7)
+        self.fit_rows, self.validation_rows = self.train_rows, None
+        if cfg.method == "auto" or cfg.subclasses == "auto":
+            part, held = split_rows(self.train_labels[self.train_rows], VALIDATION_FRACTION, cfg.seed)
+            self.fit_rows, self.validation_rows = self.train_rows[part], self.train_rows[held]
+
+    # -------------------------------------------------------------- extract
+    def extract(self) -> None:
+        cfg = self.config
+        common = dict(max_length=cfg.max_length, cache_dir=self.cache_dir, progress=self.progress,
+                      should_cancel=self.should_cancel)
+        self.train_features = extract_teacher_features(self.teacher, self.train_data.texts,
+                                                       self.train_data.text_pairs,
+                                                       dataset_sha256=self.train_data.sha256, **common)
+        if self.eval_data is not None:
+            self.eval_features = extract_teacher_features(self.teacher, self.eval_data.texts,
+                                                          self.eval_data.text_pairs,
+                                                          dataset_sha256=self.eval_data.sha256, **common)
+        self.train_inputs = self._inputs(self.train_data)
+        self.eval_inputs = self._inputs(self.eval_data) if self.eval_data is not None else None
+
+    def _inputs(self, data: TextDataset):
+        cfg = self.config
+        if cfg.student == "ngram":
+            from lelp.students.ngram import HashedInputs, HashingSpec
+
+            return HashedInputs(HashingSpec(), data.texts, data.text_pairs)
+        if cfg.student == "encoder_mlp":
+            from lelp.students.encoder_mlp import DenseInputs
+
+            return DenseInputs(encode_mean_pooled(cfg.student_base, data.texts, data.text_pairs,
+                                                  max_length=cfg.max_length, cache_dir=self.cache_dir,
+                                                  dataset_sha256=data.sha256, device=self.device,
+                                                  progress=self.progress, should_cancel=self.should_cancel))
+        from lelp.students.transformer import TokenInputs
+
+        return TokenInputs(self.student_tokenizer, data.texts, data.text_pairs, cfg.max_length)
+
+    @property
+    def student_tokenizer(self):
+        if self.config.student_base:
+            from transformers import AutoTokenizer
+
+            return AutoTokenizer.from_pretrained(self.config.student_base, local_files_only=True)
+        return self.teacher.tokenizer
+
+    def _build_student(self, subclasses: int):
+        cfg = self.config
+        outputs = len(self.labels) * subclasses
+        if cfg.student == "ngram":
+            from lelp.students.ngram import NgramStudent
+
+            return NgramStudent(outputs)
+        if cfg.student == "encoder_mlp":
+            from lelp.students.encoder_mlp import EncoderMLPStudent
+
+            return EncoderMLPStudent(outputs, input_size=self.train_inputs.vectors.shape[1])
+        from lelp.students.transformer import TransformerStudent, build_transformer_student
+
+        return TransformerStudent(build_transformer_student(self.teacher.model, self.labels, subclasses,
+                                                            layers=cfg.student_layers, base_dir=cfg.student_base))
+
+    # ---------------------------------------------------------------- train
+    def train_candidate(self, cand: Candidate, checkpoint: Path | None, on_checkpoint) -> CandidateResult:
+        cfg = self.config
+        hp = effective_hyperparameters(cfg, cand)
+        report(self.progress, Progress(stage="fit_projector", message=cand.name))
+        # Rows held out for validation or test count as unlabelled here: their labels must not
+        # shape the targets (the projector assigns them to the teacher's argmax class).
+        target_labels = np.full_like(self.train_labels, -1)
+        target_labels[self.fit_rows] = self.train_labels[self.fit_rows]
+        targets, subclasses, _model = build_targets(
+            cand.method, self.train_features.logits, self.train_features.embeddings, target_labels,
+            subclasses=cand.subclasses, beta=cand.beta, tau=cand.tau, seed=cfg.seed,
+            head_weight=self.teacher.head.weight.detach().cpu().numpy(), class_names=self.labels)
+        rows = self.fit_rows
+        torch.manual_seed(cfg.seed)
+        student = self._build_student(subclasses)
+        train_cfg = TrainConfig(epochs=hp["epochs"], learning_rate=hp["learning_rate"],
+                                batch_size=hp["batch_size"], subclasses=subclasses, alpha=cfg.alpha,
+                                tau=cand.tau, seed=cfg.seed)
+        fitnet = RowView(self.train_features.embeddings, rows) if cand.method == Method.FITNET.value else None
+        result = train_student(student, RowView(self.train_inputs, rows), targets[rows], self.train_labels[rows],
+                               train_cfg, teacher_embeddings=fitnet, device=self.device,
+                               checkpoint_path=checkpoint, progress=self.progress,
+                               should_cancel=self.should_cancel, on_checkpoint=on_checkpoint)
+        score = float("nan")
+        if self.validation_rows is not None:
+            score = self._validation_score(student, subclasses)
+        return CandidateResult(cand, student, result, score, {**hp, "subclasses": subclasses})
+
+    def _predict_classes(self, student, inputs, subclasses: int) -> np.ndarray:
+        from lelp.losses import class_log_probs
+
+        student.eval().to(self.device)
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(inputs), 512):
+                logits, _ = student(inputs.batch(torch.arange(i, min(i + 512, len(inputs))), self.device))
+                out.append(class_log_probs(logits.float(), subclasses).cpu().numpy())
+        return np.concatenate(out).argmax(1) if out else np.zeros(0, dtype=int)
+
+    def _validation_score(self, student, subclasses: int) -> float:
+        rows = self.validation_rows
+        pred = self._predict_classes(student, RowView(self.train_inputs, rows), subclasses)
+        truth = self.train_labels[rows]
+        teacher = self.train_features.logits[rows].argmax(1)
+        truth = np.where(truth >= 0, truth, teacher)
+        return float((pred == truth).mean())
+
+    # ------------------------------------------------------------- evaluate
+    def evaluate(self, best: CandidateResult, results: list[CandidateResult]) -> dict:
+        if self.eval_data is not None:
+            inputs, labels, logits = self.eval_inputs, self.eval_labels, self.eval_features.logits
+            texts, pairs = self.eval_data.texts, self.eval_data.text_pairs
+        else:
+            rows = self.eval_rows
+            inputs, labels = RowView(self.train_inputs, rows), self.train_labels[rows]
+            logits = self.train_features.logits[rows]
+            texts = [self.train_data.texts[i] for i in rows]
+            pairs = [self.train_data.text_pairs[i] for i in rows] if self.train_data.text_pairs else None
+        student_pred = self._predict_classes(best.student, inputs, best.hyperparameters["subclasses"])
+        teacher_pred = np.asarray(logits).argmax(1)
+        c = len(self.labels)
+        self._eval_texts = (texts, pairs)
+        return {
+            "method": best.candidate.method,
+            "student": {**classification_metrics(labels, student_pred, c), "architecture": self.config.student,
+                        "parameters": count_parameters(best.student)},
+            "teacher": {**classification_metrics(labels, teacher_pred, c),
+                        "architecture": self.teacher.info.architecture,
+                        "parameters": self.teacher.info.parameters or count_parameters(self.teacher.model),
+                        "size_bytes": directory_size(self.config.teacher_dir)},
+            "agreement": agreement(student_pred, teacher_pred),
+            "chosen": best.hyperparameters,
+            "candidates": [{**r.hyperparameters, "validation_accuracy": r.validation_score
+                            if r.validation_score == r.validation_score else None} for r in results],
+            "train_rows": int(len(self.fit_rows)),
+            "validation_rows": int(len(self.validation_rows)) if self.validation_rows is not None else 0,
+            "eval_rows": int(len(labels)),
+            "labels": self.labels,
+        }
+
+    # ----------------------------------------------------------------- save
+    def save(self, best: CandidateResult, out_dir, metrics: dict) -> Path:
+        from lelp.artifacts import HFClassifierPredictor, load_student, save_student
+
+        cfg = self.config
+        manifest = {
+            "labels": self.labels, "subclasses": best.hyperparameters["subclasses"],
+            "method": best.candidate.method, "hyperparameters": best.hyperparameters,
+            "max_length": cfg.max_length,
+            "sources": {"teacher_sha256": self.teacher.info.sha256, "train_sha256": self.train_data.sha256,
+                        "eval_sha256": self.eval_data.sha256 if self.eval_data is not None else None},
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        student = best.student.cpu()
+        tokenizer = self.student_tokenizer if cfg.student == "transformer" else None
+        encoder_dir = cfg.student_base if cfg.student == "encoder_mlp" else None
+        out = save_student(student, out_dir, manifest, tokenizer=tokenizer, encoder_dir=encoder_dir)
+        texts, pairs = self._eval_texts
+        metrics["student"]["size_bytes"] = directory_size(out)
+        metrics["student"]["sentences_per_second"] = sentences_per_second(
+            load_student(out).predict_proba, texts, pairs, max_seconds=3.0)
+        teacher_cpu = HFClassifierPredictor(self.teacher.model.cpu(), self.teacher.tokenizer, self.labels,
+                                            max_length=cfg.max_length)
+        metrics["teacher"]["sentences_per_second"] = sentences_per_second(
+            teacher_cpu.predict_proba, texts, pairs, max_rows=512, max_seconds=3.0)
+        return out
+

@@ -1,0 +1,189 @@
+"""``distill()``: one whole distillation job as a plain function (the CLI and the worker call it).
+
+Stages: load -> extract teacher features (cached) -> fit projector / build targets ->
+train (checkpoint each epoch, resumable) -> evaluate -> save the artifact.
+
+``method="auto"`` trains KD, LELP and the random-subclass control and keeps the best on
+a held-out split of the training data, so a user never gets less than plain KD would
+give; ``subclasses="auto"`` searches S, beta and tau the same way. Every candidate's
+validation score is reported, the winner's test metrics too.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lelp.errors import ConfigError
+from lelp.progress import CancelCheck, Progress, ProgressCallback, report
+from lelp.students.registry import STUDENT_KINDS
+from lelp.targets import SUBCLASS_METHODS, Method, parse_method
+
+# Defaults per student, from benchmarks/quality.py (see benchmarks/README.md).
+STUDENT_DEFAULTS = {
+    "ngram": {"epochs": 5, "learning_rate": 3e-3, "batch_size": 64},
+    "encoder_mlp": {"epochs": 20, "learning_rate": 1e-3, "batch_size": 64},
+    "transformer": {"epochs": 3, "learning_rate": 5e-5, "batch_size": 32},
+}
+DEFAULT_SUBCLASSES = 4
+DEFAULT_BETA = 1.0
+DEFAULT_TAU = 2.0
+# subclasses="auto" searches this grid (and kd gets a tau grid of the same size in benchmarks).
+AUTO_GRID = [{"subclasses": s, "beta": b, "tau": t} for s in (2, 4, 8) for b in (0.5, 2.0) for t in (1.0, 4.0)]
+AUTO_METHODS = (Method.KD, Method.LELP, Method.RANDOM_SUBCLASS)
+VALIDATION_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    teacher_dir: str
+    train_path: str
+    eval_path: str | None = None
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str | None = "label"
+    method: str = "lelp"
+    student: str = "ngram"
+    student_base: str | None = None
+    subclasses: int | str = "default"
+    beta: float | None = None
+    tau: float | None = None
+    alpha: float = 0.0
+    epochs: int | None = None
+    learning_rate: float | None = None
+    batch_size: int | None = None
+    max_length: int = 128
+    seed: int = 0
+    device: str = "auto"
+    student_layers: int | None = None
+
+
+@dataclass
+class DistillResult:
+    artifact_dir: str
+    metrics: dict
+    resumed_from_epoch: int = 0
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One fully specified training run."""
+
+    method: str
+    subclasses: int
+    beta: float
+    tau: float
+
+    @property
+    def name(self) -> str:
+        if self.method in SUBCLASS_METHODS:
+            return f"{self.method}-S{self.subclasses}-b{self.beta:g}-t{self.tau:g}"
+        return f"{self.method}-t{self.tau:g}"
+
+
+def validate_config(config: DistillConfig) -> None:
+    if config.method != "auto":
+        parse_method(config.method)
+    if config.student not in STUDENT_KINDS:
+        raise ConfigError(f"unknown student {config.student!r}; choose one of {', '.join(STUDENT_KINDS)}",
+                          param="student")
+    if config.student == "encoder_mlp" and not config.student_base:
+        raise ConfigError("the encoder_mlp student needs --student-base DIR (a pretrained sentence encoder)",
+                          param="student_base")
+    if not isinstance(config.subclasses, int) and config.subclasses not in ("auto", "default"):
+        raise ConfigError(f"subclasses must be an integer >= 1 or 'auto', got {config.subclasses!r}",
+                          param="subclasses")
+    if isinstance(config.subclasses, int) and config.subclasses < 1:
+        raise ConfigError("subclasses must be >= 1", param="subclasses")
+    if not 0.0 <= config.alpha <= 1.0:
+        raise ConfigError(f"alpha must be within [0, 1], got {config.alpha}", param="alpha")
+    for name in ("beta", "tau", "learning_rate"):
+        value = getattr(config, name)
+        if value is not None and not value > 0:
+            raise ConfigError(f"{name} must be > 0, got {value}", param=name)
+    for name in ("epochs", "batch_size", "max_length"):
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"{name} must be >= 1, got {value}", param=name)
+
+
+def candidates_for(config: DistillConfig) -> list[Candidate]:
+    s = DEFAULT_SUBCLASSES if config.subclasses in ("default", "auto") else int(config.subclasses)
+    beta = config.beta if config.beta is not None else DEFAULT_BETA
+    tau = config.tau if config.tau is not None else DEFAULT_TAU
+    methods = list(AUTO_METHODS) if config.method == "auto" else [parse_method(config.method)]
+    out: list[Candidate] = []
+    for m in methods:
+        if config.subclasses == "auto" and m in SUBCLASS_METHODS:
+            out += [Candidate(m.value, g["subclasses"], g["beta"], g["tau"]) for g in AUTO_GRID]
+        else:
+            out.append(Candidate(m.value, s if m in SUBCLASS_METHODS else 1, beta, tau))
+    return out
+
+
+def split_rows(labels: np.ndarray, fraction: float, seed: int, minimum: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded held-out split of the labelled rows; unlabelled rows always stay in training."""
+    rng = np.random.default_rng(seed)
+    labelled = np.flatnonzero(labels >= 0)
+    k = int(round(len(labelled) * fraction))
+    if k < minimum or len(labelled) - k < minimum:
+        raise ConfigError(f"{len(labelled)} labelled rows are too few to hold out a split; add labelled rows "
+                          "or pass an eval file", param="train_path")
+    held = np.sort(rng.choice(labelled, size=k, replace=False))
+    return np.setdiff1d(np.arange(len(labels)), held), held
+
+
+def _json_default(value):
+    if isinstance(value, np.integer | np.floating):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+def distill(
+    config: DistillConfig,
+    out_dir: str | Path,
+    *,
+    cache_dir: str | Path | None = None,
+    checkpoint_dir: str | Path | None = None,
+    progress: ProgressCallback | None = None,
+    should_cancel: CancelCheck | None = None,
+    on_checkpoint=None,
+) -> DistillResult:
+    """Run a whole distillation job and write the student artifact to ``out_dir``."""
+    from lelp.job import DistillJob
+
+    validate_config(config)
+    report(progress, Progress(stage="load", message="reading the teacher and the data"))
+    job = DistillJob(config, cache_dir=cache_dir, progress=progress, should_cancel=should_cancel)
+    job.load()
+    job.extract()
+    results = []
+    for i, cand in enumerate(candidates_for(config)):
+        ckpt = Path(checkpoint_dir) / f"{i:02d}-{cand.name}.pt" if checkpoint_dir else None
+        results.append(job.train_candidate(cand, ckpt, on_checkpoint))
+    best = max(results, key=lambda r: (r.validation_score, -AUTO_METHOD_RANK.get(r.candidate.method, 9)))
+    report(progress, Progress(stage="evaluate", message=f"evaluating {best.candidate.name}"))
+    metrics = job.evaluate(best, results)
+    report(progress, Progress(stage="save"))
+    out = job.save(best, out_dir, metrics)
+    metrics = json.loads(json.dumps(metrics, default=_json_default))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return DistillResult(str(out), metrics, resumed_from_epoch=max(r.train.resumed_from_epoch for r in results))
+
+
+# Ties on validation go to the simpler method.
+AUTO_METHOD_RANK = {Method.KD.value: 0, Method.LELP.value: 1, Method.RANDOM_SUBCLASS.value: 2}
+
+
+def effective_hyperparameters(config: DistillConfig, cand: Candidate) -> dict:
+    defaults = STUDENT_DEFAULTS[config.student]
+    return {"method": cand.method, "subclasses": cand.subclasses, "beta": cand.beta, "tau": cand.tau,
+            "alpha": config.alpha, "epochs": config.epochs or defaults["epochs"],
+            "learning_rate": config.learning_rate or defaults["learning_rate"],
+            "batch_size": config.batch_size or defaults["batch_size"], "max_length": config.max_length,
+            "seed": config.seed}
+
+

@@ -1,0 +1,47 @@
+"""What every student shares: an S*C head, and the inputs it trains on.
+
+A student is an ``nn.Module`` whose ``forward(batch)`` returns ``(logits, hidden)``:
+``logits`` has S*C columns (column ``c*S+s``), ``hidden`` is the representation the
+head reads (FitNet regresses it onto the teacher embedding). Its inputs live in a
+``StudentInputs`` that knows how to cut a batch for any row indices, so the trainer
+never needs to know which student it trains.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import nn
+
+
+class StudentInputs(Protocol):
+    def __len__(self) -> int: ...
+
+    def batch(self, indices: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]: ...
+
+
+class Student(nn.Module):
+    """Base class: subclasses set ``kind`` and implement ``forward`` and ``spec``."""
+
+    kind: str = ""
+    hidden_size: int = 0
+    #: parameters that SparseAdam must update (sparse gradients); everything else uses AdamW
+    sparse_parameter_names: tuple[str, ...] = ()
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def spec(self) -> dict:
+        """The constructor arguments, saved in the artifact so it can be rebuilt."""
+        raise NotImplementedError
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def mlp_head(in_features: int, hidden: int, out_features: int, dropout: float) -> nn.Sequential:
+    """Hidden layer + output layer: the ``hidden`` output is taken before the last Linear."""
+    return nn.Sequential(nn.Linear(in_features, hidden), nn.GELU(), nn.Dropout(dropout),
+                         nn.Linear(hidden, out_features))

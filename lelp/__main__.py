@@ -1,0 +1,3 @@
+from lelp.cli import main
+
+main()

@@ -1,0 +1,259 @@
+"""The library's command line: ``distill``, ``make-teacher``, ``predict``, ``evaluate``.
+
+``register_commands`` adds them to any typer app, so the service's ``lelp`` script
+offers them beside ``serve`` and the client verbs. Imports of torch happen inside the
+commands: ``lelp --help`` stays fast. A user's mistake is one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from lelp.errors import LELPError
+from lelp.progress import Progress
+
+EXIT_USER_ERROR = 2
+
+
+def user_errors(fn):
+    """Turn LELPError (and a Ctrl-C) into one line on stderr and a non-zero exit."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except LELPError as exc:
+            typer.echo(f"error: {exc.message}", err=True)
+            raise typer.Exit(EXIT_USER_ERROR) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+class ProgressBars:
+    """One tqdm bar per stage, fed by the library's Progress callbacks."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled, self.stage, self.bar = enabled, None, None
+
+    def __call__(self, p: Progress) -> None:
+        if not self.enabled:
+            return
+        from tqdm.auto import tqdm
+
+        label = p.stage + (f" ({p.message})" if p.message else "")
+        if not p.total:  # a stage without steps: one status line
+            if (p.stage, p.message) != self.stage:
+                self.close()
+                self.stage = (p.stage, p.message)
+                tqdm.write(f"- {label}", file=sys.stderr)
+            return
+        if p.stage != (self.stage or (None,))[0] or self.bar is None:
+            self.close()
+            self.stage = (p.stage, p.message)
+            self.bar = tqdm(total=p.total, desc=label, unit="row" if p.stage == "extract" else "step",
+                            file=sys.stderr, leave=False, dynamic_ncols=True, mininterval=0.2)
+        if self.bar.total != p.total:
+            self.bar.total = p.total
+        self.bar.n = p.step
+        if p.loss is not None:
+            self.bar.set_postfix(epoch=p.epoch, loss=f"{p.loss:.4f}", refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _quiet_transformers() -> None:
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
+def _subclasses(value: str) -> int | str:
+    if value in ("auto", "default"):
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise LELPError(f"--subclasses must be an integer or 'auto', got {value!r}") from None
+
+
+def print_report(metrics: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"student ({metrics['method']}) vs teacher, {metrics['eval_rows']} eval rows")
+    for col in ("", "accuracy", "macro-F1", "parameters", "size (MB)", "sentences/s (CPU)"):
+        table.add_column(col, justify="right")
+
+    def fmt(x, spec):
+        return "-" if x is None else format(x, spec)
+
+    for name in ("student", "teacher"):
+        m = metrics[name]
+        table.add_row(name, fmt(m.get("accuracy"), ".4f"), fmt(m.get("macro_f1"), ".4f"),
+                      fmt(m.get("parameters"), ","), fmt((m.get("size_bytes") or 0) / 1e6, ".1f"),
+                      fmt(m.get("sentences_per_second"), ",.0f"))
+    console = Console(stderr=False)
+    console.print(table)
+    console.print(f"agreement with the teacher: {metrics['agreement']:.4f}; chosen: {metrics['chosen']}")
+    if len(metrics.get("candidates", [])) > 1:
+        for c in metrics["candidates"]:
+            console.print(f"  candidate {c['method']} S={c['subclasses']} beta={c['beta']} tau={c['tau']}: "
+                          f"validation accuracy {c['validation_accuracy']:.4f}")
+
+
+@user_errors
+def distill_command(
+    teacher: Annotated[Path, typer.Option(help="Hugging Face sequence-classification directory")],
+    train: Annotated[Path, typer.Option(help="training/transfer data (CSV, TSV, JSONL, Parquet)")],
+    out: Annotated[Path, typer.Option(help="directory for the student artifact")],
+    eval: Annotated[Optional[Path], typer.Option(help="evaluation data; default: 10% of the labelled train rows")] = None,
+    text_column: str = "text",
+    text_pair_column: Optional[str] = None,
+    label_column: Annotated[str, typer.Option(help="'' for unlabelled transfer data")] = "label",
+    method: Annotated[str, typer.Option(help="lelp|kd|ce|fitnet|random_subclass|uniform_subclass|kmeans_subclass|auto")] = "lelp",
+    student: Annotated[str, typer.Option(help="ngram|encoder_mlp|transformer")] = "ngram",
+    student_base: Annotated[Optional[Path], typer.Option(help="pretrained encoder for encoder_mlp/transformer")] = None,
+    subclasses: Annotated[str, typer.Option(help="sub-classes per class S, or 'auto'")] = "default",
+    beta: Optional[float] = None,
+    tau: Optional[float] = None,
+    alpha: float = 0.0,
+    epochs: Optional[int] = None,
+    learning_rate: Optional[float] = None,
+    batch_size: Optional[int] = None,
+    max_length: int = 128,
+    seed: int = 0,
+    device: str = "auto",
+    cache_dir: Annotated[Optional[Path], typer.Option(help="teacher-feature cache")] = None,
+    checkpoint_dir: Annotated[Optional[Path], typer.Option(help="resume from / write checkpoints here")] = None,
+    quiet: bool = False,
+) -> None:
+    """Distil a teacher into a small student; writes the artifact and OUT/metrics.json."""
+    _quiet_transformers()
+    from lelp.pipeline import DistillConfig, distill
+
+    config = DistillConfig(
+        teacher_dir=str(teacher), train_path=str(train), eval_path=str(eval) if eval else None,
+        text_column=text_column, text_pair_column=text_pair_column, label_column=label_column or None,
+        method=method, student=student, student_base=str(student_base) if student_base else None,
+        subclasses=_subclasses(subclasses), beta=beta, tau=tau, alpha=alpha, epochs=epochs,
+        learning_rate=learning_rate, batch_size=batch_size, max_length=max_length, seed=seed, device=device)
+    bars = ProgressBars(enabled=not quiet)
+    try:
+        result = distill(config, out, cache_dir=cache_dir or out / ".cache", checkpoint_dir=checkpoint_dir,
+                         progress=bars)
+    finally:
+        bars.close()
+    print_report(result.metrics)
+    typer.echo(f"student written to {result.artifact_dir}")
+
+
+@user_errors
+def make_teacher_command(
+    base: Annotated[Path, typer.Option(help="pretrained encoder directory, e.g. the shipped MiniLM")],
+    train: Annotated[Path, typer.Option(help="labelled training data")],
+    out: Annotated[Path, typer.Option(help="where to write the teacher")],
+    text_column: str = "text",
+    text_pair_column: Optional[str] = None,
+    label_column: str = "label",
+    epochs: int = 1,
+    learning_rate: float = 5e-5,
+    batch_size: int = 32,
+    max_length: int = 64,
+    max_rows: Optional[int] = None,
+    seed: int = 0,
+    device: str = "auto",
+) -> None:
+    """Fine-tune a pretrained encoder into a sequence-classification teacher."""
+    _quiet_transformers()
+    from lelp.make_teacher import TeacherTrainingConfig, make_teacher
+
+    bars = ProgressBars()
+    try:
+        path = make_teacher(base, train, out, config=TeacherTrainingConfig(
+            epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, max_length=max_length,
+            max_rows=max_rows, seed=seed), text_column=text_column, text_pair_column=text_pair_column,
+            label_column=label_column, device=device, progress=bars)
+    finally:
+        bars.close()
+    typer.echo(f"teacher written to {path}")
+
+
+@user_errors
+def predict_command(
+    texts: Annotated[list[str], typer.Argument(help="texts to classify")],
+    model: Annotated[Path, typer.Option(help="a student artifact or a teacher directory")],
+) -> None:
+    """Print one JSON object per input: label, score, probabilities."""
+    _quiet_transformers()
+    from lelp.artifacts import load_predictor
+
+    for record in load_predictor(model).predict(texts):
+        typer.echo(json.dumps(record))
+
+
+@user_errors
+def evaluate_command(
+    model: Annotated[Path, typer.Option(help="a student artifact or a teacher directory")],
+    data: Annotated[Path, typer.Option(help="labelled data file")],
+    text_column: str = "text",
+    text_pair_column: Optional[str] = None,
+    label_column: str = "label",
+) -> None:
+    """Accuracy and macro-F1 of a model on a labelled file (JSON on the last line)."""
+    _quiet_transformers()
+    import numpy as np
+
+    from lelp.artifacts import load_predictor
+    from lelp.data import encode_labels, read_table
+    from lelp.errors import DataError
+    from lelp.evaluate import classification_metrics
+
+    dataset = read_table(data, text_column=text_column, text_pair_column=text_pair_column,
+                         label_column=label_column)
+    predictor = load_predictor(model)
+    labels = np.asarray(encode_labels(dataset.labels, predictor.labels, source=data.name))
+    if not (labels >= 0).any():
+        raise DataError(f"{data.name}: no labelled rows to evaluate on", param="label_column")
+    probs = predictor.predict_proba(dataset.texts, dataset.text_pairs)
+    result = classification_metrics(labels, probs.argmax(1), len(predictor.labels))
+    typer.echo(json.dumps(result))
+
+
+def register_commands(app: typer.Typer) -> None:
+    app.command("distill")(distill_command)
+    app.command("make-teacher")(make_teacher_command)
+    app.command("predict")(predict_command)
+    app.command("evaluate")(evaluate_command)
+
+
+def build_app() -> typer.Typer:
+    app = typer.Typer(help="LELP: distil few-class text classifiers.", no_args_is_help=True,
+                      pretty_exceptions_enable=False, add_completion=False)
+    register_commands(app)
+    return app
+
+
+def main() -> None:
+    build_app()()
+
+
+if __name__ == "__main__":
+    main()

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from lelp.data import TextDataset, encode_labels, read_table
+from lelp.errors import ConfigError
 from lelp.evaluate import agreement, classification_metrics, directory_size, sentences_per_second
 from lelp.features import encode_mean_pooled, extract_teacher_features
 from lelp.pipeline import (VALIDATION_FRACTION, Candidate, DistillConfig, effective_hyperparameters,
@@ -100,7 +101,8 @@ class DistillJob:
         if cfg.student == "ngram":
             from lelp.students.ngram import HashedInputs, HashingSpec
 
-            return HashedInputs(HashingSpec(), data.texts, data.text_pairs)
+            return HashedInputs(HashingSpec(n_features=self.student_options.get("n_features", 2**18)),
+                                data.texts, data.text_pairs)
         if cfg.student == "encoder_mlp":
             from lelp.students.encoder_mlp import DenseInputs
 
@@ -120,21 +122,28 @@ class DistillJob:
             return AutoTokenizer.from_pretrained(self.config.student_base, local_files_only=True)
         return self.teacher.tokenizer
 
+    @property
+    def student_options(self) -> dict:
+        return dict(self.config.student_options or {})
+
     def _build_student(self, subclasses: int):
-        cfg = self.config
+        cfg, opts = self.config, self.student_options
         outputs = len(self.labels) * subclasses
-        if cfg.student == "ngram":
-            from lelp.students.ngram import NgramStudent
+        try:
+            if cfg.student == "ngram":
+                from lelp.students.ngram import NgramStudent
 
-            return NgramStudent(outputs)
-        if cfg.student == "encoder_mlp":
-            from lelp.students.encoder_mlp import EncoderMLPStudent
+                return NgramStudent(outputs, **opts)
+            if cfg.student == "encoder_mlp":
+                from lelp.students.encoder_mlp import EncoderMLPStudent
 
-            return EncoderMLPStudent(outputs, input_size=self.train_inputs.vectors.shape[1])
+                return EncoderMLPStudent(outputs, input_size=self.train_inputs.vectors.shape[1], **opts)
+        except TypeError as exc:
+            raise ConfigError(f"bad student option for {cfg.student}: {exc}", param="student_options") from None
         from lelp.students.transformer import TransformerStudent, build_transformer_student
 
         return TransformerStudent(build_transformer_student(self.teacher.model, self.labels, subclasses,
-                                                            layers=cfg.student_layers, base_dir=cfg.student_base))
+                                                            layers=opts.get("layers"), base_dir=cfg.student_base))
 
     # ---------------------------------------------------------------- train
     def train_candidate(self, cand: Candidate, checkpoint: Path | None, on_checkpoint) -> CandidateResult:

@@ -58,7 +58,9 @@ class DistillConfig:
     max_length: int = 128
     seed: int = 0
     device: str = "auto"
-    student_layers: int | None = None
+    # constructor options of the student, e.g. {"n_features": 2**16, "embedding_dim": 32} for ngram,
+    # {"hidden": 512} for encoder_mlp, {"layers": 3} for transformer
+    student_options: dict | None = None
 
 
 @dataclass
@@ -128,8 +130,8 @@ def split_rows(labels: np.ndarray, fraction: float, seed: int, minimum: int = 20
     """A seeded held-out split of the labelled rows; unlabelled rows always stay in training."""
     rng = np.random.default_rng(seed)
     labelled = np.flatnonzero(labels >= 0)
-    k = int(round(len(labelled) * fraction))
-    if k < minimum or len(labelled) - k < minimum:
+    k = max(int(round(len(labelled) * fraction)), minimum)
+    if len(labelled) - k < minimum:
         raise ConfigError(f"{len(labelled)} labelled rows are too few to hold out a split; add labelled rows "
                           "or pass an eval file", param="train_path")
     held = np.sort(rng.choice(labelled, size=k, replace=False))

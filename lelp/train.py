@@ -133,13 +133,14 @@ def train_student(
             result.resumed_from_epoch = start_epoch
     step = start_epoch * steps_per_epoch
     for epoch in range(start_epoch, config.epochs):
+        check_cancelled(should_cancel)
         student.train()
         seed = config.seed * 100_003 + epoch
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
         torch.manual_seed(seed)
         running, count = 0.0, 0
         for first in range(0, n, config.batch_size):
-            if step % config.cancel_every == 0:
+            if step % config.cancel_every == 0 and first:
                 check_cancelled(should_cancel)
             idx = order[first:first + config.batch_size]
             logits, hidden = student(inputs.batch(idx, dev))

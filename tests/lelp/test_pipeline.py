@@ -1,0 +1,146 @@
+"""The whole library path on a tiny random BERT: extract -> fit -> train -> save -> load -> predict."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lelp.artifacts import load_predictor, load_student, read_manifest
+from lelp.errors import ArtifactError, ConfigError, DataError, JobCancelled
+from lelp.pipeline import DistillConfig, distill
+from lelp.targets import Method
+
+SMALL_NGRAM = {"n_features": 2**12, "embedding_dim": 16, "hidden": 32}
+
+
+def config_for(teacher, train, eval_, **overrides) -> DistillConfig:
+    base = dict(teacher_dir=str(teacher), train_path=str(train), eval_path=str(eval_), subclasses=2, epochs=2,
+                student_options=SMALL_NGRAM, max_length=32)
+    base.update(overrides)
+    if base.get("student") != "ngram" and "student" in base:
+        base["student_options"] = overrides.get("student_options")
+    return DistillConfig(**base)
+
+
+@pytest.mark.parametrize("method", [m.value for m in Method])
+def test_every_method_trains_saves_and_predicts(method, tiny_teacher_dir, tiny_train_csv, tiny_eval_csv, tmp_path):
+    result = distill(config_for(tiny_teacher_dir, tiny_train_csv, tiny_eval_csv, method=method), tmp_path / "out",
+                     cache_dir=tmp_path / "cache")
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["method"] == method
+    for side in ("student", "teacher"):
+        assert 0.0 <= metrics[side]["accuracy"] <= 1.0
+        assert metrics[side]["parameters"] > 0
+        assert metrics[side]["sentences_per_second"] > 0
+    assert 0.0 <= metrics["agreement"] <= 1.0
+    manifest = read_manifest(result.artifact_dir)
+    expected_s = 2 if method in {"lelp", "random_subclass", "uniform_subclass", "kmeans_subclass"} else 1
+    assert manifest["subclasses"] == expected_s and manifest["method"] == method
+    predictions = load_student(result.artifact_dir).predict(["good great film", "bad awful plot"])
+    assert [p["label"] in ("negative", "positive") for p in predictions] == [True, True]
+    for p in predictions:
+        assert sum(p["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert p["score"] == max(p["probabilities"].values())
+
+
+@pytest.mark.parametrize("student", ["encoder_mlp", "transformer"])
+def test_other_students_round_trip(student, tiny_teacher_dir, tiny_train_csv, tiny_eval_csv, tmp_path):
+    extra = {"student_base": str(tiny_teacher_dir)} if student == "encoder_mlp" else {}
+    result = distill(config_for(tiny_teacher_dir, tiny_train_csv, tiny_eval_csv, student=student, method="lelp",
+                                **extra), tmp_path / "out", cache_dir=tmp_path / "cache")
+    predictor = load_student(result.artifact_dir)
+    probs = predictor.predict_proba(["good film", "sad plot", "the match"])
+    assert probs.shape == (3, 2)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    if student == "transformer":  # also a plain Hugging Face model with S*C outputs
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        model = AutoModelForSequenceClassification.from_pretrained(result.artifact_dir)
+        tok = AutoTokenizer.from_pretrained(result.artifact_dir)
+        assert model.config.num_labels == 4
+        logits = model(**tok(["good film"], return_tensors="pt")).logits
+        folded = torch.softmax(logits.view(1, 2, 2).logsumexp(-1), -1).detach().numpy()
+        np.testing.assert_allclose(folded[0], probs[0], atol=1e-5)
+
+
+def test_three_class_teacher_and_unlabelled_transfer_rows(tiny_teacher_3class_dir, tmp_path):
+    from tests.tiny import make_text_rows, write_csv
+
+    rows = make_text_rows(150, labels=("neg", "pos", "sports"), seed=4)
+    for row in rows[::3]:
+        row["label"] = ""  # transfer rows without a label
+    train = write_csv(tmp_path / "train.csv", rows)
+    ev = write_csv(tmp_path / "eval.csv", make_text_rows(30, labels=("neg", "pos", "sports"), seed=5))
+    result = distill(config_for(tiny_teacher_3class_dir, train, ev, method="lelp"), tmp_path / "out")
+    assert read_manifest(result.artifact_dir)["labels"] == ["neg", "pos", "sports"]
+    assert result.metrics["eval_rows"] == 30
+
+
+def test_resume_from_checkpoint_matches_uninterrupted_run(tiny_teacher_dir, tiny_train_csv, tiny_eval_csv, tmp_path):
+    cfg = config_for(tiny_teacher_dir, tiny_train_csv, tiny_eval_csv, method="lelp", epochs=3)
+    full = distill(cfg, tmp_path / "full", cache_dir=tmp_path / "cache")
+
+    checkpoints = tmp_path / "ckpt"
+    saved: list[str] = []
+
+    def cancel_in_third_epoch() -> bool:  # as if the worker were killed after two epochs
+        return len(saved) >= 2
+
+    with pytest.raises(JobCancelled):
+        distill(cfg, tmp_path / "resumed", cache_dir=tmp_path / "cache", checkpoint_dir=checkpoints,
+                should_cancel=cancel_in_third_epoch, on_checkpoint=saved.append)
+    assert saved, "a checkpoint is written after each epoch"
+    resumed = distill(cfg, tmp_path / "resumed", cache_dir=tmp_path / "cache", checkpoint_dir=checkpoints)
+    assert resumed.resumed_from_epoch == 2
+    texts = ["good great film", "bad awful plot", "the story was quite dull"]
+    np.testing.assert_allclose(load_student(full.artifact_dir).predict_proba(texts),
+                               load_student(resumed.artifact_dir).predict_proba(texts), rtol=1e-5, atol=1e-6)
+
+
+def test_auto_method_reports_every_candidate_and_keeps_the_best(tiny_teacher_dir, tiny_train_csv, tiny_eval_csv,
+                                                               tmp_path):
+    result = distill(config_for(tiny_teacher_dir, tiny_train_csv, tiny_eval_csv, method="auto"), tmp_path / "out")
+    candidates = result.metrics["candidates"]
+    assert {c["method"] for c in candidates} == {"kd", "lelp", "random_subclass"}
+    best = max(c["validation_accuracy"] for c in candidates)
+    chosen = [c for c in candidates if c["method"] == result.metrics["method"]][0]
+    assert chosen["validation_accuracy"] == best
+
+
+def test_bad_config_is_refused_before_any_work(tiny_teacher_dir, tiny_train_csv, tmp_path):
+    with pytest.raises(ConfigError, match="unknown method"):
+        distill(DistillConfig(str(tiny_teacher_dir), str(tiny_train_csv), method="magic"), tmp_path / "o")
+    with pytest.raises(ConfigError, match="student-base"):
+        distill(DistillConfig(str(tiny_teacher_dir), str(tiny_train_csv), student="encoder_mlp"), tmp_path / "o")
+    with pytest.raises(ConfigError, match="alpha"):
+        distill(DistillConfig(str(tiny_teacher_dir), str(tiny_train_csv), alpha=2.0), tmp_path / "o")
+    with pytest.raises(ConfigError, match="subclasses"):
+        distill(DistillConfig(str(tiny_teacher_dir), str(tiny_train_csv), subclasses=64,
+                              student_options=SMALL_NGRAM), tmp_path / "o")  # D=32 < S + C
+
+
+def test_unknown_label_is_a_data_error(tiny_teacher_dir, tmp_path):
+    from tests.tiny import write_csv
+
+    train = write_csv(tmp_path / "t.csv", [{"text": "good", "label": "maybe"}] * 30)
+    with pytest.raises(DataError, match="unknown label"):
+        distill(DistillConfig(str(tiny_teacher_dir), str(train)), tmp_path / "o")
+
+
+def test_artifact_of_another_format_version_is_refused(tiny_teacher_dir, tiny_train_csv, tiny_eval_csv, tmp_path):
+    result = distill(config_for(tiny_teacher_dir, tiny_train_csv, tiny_eval_csv, method="kd", epochs=1),
+                     tmp_path / "out")
+    manifest_file = tmp_path / "out" / "lelp_student.json"
+    manifest = json.loads(manifest_file.read_text())
+    manifest["format_version"] = 99
+    manifest_file.write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="format version"):
+        load_student(result.artifact_dir)
+
+
+def test_teacher_directory_predicts_through_the_same_interface(tiny_teacher_dir):
+    records = load_predictor(tiny_teacher_dir).predict(["good film"])
+    assert records[0]["label"] in ("negative", "positive")

@@ -1,0 +1,108 @@
+"""The library's command line: real runs on a tiny teacher, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from lelp.cli import build_app
+from tests.tiny import make_text_rows, write_csv
+
+runner = CliRunner()
+SMALL = ["--epochs", "1", "--max-length", "32", "--subclasses", "2"]
+
+
+def invoke(*args: str):
+    return runner.invoke(build_app(), [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def student_dir(tiny_teacher_dir, tiny_train_csv, tiny_eval_csv, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "student"
+    result = invoke("distill", "--teacher", tiny_teacher_dir, "--train", tiny_train_csv, "--eval", tiny_eval_csv,
+                    "--out", out, "--method", "lelp", "--student", "ngram", "--quiet", *SMALL)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_distill_writes_metrics_json(student_dir):
+    metrics = json.loads((student_dir / "metrics.json").read_text())
+    assert metrics["method"] == "lelp"
+    for side in ("student", "teacher"):
+        assert set(metrics[side]) >= {"accuracy", "macro_f1", "parameters", "sentences_per_second"}
+    assert "agreement" in metrics
+
+
+def test_predict_prints_one_json_object_per_input(student_dir, tiny_teacher_dir):
+    for model in (student_dir, tiny_teacher_dir):
+        result = invoke("predict", "--model", model, "good film", "bad plot")
+        assert result.exit_code == 0, result.output
+        lines = [json.loads(line) for line in result.stdout.strip().splitlines()]
+        assert len(lines) == 2
+        assert set(lines[0]) == {"label", "score", "probabilities"}
+        assert set(lines[0]["probabilities"]) == {"negative", "positive"}
+
+
+def test_evaluate_prints_json_on_last_line(student_dir, tiny_eval_csv):
+    result = invoke("evaluate", "--model", student_dir, "--data", tiny_eval_csv)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["rows"] == 40 and 0.0 <= report["accuracy"] <= 1.0 and 0.0 <= report["macro_f1"] <= 1.0
+
+
+def _one_line_error(result, needle: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and needle in errors[0], result.output
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (b"", "empty"),
+        (b"text,label\n", "no rows"),
+        (b"sentence,label\ngood,positive\n", "no column 'text'"),
+        (b"text,label\ngood,maybe\n", "unknown label"),
+        (b"text,label\n\xff\xfe bad bytes \xff,positive\n", "UTF-8"),
+    ],
+)
+def test_bad_data_gets_one_line_error(content, needle, tiny_teacher_dir, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(content)
+    _one_line_error(invoke("distill", "--teacher", tiny_teacher_dir, "--train", bad, "--out", tmp_path / "o",
+                           "--quiet"), needle)
+
+
+def test_evaluate_with_bad_data_and_missing_model(student_dir, tmp_path):
+    bad = write_csv(tmp_path / "x.csv", [{"text": "a", "label": "nope"}])
+    _one_line_error(invoke("evaluate", "--model", student_dir, "--data", bad), "unknown label")
+    _one_line_error(invoke("predict", "--model", tmp_path / "missing", "hi"), "missing")
+
+
+def test_data_formats_tsv_jsonl_parquet_and_integer_labels(tiny_teacher_dir, tmp_path, student_dir):
+    import pandas as pd
+
+    rows = make_text_rows(40, seed=9)
+    frame = pd.DataFrame(rows)
+    frame["label"] = frame["label"].map({"negative": "0", "positive": "1"})  # integers work too
+    frame.to_csv(tmp_path / "d.tsv", sep="\t", index=False)
+    frame.to_json(tmp_path / "d.jsonl", orient="records", lines=True)
+    frame.to_parquet(tmp_path / "d.parquet")
+    for name in ("d.tsv", "d.jsonl", "d.parquet"):
+        result = invoke("evaluate", "--model", student_dir, "--data", tmp_path / name)
+        assert result.exit_code == 0, (name, result.output)
+        assert json.loads(result.stdout.strip().splitlines()[-1])["rows"] == 40
+
+
+def test_make_teacher_builds_a_loadable_classifier(tiny_teacher_dir, tiny_train_csv, tmp_path):
+    out = tmp_path / "teacher"
+    result = invoke("make-teacher", "--base", tiny_teacher_dir, "--train", tiny_train_csv, "--out", out,
+                    "--epochs", "1", "--max-length", "32")
+    assert result.exit_code == 0, result.output
+    from lelp.teacher import read_teacher_config
+
+    info = read_teacher_config(out)
+    assert info.labels == ["negative", "positive"] and info.num_labels == 2

@@ -20,6 +20,8 @@ _LAZY = {
     "load_teacher": "lelp.teacher",
     "read_teacher_config": "lelp.teacher",
     "extract_teacher_features": "lelp.features",
+    "encode_mean_pooled": "lelp.features",
+    "TeacherFeatures": "lelp.features",
     "DistillConfig": "lelp.pipeline",
     "distill": "lelp.pipeline",
     "load_student": "lelp.artifacts",

@@ -25,12 +25,16 @@ def config_for(teacher, train, eval_, **overrides) -> DistillConfig:
     return DistillConfig(**base)
 
 
+@pytest.mark.parametrize("student", ["ngram", "encoder_mlp", "transformer"])
 @pytest.mark.parametrize("method", [m.value for m in Method])
-def test_every_method_trains_saves_and_predicts(method, tiny_teacher_dir, tiny_train_csv, tiny_eval_csv, tmp_path):
-    result = distill(config_for(tiny_teacher_dir, tiny_train_csv, tiny_eval_csv, method=method), tmp_path / "out",
-                     cache_dir=tmp_path / "cache")
+def test_every_method_and_student_trains_saves_and_predicts(method, student, tiny_teacher_dir, tiny_train_csv,
+                                                            tiny_eval_csv, tmp_path):
+    extra = {"student_base": str(tiny_teacher_dir)} if student == "encoder_mlp" else {}
+    cfg = config_for(tiny_teacher_dir, tiny_train_csv, tiny_eval_csv, method=method, student=student, epochs=1,
+                     **extra)
+    result = distill(cfg, tmp_path / "out", cache_dir=tmp_path / "cache")
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert metrics["method"] == method
+    assert metrics["method"] == method and metrics["student"]["architecture"] == student
     for side in ("student", "teacher"):
         assert 0.0 <= metrics[side]["accuracy"] <= 1.0
         assert metrics[side]["parameters"] > 0
@@ -38,7 +42,7 @@ def test_every_method_trains_saves_and_predicts(method, tiny_teacher_dir, tiny_t
     assert 0.0 <= metrics["agreement"] <= 1.0
     manifest = read_manifest(result.artifact_dir)
     expected_s = 2 if method in {"lelp", "random_subclass", "uniform_subclass", "kmeans_subclass"} else 1
-    assert manifest["subclasses"] == expected_s and manifest["method"] == method
+    assert manifest["subclasses"] == expected_s and manifest["method"] == method and manifest["kind"] == student
     predictions = load_student(result.artifact_dir).predict(["good great film", "bad awful plot"])
     assert [p["label"] in ("negative", "positive") for p in predictions] == [True, True]
     for p in predictions:
@@ -47,7 +51,7 @@ def test_every_method_trains_saves_and_predicts(method, tiny_teacher_dir, tiny_t
 
 
 @pytest.mark.parametrize("student", ["encoder_mlp", "transformer"])
-def test_other_students_round_trip(student, tiny_teacher_dir, tiny_train_csv, tiny_eval_csv, tmp_path):
+def test_encoder_and_transformer_students_predict_consistently(student, tiny_teacher_dir, tiny_train_csv, tiny_eval_csv, tmp_path):
     extra = {"student_base": str(tiny_teacher_dir)} if student == "encoder_mlp" else {}
     result = distill(config_for(tiny_teacher_dir, tiny_train_csv, tiny_eval_csv, student=student, method="lelp",
                                 **extra), tmp_path / "out", cache_dir=tmp_path / "cache")

@@ -128,6 +128,7 @@ def distill_command(
     text_column: str = "text",
     text_pair_column: Optional[str] = None,
     label_column: Annotated[str, typer.Option(help="'' for unlabelled transfer data")] = "label",
+    eval_label_column: Annotated[Optional[str], typer.Option(help="default: --label-column, or 'label'")] = None,
     method: Annotated[str, typer.Option(help="lelp|kd|ce|fitnet|random_subclass|uniform_subclass|kmeans_subclass|auto")] = "lelp",
     student: Annotated[str, typer.Option(help="ngram|encoder_mlp|transformer")] = "ngram",
     student_base: Annotated[Optional[Path], typer.Option(help="pretrained encoder for encoder_mlp/transformer")] = None,
@@ -152,7 +153,7 @@ def distill_command(
     config = DistillConfig(
         teacher_dir=str(teacher), train_path=str(train), eval_path=str(eval) if eval else None,
         text_column=text_column, text_pair_column=text_pair_column, label_column=label_column or None,
-        method=method, student=student, student_base=str(student_base) if student_base else None,
+        eval_label_column=eval_label_column or None, method=method, student=student, student_base=str(student_base) if student_base else None,
         subclasses=_subclasses(subclasses), beta=beta, tau=tau, alpha=alpha, epochs=epochs,
         learning_rate=learning_rate, batch_size=batch_size, max_length=max_length, seed=seed, device=device)
     bars = ProgressBars(enabled=not quiet)

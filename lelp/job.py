@@ -69,6 +69,7 @@ class DistillJob:
         self.train_data = read_table(cfg.train_path, **read)
         self.train_labels = np.asarray(encode_labels(self.train_data.labels, self.labels, source="train data"))
         if cfg.eval_path:
+            read["label_column"] = cfg.eval_label_column or cfg.label_column or "label"
             self.eval_data = read_table(cfg.eval_path, **read)
             self.eval_labels = np.asarray(encode_labels(self.eval_data.labels, self.labels, source="eval data"))
             self.eval_rows = None

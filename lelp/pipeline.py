@@ -45,6 +45,8 @@ class DistillConfig:
     text_column: str = "text"
     text_pair_column: str | None = None
     label_column: str | None = "label"
+    # the eval file's label column; None: the same as label_column, or "label" when that is None
+    eval_label_column: str | None = None
     method: str = "lelp"
     student: str = "ngram"
     student_base: str | None = None

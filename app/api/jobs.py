@@ -1,0 +1,70 @@
+"""/v1/jobs"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, Query, Response
+
+from app.db import repositories as repo
+from app.db.models import Job
+from app.deps import EnqueueDep, JobDep, SessionDep, SettingsDep, TenantDep
+from app.schemas.common import ERROR_RESPONSES, ErrorBody, Page
+from app.schemas.jobs import JobCreate, JobEventRead, JobRead
+from app.services import jobs as service
+from app.services.pagination import decode_cursor, page
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
+
+
+IdempotencyKey = Annotated[str | None, Header(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$",
+                                              description="Any visible ASCII, up to 255 characters")]
+
+
+@router.post("", status_code=202, response_model=JobRead,
+             responses={409: {"model": ErrorBody, "description": "Idempotency-Key reused with another body"},
+                        429: {"model": ErrorBody, "description": "Too many queued or running jobs"}})
+def create_job(body: JobCreate, response: Response, session: SessionDep, tenant: TenantDep, settings: SettingsDep,
+               enqueue: EnqueueDep, idempotency_key: IdempotencyKey = None) -> Job:
+    """Submit a distillation job; poll the job at the Location header."""
+    job, created = service.create_job(session, settings, tenant.id, body, idempotency_key)
+    if created:
+        service.enqueue_after_commit(session, job, enqueue)
+    else:
+        response.headers["Idempotent-Replayed"] = "true"
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return job
+
+
+@router.get("", response_model=Page[JobRead])
+def list_jobs(session: SessionDep, tenant: TenantDep, limit: Annotated[int, Query(ge=1, le=100)] = 20,
+              after: Annotated[str | None, Query(max_length=200)] = None,
+              status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None) -> dict:
+    """List your jobs, newest first, optionally by status."""
+    rows = repo.list_owned(session, Job, tenant.id, limit=limit, status=status,
+                           after=decode_cursor(after) if after else None)
+    data, has_more, cursor = page(rows, limit)
+    return {"data": data, "has_more": has_more, "next_cursor": cursor}
+
+
+@router.get("/{job_id}", response_model=JobRead)
+def get_job(job: JobDep) -> Job:
+    """A job's status, progress, metrics, error and model id."""
+    return job
+
+
+@router.post("/{job_id}/cancel", status_code=202, response_model=JobRead,
+             responses={409: {"model": ErrorBody, "description": "The job already finished"}})
+def cancel_job(job: JobDep, session: SessionDep) -> Job:
+    """Cancel a job: at once if queued; a running job stops at its next check."""
+    return service.cancel_job(session, job)
+
+
+@router.get("/{job_id}/events", response_model=Page[JobEventRead])
+def list_job_events(job: JobDep, session: SessionDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                    after: Annotated[int | None, Query(ge=0)] = None) -> dict:
+    """A job's events, oldest first; pass ``next_cursor`` as ``after`` for more."""
+    rows = repo.list_events(session, job.id, after=after, limit=limit)
+    has_more = len(rows) > limit
+    data = rows[:limit]
+    return {"data": data, "has_more": has_more, "next_cursor": str(data[-1].id) if has_more and data else None}

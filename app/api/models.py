@@ -1,0 +1,59 @@
+"""/v1/models"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+
+from app.db import repositories as repo
+from app.db.models import Model
+from app.deps import InferenceDep, ModelDep, SessionDep, SettingsDep, StoreDep, TenantDep
+from app.schemas.common import ERROR_RESPONSES, Page
+from app.schemas.models import ModelRead, PredictRequest, PredictResponse
+from app.services import models as service
+from app.services.pagination import decode_cursor, page
+
+router = APIRouter(prefix="/v1/models", tags=["models"], responses=ERROR_RESPONSES)
+
+
+@router.get("", response_model=Page[ModelRead])
+def list_models(session: SessionDep, tenant: TenantDep, limit: Annotated[int, Query(ge=1, le=100)] = 20,
+                after: Annotated[str | None, Query(max_length=200)] = None) -> dict:
+    """List your distilled models, newest first."""
+    rows = repo.list_owned(session, Model, tenant.id, limit=limit, after=decode_cursor(after) if after else None)
+    data, has_more, cursor = page(rows, limit)
+    return {"data": data, "has_more": has_more, "next_cursor": cursor}
+
+
+@router.get("/{model_id}", response_model=ModelRead)
+def get_model(model: ModelDep) -> Model:
+    """A model with its metrics (student, teacher, agreement), size and parameters."""
+    return model
+
+
+@router.post("/{model_id}/predict", response_model=PredictResponse)
+async def predict(body: PredictRequest, model: ModelDep, settings: SettingsDep,
+                  inference: InferenceDep) -> dict:
+    """Label, score and class probabilities for each input (micro-batched with other requests)."""
+    predictions = await service.predict(inference, model, body, settings)
+    return {"model_id": model.id, "predictions": predictions}
+
+
+@router.get("/{model_id}/artifact", response_class=FileResponse,
+            responses={200: {"content": {"application/gzip": {}}, "description": "tar.gz of the student directory"}})
+async def download_artifact(model: ModelDep, store: StoreDep, settings: SettingsDep) -> FileResponse:
+    """Download the student directory as a tar.gz."""
+    path = await run_in_threadpool(service.build_artifact_tarball, store, model, settings.data_dir / "tmp")
+    return FileResponse(path, media_type="application/gzip", filename=f"{model.id}.tar.gz",
+                        background=BackgroundTask(path.unlink, missing_ok=True))
+
+
+@router.delete("/{model_id}", status_code=204, response_class=Response)
+def delete_model(model: ModelDep, session: SessionDep, store: StoreDep, inference: InferenceDep) -> Response:
+    """Delete a model and its files."""
+    service.delete_model(session, store, inference, model)
+    return Response(status_code=204)

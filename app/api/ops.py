@@ -1,0 +1,76 @@
+"""Operations endpoints: liveness, readiness, Prometheus metrics (no API key needed)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from app.db import repositories as repo
+from app.settings import Settings
+
+router = APIRouter(tags=["ops"])
+log = logging.getLogger(__name__)
+CHECK_TIMEOUT_S = 5.0
+
+
+def _check_database(request: Request) -> None:
+    with request.app.state.sessionmaker() as session:
+        session.execute(sa.text("SELECT 1"))
+
+
+def _check_broker(settings: Settings) -> None:
+    """Open (and close) one broker connection, with the worker's transport options when available."""
+    try:
+        from worker.celery_app import celery_app
+
+        connection = celery_app.connection_for_write()
+    except ImportError:
+        from kombu import Connection
+
+        connection = Connection(settings.broker_url, connect_timeout=2)
+    with connection:
+        connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=2)
+
+
+async def _run_check(fn, *args) -> str:  # noqa: ANN001
+    try:
+        await asyncio.wait_for(run_in_threadpool(fn, *args), CHECK_TIMEOUT_S)
+        return "ok"
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+        log.warning("readiness check %s failed: %s", fn.__name__, exc)
+        return f"unavailable: {type(exc).__name__}"
+
+
+@router.get("/healthz")
+def healthz() -> dict:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "The database or the broker is unreachable"}})
+async def readyz(request: Request) -> JSONResponse:
+    """The database and the broker answer."""
+    checks = {
+        "database": await _run_check(_check_database, request),
+        "broker": await _run_check(_check_broker, request.app.state.settings),
+    }
+    ok = all(v == "ok" for v in checks.values())
+    return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
+
+
+@router.get("/metrics", response_class=Response)
+def metrics(request: Request) -> Response:
+    """Prometheus metrics: requests, latency, jobs by status, predict batching."""
+    try:
+        with request.app.state.sessionmaker() as session:
+            counts = repo.job_counts_by_status(session)
+    except sa.exc.SQLAlchemyError as exc:
+        log.warning("metrics: cannot count jobs: %s", exc)
+        counts = {}
+    body = request.app.state.metrics.render(counts)
+    return Response(body, media_type=request.app.state.metrics.content_type)

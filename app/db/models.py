@@ -1,0 +1,134 @@
+"""ORM tables. API schemas live in ``app.schemas``; these are storage only."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db.base import Base, UTCDateTime, utcnow
+
+TZ = UTCDateTime()
+
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+ACTIVE_STATUSES = ("queued", "running")
+FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(TZ, default=utcnow)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    prefix: Mapped[str] = mapped_column(sa.String(16), index=True)
+    key_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(TZ, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(TZ)
+
+
+class Teacher(Base):
+    __tablename__ = "teachers"
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    uri: Mapped[str] = mapped_column(sa.Text)
+    architecture: Mapped[str] = mapped_column(sa.String(200))
+    model_type: Mapped[str] = mapped_column(sa.String(100))
+    num_labels: Mapped[int] = mapped_column(sa.Integer)
+    labels: Mapped[list[str]] = mapped_column(sa.JSON)
+    hidden_size: Mapped[int] = mapped_column(sa.Integer)
+    parameters: Mapped[int | None] = mapped_column(sa.BigInteger)
+    sha256: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(TZ, default=utcnow)
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    uri: Mapped[str] = mapped_column(sa.Text)
+    format: Mapped[str] = mapped_column(sa.String(16))
+    text_column: Mapped[str] = mapped_column(sa.String(200))
+    text_pair_column: Mapped[str | None] = mapped_column(sa.String(200))
+    label_column: Mapped[str | None] = mapped_column(sa.String(200))
+    rows: Mapped[int] = mapped_column(sa.Integer)
+    labelled_rows: Mapped[int] = mapped_column(sa.Integer)
+    label_counts: Mapped[dict[str, int]] = mapped_column(sa.JSON)
+    columns: Mapped[list[str]] = mapped_column(sa.JSON)
+    sha256: Mapped[str] = mapped_column(sa.String(64))
+    size_bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    created_at: Mapped[datetime] = mapped_column(TZ, default=utcnow)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        sa.UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_tenant_id_idempotency_key"),
+        sa.Index("ix_jobs_tenant_id_status_created_at", "tenant_id", "status", "created_at"),
+        sa.Index("ix_jobs_status_heartbeat_at", "status", "heartbeat_at"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
+    teacher_id: Mapped[str | None] = mapped_column(sa.ForeignKey("teachers.id", ondelete="SET NULL"))
+    train_dataset_id: Mapped[str | None] = mapped_column(sa.ForeignKey("datasets.id", ondelete="SET NULL"))
+    eval_dataset_id: Mapped[str | None] = mapped_column(sa.ForeignKey("datasets.id", ondelete="SET NULL"))
+    method: Mapped[str] = mapped_column(sa.String(40))
+    student: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    device: Mapped[str] = mapped_column(sa.String(8))
+    hyperparameters: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    status: Mapped[str] = mapped_column(sa.String(16), default="queued")
+    progress: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    error: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    model_id: Mapped[str | None] = mapped_column(sa.String(40))
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    idempotency_key: Mapped[str | None] = mapped_column(sa.String(255))
+    request_hash: Mapped[str | None] = mapped_column(sa.String(64))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(TZ)
+    created_at: Mapped[datetime] = mapped_column(TZ, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(TZ)
+    finished_at: Mapped[datetime | None] = mapped_column(TZ)
+    updated_at: Mapped[datetime] = mapped_column(TZ, default=utcnow, onupdate=utcnow)
+
+
+class JobEvent(Base):
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(TZ, default=utcnow)
+    type: Mapped[str] = mapped_column(sa.String(40))
+    message: Mapped[str] = mapped_column(sa.Text)
+    data: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+
+
+class Model(Base):
+    __tablename__ = "models"
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[str] = mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
+    teacher_id: Mapped[str | None] = mapped_column(sa.ForeignKey("teachers.id", ondelete="SET NULL"))
+    method: Mapped[str] = mapped_column(sa.String(40))
+    architecture: Mapped[str] = mapped_column(sa.String(40))
+    labels: Mapped[list[str]] = mapped_column(sa.JSON)
+    parameters: Mapped[int | None] = mapped_column(sa.BigInteger)
+    size_bytes: Mapped[int | None] = mapped_column(sa.BigInteger)
+    metrics: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+    uri: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(TZ, default=utcnow)

@@ -1,0 +1,278 @@
+"""Queries, one function each, shared by the API services and the worker.
+
+Every read the API makes is scoped by ``tenant_id``: a row of another tenant is simply
+not found. Job state changes are single conditional UPDATEs so that two processes (a
+redelivered task, a cancel racing a finish) cannot both win.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from app.db.base import new_id, utcnow
+from app.db.models import (
+    ACTIVE_STATUSES,
+    FINISHED_STATUSES,
+    ApiKey,
+    Dataset,
+    Job,
+    JobEvent,
+    Model,
+    Teacher,
+    Tenant,
+)
+
+Row = TypeVar("Row", Teacher, Dataset, Job, Model)
+
+# Our ids are ``prefix_hex``; anything else cannot exist, and must not reach the database as is
+# (Postgres refuses NUL characters in text with an error rather than "no rows").
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def is_valid_id(value: str) -> bool:
+    return ID_PATTERN.fullmatch(value) is not None
+
+# --- tenants and keys ---------------------------------------------------------------
+
+
+def get_or_create_tenant(session: Session, name: str) -> Tenant:
+    tenant = session.scalar(sa.select(Tenant).where(Tenant.name == name))
+    if tenant is None:
+        tenant = Tenant(id=new_id("ten"), name=name, created_at=utcnow())
+        session.add(tenant)
+        session.flush()
+    return tenant
+
+
+def add_api_key(session: Session, tenant_id: str, prefix: str, key_hash: str) -> ApiKey:
+    key = ApiKey(id=new_id("key"), tenant_id=tenant_id, prefix=prefix, key_hash=key_hash, created_at=utcnow())
+    session.add(key)
+    session.flush()
+    return key
+
+
+def active_keys_with_prefix(session: Session, prefix: str) -> Sequence[ApiKey]:
+    return session.scalars(sa.select(ApiKey).where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))).all()
+
+
+def lock_tenant(session: Session, tenant_id: str) -> None:
+    """Serialise job creation per tenant (Postgres row lock; SQLite serialises writers anyway)."""
+    session.execute(sa.select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
+
+
+# --- generic tenant-scoped access ------------------------------------------------------
+
+
+def get_owned(session: Session, table: type[Row], tenant_id: str, row_id: str) -> Row | None:
+    if not is_valid_id(row_id):
+        return None
+    return session.scalar(sa.select(table).where(table.id == row_id, table.tenant_id == tenant_id))
+
+
+def list_owned(
+    session: Session,
+    table: type[Row],
+    tenant_id: str,
+    *,
+    limit: int,
+    after: tuple[datetime, str] | None = None,
+    status: str | None = None,
+) -> list[Row]:
+    """Newest first, keyset-paginated on (created_at, id); returns up to ``limit + 1`` rows."""
+    query = sa.select(table).where(table.tenant_id == tenant_id)
+    if status is not None:
+        query = query.where(table.status == status)  # type: ignore[union-attr]
+    if after is not None:
+        created_at, row_id = after
+        query = query.where(
+            sa.or_(table.created_at < created_at, sa.and_(table.created_at == created_at, table.id < row_id))
+        )
+    query = query.order_by(table.created_at.desc(), table.id.desc()).limit(limit + 1)
+    return list(session.scalars(query))
+
+
+def count_jobs_using(session: Session, *, teacher_id: str | None = None, dataset_id: str | None = None,
+                     active_only: bool = True) -> int:
+    query = sa.select(sa.func.count()).select_from(Job)
+    if teacher_id is not None:
+        query = query.where(Job.teacher_id == teacher_id)
+    if dataset_id is not None:
+        query = query.where(sa.or_(Job.train_dataset_id == dataset_id, Job.eval_dataset_id == dataset_id))
+    if active_only:
+        query = query.where(Job.status.in_(ACTIVE_STATUSES))
+    return int(session.scalar(query) or 0)
+
+
+# --- jobs: API side ------------------------------------------------------------------------
+
+
+def count_active_jobs(session: Session, tenant_id: str) -> int:
+    query = sa.select(sa.func.count()).select_from(Job).where(
+        Job.tenant_id == tenant_id, Job.status.in_(ACTIVE_STATUSES))
+    return int(session.scalar(query) or 0)
+
+
+def get_job_by_idempotency_key(session: Session, tenant_id: str, key: str) -> Job | None:
+    return session.scalar(sa.select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key == key))
+
+
+def job_counts_by_status(session: Session) -> dict[str, int]:
+    rows = session.execute(sa.select(Job.status, sa.func.count()).group_by(Job.status))
+    return {status: int(n) for status, n in rows}
+
+
+def request_cancel(session: Session, job_id: str) -> str:
+    """Cancel a queued job at once; flag a running one for the worker. Returns the new status."""
+    now = utcnow()
+    done = session.execute(
+        sa.update(Job)
+        .where(Job.id == job_id, Job.status == "queued")
+        .values(status="cancelled", cancel_requested=True, finished_at=now, updated_at=now,
+                error={"code": "cancelled", "message": "cancelled before it started"})
+    ).rowcount
+    if done:
+        return "cancelled"
+    session.execute(
+        sa.update(Job).where(Job.id == job_id, Job.status == "running")
+        .values(cancel_requested=True, updated_at=now)
+    )
+    return str(session.scalar(sa.select(Job.status).where(Job.id == job_id)))
+
+
+def list_events(session: Session, job_id: str, *, after: int | None, limit: int) -> list[JobEvent]:
+    query = sa.select(JobEvent).where(JobEvent.job_id == job_id)
+    if after is not None:
+        query = query.where(JobEvent.id > after)
+    return list(session.scalars(query.order_by(JobEvent.id).limit(limit + 1)))
+
+
+# --- jobs: worker side ---------------------------------------------------------------------
+
+
+def get_job(session: Session, job_id: str) -> Job | None:
+    """Unscoped: the worker acts on the id it was given, whatever the tenant."""
+    return session.get(Job, job_id, populate_existing=True)
+
+
+def mark_running(session: Session, job_id: str) -> bool:
+    """Claim a (re)delivered job: attempts + 1, started_at once, fresh heartbeat.
+
+    False when the job has already finished (a duplicate delivery must do nothing).
+    """
+    now = utcnow()
+    result = session.execute(
+        sa.update(Job)
+        .where(Job.id == job_id, Job.status.in_(ACTIVE_STATUSES))
+        .values(status="running", attempts=Job.attempts + 1, heartbeat_at=now, updated_at=now,
+                started_at=sa.func.coalesce(Job.started_at, now))
+    )
+    session.flush()
+    return bool(result.rowcount)
+
+
+def update_progress(session: Session, job_id: str, progress: dict[str, Any]) -> None:
+    """Record progress and beat the heartbeat; ignored once the job has finished."""
+    now = utcnow()
+    session.execute(
+        sa.update(Job).where(Job.id == job_id, Job.status == "running")
+        .values(progress=progress, heartbeat_at=now, updated_at=now)
+    )
+
+
+def heartbeat(session: Session, job_id: str) -> None:
+    now = utcnow()
+    session.execute(sa.update(Job).where(Job.id == job_id, Job.status == "running")
+                    .values(heartbeat_at=now, updated_at=now))
+
+
+def finish_job(
+    session: Session,
+    job_id: str,
+    status: str,
+    *,
+    metrics: dict[str, Any] | None = None,
+    error: dict[str, Any] | None = None,
+    model_id: str | None = None,
+) -> bool:
+    """Move a job to a final state, once: False when it had already finished."""
+    if status not in FINISHED_STATUSES:
+        raise ValueError(f"not a final status: {status!r}")
+    now = utcnow()
+    result = session.execute(
+        sa.update(Job)
+        .where(Job.id == job_id, Job.status.in_(ACTIVE_STATUSES))
+        .values(status=status, metrics=metrics, error=error, model_id=model_id, finished_at=now, updated_at=now)
+    )
+    session.flush()
+    return bool(result.rowcount)
+
+
+def requeue_job(session: Session, job_id: str) -> bool:
+    """Put a stale running job back to queued (the sweeper then enqueues it again)."""
+    now = utcnow()
+    result = session.execute(
+        sa.update(Job).where(Job.id == job_id, Job.status == "running")
+        .values(status="queued", heartbeat_at=None, updated_at=now)
+    )
+    return bool(result.rowcount)
+
+
+def add_event(session: Session, job_id: str, type: str, message: str,  # noqa: A002
+              data: dict[str, Any] | None = None) -> JobEvent:
+    event = JobEvent(job_id=job_id, at=utcnow(), type=type, message=message, data=data)
+    session.add(event)
+    session.flush()
+    return event
+
+
+def is_cancel_requested(session: Session, job_id: str) -> bool:
+    return bool(session.scalar(sa.select(Job.cancel_requested).where(Job.id == job_id)))
+
+
+def stale_running_jobs(session: Session, older_than: datetime) -> list[Job]:
+    """Running jobs whose heartbeat is older than ``older_than`` (or missing)."""
+    query = sa.select(Job).where(
+        Job.status == "running", sa.or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < older_than))
+    return list(session.scalars(query))
+
+
+def stale_queued_jobs(session: Session, older_than: datetime) -> list[Job]:
+    """Queued jobs not touched since ``older_than``: their enqueue may have been lost."""
+    query = sa.select(Job).where(Job.status == "queued", Job.updated_at < older_than)
+    return list(session.scalars(query))
+
+
+def create_model(
+    session: Session,
+    *,
+    tenant_id: str,
+    job_id: str,
+    teacher_id: str | None,
+    method: str,
+    architecture: str,
+    labels: list[str],
+    uri: str,
+    metrics: dict[str, Any],
+    parameters: int | None = None,
+    size_bytes: int | None = None,
+    model_id: str | None = None,
+) -> Model:
+    """Insert the model row of a finished job (``model_id`` lets the worker pick the store path first)."""
+    model = Model(
+        id=model_id or new_id("mdl"), tenant_id=tenant_id, job_id=job_id, teacher_id=teacher_id, method=method,
+        architecture=architecture, labels=labels, uri=uri, metrics=metrics, parameters=parameters,
+        size_bytes=size_bytes, created_at=utcnow(),
+    )
+    session.add(model)
+    session.flush()
+    return model
+
+
+def get_model_for_job(session: Session, job_id: str) -> Model | None:
+    return session.scalar(sa.select(Model).where(Model.job_id == job_id))

@@ -1,0 +1,137 @@
+"""The FastAPI application: ``create_app(settings)``; ``app.main:app`` for uvicorn.
+
+Importing this module builds nothing and connects to nothing: ``app`` is created on
+first access (module ``__getattr__``), and torch is only imported when a prediction
+loads a model.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app import __version__
+from app.api import datasets, jobs, models, ops, teachers
+from app.db.session import make_engine, make_sessionmaker
+from app.errors import AppError
+from app.metrics import Metrics, MetricsMiddleware
+from app.services.inference import InferenceService
+from app.settings import Settings, get_settings
+from app.storage import ArtifactStore
+
+log = logging.getLogger(__name__)
+
+HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+              405: "method_not_allowed", 406: "not_acceptable", 413: "payload_too_large",
+              415: "unsupported_media_type", 422: "invalid_request", 429: "too_many_requests"}
+
+
+def error_response(status: int, code: str, message: str, param: str | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message, "param": param}}, status_code=status,
+                        headers=headers)
+
+
+def _validation_response(exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    first: dict[str, Any] = errors[0] if errors else {}
+    if first.get("type") == "json_invalid":
+        return error_response(400, "invalid_json", f"the body is not valid JSON: {first.get('msg', '')}")
+    loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path", "header")]
+    param = ".".join(loc) or None
+    message = first.get("msg", "invalid request")
+    if first.get("type") == "extra_forbidden":
+        message = f"unknown field {param!r}"
+    elif param:
+        message = f"{param}: {message}"
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return error_response(422, "invalid_request", message, param)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """One place that turns every failure into ``{"error": {"code", "message", "param"}}``."""
+    from lelp.errors import ConfigError, LELPError  # light module: no torch
+
+    @app.exception_handler(AppError)
+    async def _app_error(_request: Request, exc: AppError) -> JSONResponse:
+        return error_response(exc.status_code, exc.code, exc.message, exc.param)
+
+    @app.exception_handler(LELPError)
+    async def _lelp_error(_request: Request, exc: LELPError) -> JSONResponse:
+        return error_response(400 if isinstance(exc, ConfigError) else 422, exc.code, exc.message, exc.param)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _validation_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = HTTP_CODES.get(exc.status_code, "http_error")
+        message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        if exc.status_code == 404 and message == "Not Found":
+            message = "no such endpoint"
+        return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return error_response(500, "internal_error", "an internal error occurred; it has been logged")
+
+
+def _route_template(scope: dict) -> str:
+    route = scope.get("route")
+    return getattr(route, "path", None) or "unmatched"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API for ``settings`` (default: from the environment)."""
+    settings = settings or get_settings()
+    (settings.data_dir / "tmp").mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.database_url)
+    store = ArtifactStore(settings.artifact_url)
+    metrics = Metrics()
+    inference = InferenceService(store, cache_dir=settings.data_dir / "cache" / "models",
+                                 cache_size=settings.model_cache_size, max_batch=settings.predict_max_batch,
+                                 window_ms=settings.predict_batch_window_ms, metrics=metrics)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        inference.close()
+        engine.dispose()
+
+    app = FastAPI(title="LELP Distill", version=__version__, lifespan=lifespan,
+                  description="Distil few-class text classifiers with LELP. Authenticate with "
+                              "`Authorization: Bearer <api key>`.")
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.store = store
+    app.state.metrics = metrics
+    app.state.inference = inference
+    install_error_handlers(app)
+    for module in (ops, teachers, datasets, jobs, models):
+        app.include_router(module.router)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, route_of=_route_template)
+    return app
+
+
+_app: FastAPI | None = None
+
+
+def __getattr__(name: str) -> Any:
+    """``app.main:app`` is built on first access, so importing the module has no side effects."""
+    global _app
+    if name == "app":
+        if _app is None:
+            _app = create_app()
+        return _app
+    raise AttributeError(f"module 'app.main' has no attribute {name!r}")

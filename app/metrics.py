@@ -1,0 +1,65 @@
+"""Prometheus metrics: request counts and latency per route, jobs by status.
+
+Each app gets its own registry so that several apps in one process (tests) do not
+collide on metric names. Jobs by status are read from the database at scrape time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.db.models import JOB_STATUSES
+
+
+class Metrics:
+    """The service's metric objects, bound to one registry."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("lelp_http_requests_total", "HTTP requests.", ["method", "route", "status"],
+                                registry=self.registry)
+        self.latency = Histogram("lelp_http_request_duration_seconds", "HTTP request latency.", ["method", "route"],
+                                 registry=self.registry,
+                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.jobs = Gauge("lelp_jobs", "Jobs by status.", ["status"], registry=self.registry)
+        self.predict_rows = Counter("lelp_predict_inputs_total", "Inputs scored by predict.", registry=self.registry)
+        self.predict_batches = Histogram("lelp_predict_batch_rows", "Rows per micro-batch.", registry=self.registry,
+                                         buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+
+    def render(self, job_counts: dict[str, int]) -> bytes:
+        for status in JOB_STATUSES:
+            self.jobs.labels(status).set(job_counts.get(status, 0))
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware (no body buffering) that times each request by its route template."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, route_of: Callable[[Scope], str]) -> None:
+        self.app, self.metrics, self.route_of = app, metrics, route_of
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = self.route_of(scope)
+            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
+            self.metrics.latency.labels(scope["method"], route).observe(time.perf_counter() - start)

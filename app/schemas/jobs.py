@@ -1,0 +1,101 @@
+"""Job bodies: what a distillation run asks for and how it is reported."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+
+from app.schemas.common import PlainStr, ReadModel
+
+Method = Literal["lelp", "kd", "ce", "fitnet", "random_subclass", "uniform_subclass", "kmeans_subclass"]
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class StudentSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    architecture: Literal["ngram", "transformer", "encoder_mlp"] = "ngram"
+    base: PlainStr | None = Field(None, max_length=4096,
+                             description="transformer/encoder_mlp: a small pretrained model dir to start from")
+
+
+class Hyperparameters(BaseModel):
+    """Every field is optional: unset means the library's benchmarked default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    subclasses: StrictInt | Literal["auto"] | None = Field(None, description="S per class, or \"auto\" to grid-search")
+    beta: float | None = Field(None, gt=0, le=100)
+    tau: float | None = Field(None, gt=0, le=100)
+    alpha: float | None = Field(None, ge=0, le=1)
+    epochs: int | None = Field(None, ge=1, le=1000)
+    learning_rate: float | None = Field(None, gt=0, le=10)
+    batch_size: int | None = Field(None, ge=1, le=8192)
+    max_length: int | None = Field(None, ge=4, le=4096)
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+
+    @field_validator("subclasses")
+    @classmethod
+    def _subclasses_range(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, int) and not 1 <= value <= 64:
+            raise ValueError("subclasses must be between 1 and 64, or \"auto\"")
+        return value
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    teacher_id: str = Field(min_length=1, max_length=64)
+    train_dataset_id: str = Field(min_length=1, max_length=64)
+    eval_dataset_id: str | None = Field(None, min_length=1, max_length=64)
+    method: Method = "lelp"
+    student: StudentSpec = Field(default_factory=StudentSpec)
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+
+
+class JobProgress(BaseModel):
+    stage: str | None = None
+    epoch: int | None = None
+    step: int | None = None
+    total_steps: int | None = None
+    fraction: float | None = None
+    eta_s: float | None = None
+    loss: float | None = None
+    message: str | None = None
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class JobRead(ReadModel):
+    id: str
+    status: JobStatus
+    teacher_id: str | None
+    train_dataset_id: str | None
+    eval_dataset_id: str | None
+    method: str
+    student: dict[str, Any]
+    device: str
+    hyperparameters: dict[str, Any]
+    progress: JobProgress
+    metrics: dict[str, Any] | None
+    error: JobError | None
+    model_id: str | None
+    attempts: int
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobEventRead(ReadModel):
+    id: int
+    at: datetime
+    type: str
+    message: str
+    data: dict[str, Any] | None

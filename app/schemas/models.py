@@ -1,0 +1,49 @@
+"""Model bodies and the predict request/response."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+from app.schemas.common import ReadModel
+
+
+class ModelRead(ReadModel):
+    id: str
+    job_id: str
+    teacher_id: str | None
+    method: str
+    architecture: str
+    labels: list[str]
+    parameters: int | None
+    size_bytes: int | None
+    metrics: dict[str, Any]
+    created_at: datetime
+
+
+class TextPair(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: StrictStr
+    text_pair: StrictStr
+
+
+class PredictRequest(BaseModel):
+    """Texts, or text pairs for a pair classifier; limits come from the settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[StrictStr] | list[TextPair] = Field(min_length=1)
+
+
+class Prediction(BaseModel):
+    label: str
+    score: float
+    probabilities: dict[str, float]
+
+
+class PredictResponse(BaseModel):
+    model_id: str
+    predictions: list[Prediction]

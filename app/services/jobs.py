@@ -1,0 +1,157 @@
+"""Jobs: validate a request, insert the row, enqueue it after commit; cancel; events.
+
+Idempotency: a request with an ``Idempotency-Key`` is stored with the hash of its body.
+The same key with the same body returns the same job (nothing is enqueued again); the
+same key with another body is a 409. The tenant row is locked while a job is created, so
+the active-jobs limit and the key check hold under concurrent requests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.db import repositories as repo
+from app.db.base import new_id, utcnow
+from app.db.models import Dataset, Job, Teacher
+from app.errors import Conflict, TooManyRequests, Unprocessable, not_found
+from app.schemas.jobs import JobCreate
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Enqueue = Callable[[Job], None]
+
+
+def request_hash(body: JobCreate) -> str:
+    """Hash of the normalised body: key order and spelled-out defaults do not change it."""
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _replay(existing: Job, digest: str) -> Job:
+    if existing.request_hash != digest:
+        raise Conflict("this Idempotency-Key was already used with a different request body",
+                       param="Idempotency-Key", code="idempotency_key_reused")
+    return existing
+
+
+def _label_matches(label: str, teacher: Teacher) -> bool:
+    """Same rule as the library: a name of the teacher, or an index 0..C-1."""
+    if label in teacher.labels:
+        return True
+    return label.isdigit() and int(label) < teacher.num_labels
+
+
+def _check_inputs(session: Session, tenant_id: str, body: JobCreate) -> None:
+    teacher = repo.get_owned(session, Teacher, tenant_id, body.teacher_id)
+    if teacher is None:
+        raise not_found("teacher", body.teacher_id, param="teacher_id")
+    datasets: list[tuple[str, Dataset]] = []
+    for param in ("train_dataset_id", "eval_dataset_id"):
+        dataset_id = getattr(body, param)
+        if dataset_id is None:
+            continue
+        dataset = repo.get_owned(session, Dataset, tenant_id, dataset_id)
+        if dataset is None:
+            raise not_found("dataset", dataset_id, param=param)
+        datasets.append((param, dataset))
+    train = datasets[0][1]
+    for param, dataset in datasets:
+        unknown = sorted(label for label in dataset.label_counts if not _label_matches(label, teacher))
+        if unknown:
+            raise Unprocessable(
+                f"dataset {dataset.id} has labels the teacher does not know: {', '.join(unknown[:10])}; "
+                f"teacher labels: {', '.join(teacher.labels)}", param=param, code="unknown_label")
+        if param == "eval_dataset_id" and (dataset.text_column, dataset.text_pair_column) != (
+                train.text_column, train.text_pair_column):
+            raise Unprocessable("the eval dataset must use the same text columns as the train dataset",
+                                param=param, code="column_mismatch")
+    if body.method == "ce" and train.labelled_rows == 0:
+        raise Unprocessable("method 'ce' trains on labels, but the train dataset has no labelled rows",
+                            param="method", code="labels_required")
+
+
+def create_job(session: Session, settings: Settings, tenant_id: str, body: JobCreate,
+               idempotency_key: str | None) -> tuple[Job, bool]:
+    """Insert a queued job (committed); returns ``(job, created)``: False for a replay."""
+    digest = request_hash(body)
+    if idempotency_key is not None:
+        existing = repo.get_job_by_idempotency_key(session, tenant_id, idempotency_key)
+        if existing is not None:
+            return _replay(existing, digest), False
+    repo.lock_tenant(session, tenant_id)
+    if idempotency_key is not None:  # re-check under the lock: a twin request may have just committed
+        existing = repo.get_job_by_idempotency_key(session, tenant_id, idempotency_key)
+        if existing is not None:
+            session.rollback()
+            return _replay(existing, digest), False
+    _check_inputs(session, tenant_id, body)
+    active = repo.count_active_jobs(session, tenant_id)
+    if active >= settings.max_concurrent_jobs_per_tenant:
+        session.rollback()
+        raise TooManyRequests(
+            f"{active} jobs are queued or running; the limit per tenant is "
+            f"{settings.max_concurrent_jobs_per_tenant}: wait for one to finish or cancel one",
+            code="too_many_jobs")
+    now = utcnow()
+    job = Job(
+        id=new_id("job"), tenant_id=tenant_id, teacher_id=body.teacher_id, train_dataset_id=body.train_dataset_id,
+        eval_dataset_id=body.eval_dataset_id, method=body.method, student=body.student.model_dump(exclude_none=True),
+        device=body.device, hyperparameters=body.hyperparameters.model_dump(exclude_none=True), status="queued",
+        progress={"stage": "queued"}, attempts=0, cancel_requested=False, idempotency_key=idempotency_key,
+        request_hash=digest, created_at=now, updated_at=now,
+    )
+    session.add(job)
+    try:
+        session.flush()
+        repo.add_event(session, job.id, "created", "job created and queued",
+                       {"method": job.method, "device": job.device})
+        session.commit()
+    except IntegrityError:
+        # Only the (tenant, key) unique constraint can clash: a concurrent twin won (SQLite has no row lock).
+        session.rollback()
+        existing = repo.get_job_by_idempotency_key(session, tenant_id, idempotency_key) if idempotency_key else None
+        if existing is None:
+            raise
+        return _replay(existing, digest), False
+    return job, True
+
+
+def enqueue(job: Job) -> None:
+    """Send the job id to the Celery queue of its device (the worker module holds the broker config)."""
+    from worker.celery_app import enqueue_job  # light: no torch, no lelp.pipeline
+
+    enqueue_job(job.id, job.device)
+
+
+def enqueue_after_commit(session: Session, job: Job, send: Enqueue) -> None:
+    """Enqueue; a broker failure leaves the job queued with an event (the sweeper re-sends it)."""
+    try:
+        send(job)
+    except Exception as exc:  # noqa: BLE001 - any broker failure must not lose the committed job
+        log.warning("could not enqueue job %s: %s", job.id, exc)
+        repo.add_event(session, job.id, "enqueue_failed", f"the broker did not take the job: {type(exc).__name__}")
+        session.commit()
+
+
+def cancel_job(session: Session, job: Job) -> Job:
+    """Cancel a queued job now; ask a running one to stop; a finished job is a 409 (except cancelled)."""
+    if job.status in ("succeeded", "failed"):
+        raise Conflict(f"the job already {job.status}", code="job_finished")
+    if job.status in ("queued", "running"):
+        status = repo.request_cancel(session, job.id)
+        if status == "cancelled":
+            repo.add_event(session, job.id, "cancelled", "cancelled before it started")
+        elif status == "running":
+            repo.add_event(session, job.id, "cancel_requested", "cancel requested; the worker stops at its next check")
+        session.commit()
+        session.refresh(job)
+    if job.status in ("succeeded", "failed"):  # it finished while we were cancelling
+        raise Conflict(f"the job already {job.status}", code="job_finished")
+    return job

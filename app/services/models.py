@@ -1,0 +1,68 @@
+"""Models: predictions through the inference service, artifact tarballs, deletion."""
+
+from __future__ import annotations
+
+import os
+import tarfile
+import tempfile
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from app.db.models import Model
+from app.errors import Unprocessable
+from app.schemas.models import PredictRequest, TextPair
+from app.services.inference import InferenceService
+from app.settings import Settings
+from app.storage import ArtifactStore
+
+
+def check_predict_inputs(body: PredictRequest, settings: Settings) -> tuple[list[str], list[str] | None]:
+    """Apply the configured limits (count, length) and split texts from pairs."""
+    if len(body.inputs) > settings.max_predict_inputs:
+        raise Unprocessable(f"{len(body.inputs)} inputs; at most {settings.max_predict_inputs} per request",
+                            param="inputs", code="too_many_inputs")
+    if isinstance(body.inputs[0], TextPair):
+        texts = [item.text for item in body.inputs]  # type: ignore[union-attr]
+        pairs: list[str] | None = [item.text_pair for item in body.inputs]  # type: ignore[union-attr]
+    else:
+        texts, pairs = list(body.inputs), None  # type: ignore[arg-type]
+    for i, text in enumerate(texts + (pairs or [])):
+        if len(text) > settings.max_text_chars:
+            index = i % len(texts)
+            raise Unprocessable(f"input {index} has {len(text):,} characters; the limit is "
+                                f"{settings.max_text_chars:,}", param=f"inputs.{index}", code="input_too_long")
+    return texts, pairs
+
+
+async def predict(inference: InferenceService, model: Model, body: PredictRequest,
+                  settings: Settings) -> list[dict]:
+    texts, pairs = check_predict_inputs(body, settings)
+    return await inference.predict(model.id, model.uri, texts, pairs)
+
+
+def build_artifact_tarball(store: ArtifactStore, model: Model, tmp_dir: Path) -> Path:
+    """Write ``models/{id}/`` as a tar.gz under ``tmp_dir`` (the response streams it, then deletes it)."""
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f"{model.id}-", suffix=".tar.gz", dir=tmp_dir)
+    os.close(fd)
+    files = store.list_files(model.uri)
+    if not files:
+        Path(name).unlink(missing_ok=True)
+        raise Unprocessable("the model's files are missing from the artifact store", code="artifact_missing")
+    with tarfile.open(name, "w:gz") as tar:
+        for rel in files:
+            info = tarfile.TarInfo(f"{model.id}/{rel}")
+            info.size = store.size(f"{model.uri}/{rel}")
+            info.mtime = int(model.created_at.timestamp())
+            info.mode = 0o644
+            with store.open(f"{model.uri}/{rel}", "rb") as fh:
+                tar.addfile(info, fh)
+    return Path(name)
+
+
+def delete_model(session: Session, store: ArtifactStore, inference: InferenceService, model: Model) -> None:
+    session.delete(model)
+    session.commit()
+    inference.evict(model.id)
+    store.delete(model.uri)

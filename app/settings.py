@@ -1,0 +1,77 @@
+"""Service settings, read from ``LELP_*`` environment variables.
+
+One pydantic-settings class for the API, the worker and the CLI, so that the same names
+mean the same thing everywhere. Nothing here connects to anything: the values are only
+read when ``get_settings()`` is first called.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+GIB = 1024**3
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; the defaults run the embedded single-machine setup."""
+
+    model_config = SettingsConfigDict(env_prefix="LELP_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=lambda: Path.cwd() / ".lelp",
+                           description="Directory of the embedded default (SQLite, local broker, artifacts).")
+    database_url: str = Field("", description="SQLAlchemy URL; default sqlite:///{data_dir}/lelp.db.")
+    broker_url: str = Field("", description="Celery broker URL; default sqla+sqlite:///{data_dir}/broker.sqlite.")
+    artifact_url: str = Field("", description="fsspec URL of the artifact store; default {data_dir}/artifacts.")
+    allowed_uri_roots: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Roots under which teacher/dataset URIs may point; empty = off.")
+    api_url: str = Field("http://127.0.0.1:8000", description="Client side: base URL of the API.")
+    api_key: str | None = Field(None, description="Client side: the API key sent as a Bearer token.")
+
+    max_upload_bytes: int = Field(2 * GIB, gt=0, description="Largest request body of an upload.")
+    max_archive_files: int = Field(10_000, gt=0, description="Most members in a teacher archive.")
+    max_archive_bytes: int = Field(10 * GIB, gt=0, description="Most uncompressed bytes in a teacher archive.")
+    max_dataset_rows: int = Field(5_000_000, gt=0, description="Most rows in one dataset.")
+    max_text_chars: int = Field(100_000, gt=0, description="Longest text of one row or one predict input.")
+    max_concurrent_jobs_per_tenant: int = Field(4, gt=0, description="Queued+running jobs per tenant before 429.")
+    max_predict_inputs: int = Field(256, gt=0, description="Most inputs in one predict request.")
+    predict_max_batch: int = Field(64, gt=0, description="Most rows the micro-batcher runs in one forward.")
+    predict_batch_window_ms: float = Field(5.0, ge=0, description="How long the micro-batcher waits to fill a batch.")
+    model_cache_size: int = Field(8, gt=0, description="Loaded models kept in memory (LRU).")
+    job_time_limit_s: int = Field(24 * 3600, gt=0, description="Hard time limit of one job attempt.")
+    job_max_attempts: int = Field(3, gt=0, description="Deliveries of one job before it fails.")
+    heartbeat_stale_s: int = Field(120, gt=0, description="A running job silent this long is requeued.")
+
+    @field_validator("allowed_uri_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: object) -> object:
+        """Accept a JSON list or a comma-separated string (``/srv/models,s3://bucket/teachers``)."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        """Derive the URLs from ``data_dir`` so that one variable moves the whole embedded setup."""
+        self.data_dir = Path(self.data_dir).expanduser().resolve()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'lelp.db'}"
+        if not self.broker_url:
+            self.broker_url = f"sqla+sqlite:///{self.data_dir / 'broker.sqlite'}"
+        if not self.artifact_url:
+            self.artifact_url = str(self.data_dir / "artifacts")
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; tests call ``get_settings.cache_clear()`` after changing the env."""
+    return Settings()

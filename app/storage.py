@@ -1,0 +1,104 @@
+"""The artifact store: one fsspec filesystem under a root URL.
+
+A local directory by default, any fsspec URL (``s3://bucket/prefix``, ``memory://``) by
+setting ``LELP_ARTIFACT_URL``. Paths given to the methods are relative to the root and
+always use ``/``. Layout: ``teachers/{id}/``, ``datasets/{id}/data.{ext}``,
+``models/{id}/``, ``cache/features/``, ``checkpoints/{job_id}/``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import IO, BinaryIO
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+CHUNK = 1 << 20
+
+
+class ArtifactStore:
+    """Thin wrapper that keeps every path under the root and hides fsspec's URL handling."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.fs, root = fsspec.core.url_to_fs(url)
+        self.root = root.rstrip("/")
+        if self.is_local:
+            Path(self.root).mkdir(parents=True, exist_ok=True)
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.fs, LocalFileSystem)
+
+    def _full(self, path: str) -> str:
+        parts = [p for p in path.strip("/").split("/") if p]
+        if any(p in (".", "..") for p in parts):
+            raise ValueError(f"store paths are plain relative paths, got {path!r}")
+        return "/".join([self.root, *parts])
+
+    def local_path(self, path: str) -> Path | None:
+        """The file-system path when the store is local, so readers can use files in place."""
+        return Path(self._full(path)) if self.is_local else None
+
+    def exists(self, path: str) -> bool:
+        return bool(self.fs.exists(self._full(path)))
+
+    def open(self, path: str, mode: str = "rb") -> IO:
+        full = self._full(path)
+        if "w" in mode and self.is_local:
+            Path(full).parent.mkdir(parents=True, exist_ok=True)
+        return self.fs.open(full, mode)
+
+    def put_stream(self, path: str, fileobj: BinaryIO) -> int:
+        """Copy a readable binary stream into the store in chunks; returns the bytes written."""
+        written = 0
+        with self.open(path, "wb") as out:
+            while chunk := fileobj.read(CHUNK):
+                out.write(chunk)
+                written += len(chunk)
+        return written
+
+    def put_file(self, local_file: str | Path, path: str) -> None:
+        if self.is_local:
+            target = Path(self._full(path))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(local_file, target)
+        else:
+            self.fs.put_file(str(local_file), self._full(path))
+
+    def put_dir(self, local_dir: str | Path, path: str) -> None:
+        """Copy a local directory tree to ``path`` (which ends up with the directory's contents)."""
+        local_dir = Path(local_dir)
+        for file in sorted(local_dir.rglob("*")):
+            if file.is_file() and not file.is_symlink():
+                self.put_file(file, f"{path.rstrip('/')}/{file.relative_to(local_dir).as_posix()}")
+
+    def get_dir(self, path: str, local_dir: str | Path) -> Path:
+        """Copy the tree under ``path`` to ``local_dir`` (created) and return it."""
+        local_dir = Path(local_dir)
+        local_dir.mkdir(parents=True, exist_ok=True)
+        for rel in self.list_files(path):
+            target = local_dir / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.fs.get_file(self._full(f"{path.rstrip('/')}/{rel}"), str(target))
+        return local_dir
+
+    def list_files(self, path: str) -> list[str]:
+        """Relative paths (``/``-separated) of every file under ``path``, sorted."""
+        base = self._full(path)
+        if not self.fs.exists(base):
+            return []
+        found = self.fs.find(base)
+        strip = self.fs._strip_protocol(base).rstrip("/") + "/"  # noqa: SLF001
+        return sorted(self.fs._strip_protocol(f)[len(strip):] for f in found)  # noqa: SLF001
+
+    def size(self, path: str) -> int:
+        return int(self.fs.size(self._full(path)))
+
+    def delete(self, path: str) -> None:
+        """Remove a file or a whole tree; a missing path is not an error."""
+        full = self._full(path)
+        if self.fs.exists(full):
+            self.fs.rm(full, recursive=True)

@@ -1,0 +1,44 @@
+"""Import boundaries: the API process must start without torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_importing_app_main_does_not_import_torch() -> None:
+    code = ("import sys\nimport app.main\nimport app.db.repositories, app.services.inference, app.deps\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n"
+            "assert 'transformers' not in sys.modules, 'transformers was imported'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_building_the_app_does_not_import_torch(tmp_path) -> None:  # noqa: ANN001
+    code = (
+        "import sys\nfrom app.main import create_app\nfrom app.settings import Settings\n"
+        f"app = create_app(Settings(data_dir={str(tmp_path)!r}))\napp.openapi()\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_db_package_is_a_leaf() -> None:
+    code = ("import sys\nimport app.db.repositories, app.db.session, app.db.migrate\n"
+            "bad = [m for m in sys.modules if m.startswith(('app.api', 'app.services', 'fastapi'))]\n"
+            "assert not bad, bad\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_uvicorn_target_app_main_app(tmp_path) -> None:  # noqa: ANN001
+    """``app.main:app`` resolves lazily (built from the environment on first access)."""
+    import os
+
+    code = ("import sys\nfrom app.main import app\nfrom fastapi import FastAPI\n"
+            "assert isinstance(app, FastAPI)\nassert 'torch' not in sys.modules\n")
+    env = {**os.environ, "LELP_DATA_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "tmp").is_dir()

@@ -1,0 +1,221 @@
+"""A small Python client of the HTTP API (httpx), used by the CLI verbs and the demo.
+
+Every method returns the decoded JSON body of the contract in DESIGN.md section 3; any
+non-2xx answer raises ``ApiError(status, code, message)`` built from the API's
+``{"error": {"code", "message", "param"}}`` body, and a server that cannot be reached
+raises ``ApiError(0, "connection_error", ...)``, so callers handle one exception type.
+
+    client = LelpClient("http://127.0.0.1:8000", api_key)
+    teacher = client.upload_teacher("my-bert/")          # a directory is packed on the fly
+    data = client.upload_dataset("train.csv")
+    job = client.create_job(teacher["id"], data["id"], method="lelp", student="ngram")
+    job = client.wait_job(job["id"])
+    client.predict(job["model_id"], ["what a lovely film"])
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO, Self
+
+import httpx
+
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+class ApiError(Exception):
+    """An error answer of the API (or no answer at all: status 0)."""
+
+    def __init__(self, status: int, code: str, message: str, param: str | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.status, self.code, self.message, self.param = status, code, message, param
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    try:
+        error = response.json().get("error") or {}
+    except ValueError:
+        error = {}
+    raise ApiError(response.status_code, str(error.get("code") or f"http_{response.status_code}"),
+                   str(error.get("message") or response.text[:200] or response.reason_phrase), error.get("param"))
+
+
+@contextmanager
+def _packed(path: Path) -> Iterator[tuple[str, BinaryIO]]:
+    """An upload-ready file: the file itself, or a directory packed to a temporary .tar.gz."""
+    if path.is_file():
+        with path.open("rb") as fh:
+            yield path.name, fh
+        return
+    if not path.is_dir():
+        raise ApiError(0, "not_found", f"{path} is neither a file nor a directory")
+    with tempfile.TemporaryDirectory(prefix="lelp-upload-") as tmp:
+        archive = Path(tmp) / f"{path.name}.tar.gz"
+        with tarfile.open(archive, "w:gz") as tar:
+            for file in sorted(path.rglob("*")):
+                if file.is_file() and not file.is_symlink():  # the server refuses links anyway
+                    tar.add(file, arcname=file.relative_to(path).as_posix(), recursive=False)
+        with archive.open("rb") as fh:
+            yield archive.name, fh
+
+
+class LelpClient:
+    """Thin, typed-by-contract wrapper over the ``/v1`` endpoints."""
+
+    def __init__(self, base_url: str | None = None, api_key: str | None = None, timeout: float = 60.0) -> None:
+        self.base_url = (base_url or os.environ.get("LELP_API_URL") or DEFAULT_API_URL).rstrip("/")
+        api_key = api_key if api_key is not None else os.environ.get("LELP_API_KEY")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ApiError(0, "connection_error", f"cannot reach {self.base_url}: {exc}") from None
+        _raise_for(response)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._request(method, path, **kwargs).json()
+
+    # --- ops ---------------------------------------------------------------------------------
+
+    def ready(self) -> dict:
+        return self._json("GET", "/readyz")
+
+    # --- teachers and datasets -----------------------------------------------------------------
+
+    def upload_teacher(self, path: str | Path, name: str | None = None) -> dict:
+        """Upload a .tar.gz/.zip of a Hugging Face model directory, or the directory itself."""
+        path = Path(path)
+        with _packed(path) as (filename, fh):
+            data = {"name": name or path.name}
+            return self._json("POST", "/v1/teachers", files={"file": (filename, fh, "application/octet-stream")},
+                              data=data)
+
+    def teacher_from_uri(self, uri: str, name: str | None = None) -> dict:
+        return self._json("POST", "/v1/teachers", json={"uri": uri, **({"name": name} if name else {})})
+
+    def get_teacher(self, teacher_id: str) -> dict:
+        return self._json("GET", f"/v1/teachers/{teacher_id}")
+
+    def list_teachers(self, limit: int | None = None, after: str | None = None) -> dict:
+        return self._json("GET", "/v1/teachers", params=_params(limit=limit, after=after))
+
+    def delete_teacher(self, teacher_id: str) -> None:
+        self._request("DELETE", f"/v1/teachers/{teacher_id}")
+
+    def upload_dataset(self, path: str | Path, *, text_column: str = "text", text_pair_column: str | None = None,
+                       label_column: str | None = "label", name: str | None = None) -> dict:
+        """Upload a CSV/TSV/JSONL/Parquet file; the answer holds row and label counts."""
+        path = Path(path)
+        # An empty label column is how the API spells "unlabelled (transfer) data".
+        data = _params(text_column=text_column, text_pair_column=text_pair_column, label_column=label_column or "",
+                       name=name or path.name)
+        with path.open("rb") as fh:
+            return self._json("POST", "/v1/datasets", files={"file": (path.name, fh, "application/octet-stream")},
+                              data=data)
+
+    def get_dataset(self, dataset_id: str) -> dict:
+        return self._json("GET", f"/v1/datasets/{dataset_id}")
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        self._request("DELETE", f"/v1/datasets/{dataset_id}")
+
+    # --- jobs ------------------------------------------------------------------------------------
+
+    def create_job(self, teacher_id: str, train_dataset_id: str, *, eval_dataset_id: str | None = None,
+                   method: str = "lelp", student: str | dict = "ngram", device: str = "auto",
+                   hyperparameters: dict | None = None, idempotency_key: str | None = None) -> dict:
+        """Submit a job (202); the same ``idempotency_key`` and body replay the same job."""
+        body: dict[str, Any] = {
+            "teacher_id": teacher_id, "train_dataset_id": train_dataset_id, "method": method,
+            "student": student if isinstance(student, dict) else {"architecture": student}, "device": device,
+            "hyperparameters": {k: v for k, v in (hyperparameters or {}).items() if v is not None},
+        }
+        if eval_dataset_id:
+            body["eval_dataset_id"] = eval_dataset_id
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self._json("POST", "/v1/jobs", json=body, headers=headers)
+
+    def get_job(self, job_id: str) -> dict:
+        return self._json("GET", f"/v1/jobs/{job_id}")
+
+    def list_jobs(self, status: str | None = None, limit: int | None = None, after: str | None = None) -> dict:
+        return self._json("GET", "/v1/jobs", params=_params(status=status, limit=limit, after=after))
+
+    def cancel_job(self, job_id: str) -> dict:
+        return self._json("POST", f"/v1/jobs/{job_id}/cancel")
+
+    def job_events(self, job_id: str, limit: int | None = None, after: str | int | None = None) -> dict:
+        return self._json("GET", f"/v1/jobs/{job_id}/events", params=_params(limit=limit, after=after))
+
+    def wait_job(self, job_id: str, on_progress: Callable[[dict], None] | None = None, poll: float = 1.0,
+                 timeout: float | None = None) -> dict:
+        """Poll until the job ends; ``on_progress`` sees every polled job body. Returns the final job."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.get_job(job_id)
+            if on_progress is not None:
+                on_progress(job)
+            if job["status"] in FINISHED:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise ApiError(0, "timeout", f"job {job_id} still {job['status']} after {timeout:.0f} s")
+            time.sleep(poll)
+
+    # --- models ------------------------------------------------------------------------------------
+
+    def get_model(self, model_id: str) -> dict:
+        return self._json("GET", f"/v1/models/{model_id}")
+
+    def list_models(self, limit: int | None = None, after: str | None = None) -> dict:
+        return self._json("GET", "/v1/models", params=_params(limit=limit, after=after))
+
+    def predict(self, model_id: str, inputs: list[str] | list[dict]) -> dict:
+        return self._json("POST", f"/v1/models/{model_id}/predict", json={"inputs": inputs})
+
+    def download_artifact(self, model_id: str, dest: str | Path) -> Path:
+        """Stream the model's tar.gz to ``dest`` (a file path, or a directory to put it in)."""
+        dest = Path(dest)
+        if dest.is_dir():
+            dest = dest / f"{model_id}.tar.gz"
+        try:
+            with self._http.stream("GET", f"/v1/models/{model_id}/artifact") as response:
+                if not response.is_success:
+                    response.read()
+                    _raise_for(response)
+                with dest.open("wb") as fh:
+                    for chunk in response.iter_bytes(1 << 20):
+                        fh.write(chunk)
+        except httpx.TransportError as exc:
+            raise ApiError(0, "connection_error", f"cannot reach {self.base_url}: {exc}") from None
+        return dest
+
+    def delete_model(self, model_id: str) -> None:
+        self._request("DELETE", f"/v1/models/{model_id}")
+
+
+def _params(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}

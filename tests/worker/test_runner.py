@@ -1,0 +1,140 @@
+"""The job flow of ``worker.runner.run_job`` on SQLite with a real tiny distillation."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from app.db.base import utcnow
+from app.db.models import Job, Model
+from app.db.session import session_scope
+from tests.tiny import make_text_rows, write_csv
+from tests.worker.conftest import events, load_job
+from worker import runner
+from worker.runner import run_job
+
+
+def _set(settings, job_id: str, **values) -> None:
+    with session_scope(settings.database_url) as session:
+        session.execute(sa.update(Job).where(Job.id == job_id).values(**values))
+
+
+def test_job_runs_to_a_stored_model(worker_settings, make_job, store):
+    job_id = make_job()
+    assert run_job(job_id, worker_settings) == "succeeded"
+
+    job = load_job(worker_settings, job_id)
+    assert job.status == "succeeded" and job.attempts == 1 and job.error is None
+    assert job.started_at is not None and job.finished_at is not None and job.finished_at >= job.started_at
+    assert job.metrics["student"]["accuracy"] is not None
+    assert job.progress["stage"] in {"save", "evaluate"}
+    with session_scope(worker_settings.database_url) as session:
+        model = session.get(Model, job.model_id)
+        assert model.job_id == job_id and model.labels == ["negative", "positive"]
+        assert model.uri == f"models/{job.model_id}" and model.size_bytes > 0
+    assert "metrics.json" in store.list_files(model.uri)
+    assert store.list_files(f"checkpoints/{job_id}") == [], "checkpoints are dropped once the model is stored"
+    types = [t for t, _ in events(worker_settings, job_id)]
+    assert types[0] == "started" and "stage" in types and types[-1] == "succeeded"
+
+
+def test_feature_cache_is_reused_by_the_next_job(worker_settings, make_job, store):
+    assert run_job(make_job(), worker_settings) == "succeeded"
+    cached = store.list_files("cache/features")
+    assert cached, "the teacher features were cached in the store"
+    assert run_job(make_job(), worker_settings) == "succeeded"
+    assert store.list_files("cache/features") == cached, "the second job reused the same entries"
+
+
+def test_finished_job_returns_early(worker_settings, make_job):
+    job_id = make_job(status="failed", error={"code": "x", "message": "y"}, attempts=1)
+    assert run_job(job_id, worker_settings) == "failed"
+    job = load_job(worker_settings, job_id)
+    assert job.attempts == 1 and job.error == {"code": "x", "message": "y"}
+
+
+def test_duplicate_delivery_of_a_live_job_is_ignored(worker_settings, make_job):
+    job_id = make_job(status="running", attempts=1, heartbeat_at=utcnow())
+    assert run_job(job_id, worker_settings) == "skipped"
+    job = load_job(worker_settings, job_id)
+    assert job.status == "running" and job.attempts == 1
+
+
+def test_cancel_before_start(worker_settings, make_job):
+    job_id = make_job(cancel_requested=True)
+    assert run_job(job_id, worker_settings) == "cancelled"
+    job = load_job(worker_settings, job_id)
+    assert job.status == "cancelled" and job.error["code"] == "cancelled" and job.model_id is None
+
+
+def test_cancel_while_training(worker_settings, make_job, monkeypatch):
+    job_id = make_job(hyperparameters={"subclasses": 2, "epochs": 3, "batch_size": 8, "seed": 0})
+    monkeypatch.setattr(runner, "CANCEL_CHECK_INTERVAL_S", 0.0)
+    write_progress = runner.ProgressWriter.__call__
+
+    def cancel_when_training(self, progress):
+        write_progress(self, progress)
+        if progress.stage == "train":  # what POST /v1/jobs/{id}/cancel does to a running job
+            _set(worker_settings, job_id, cancel_requested=True)
+
+    monkeypatch.setattr(runner.ProgressWriter, "__call__", cancel_when_training)
+    assert run_job(job_id, worker_settings) == "cancelled"
+    job = load_job(worker_settings, job_id)
+    assert job.status == "cancelled" and job.error["code"] == "cancelled" and job.model_id is None
+
+
+def test_user_error_is_recorded_as_code_and_message(worker_settings, make_job, tmp_path):
+    bad = write_csv(tmp_path / "bad.csv", make_text_rows(40, labels=("sports", "weather")))
+    job_id = make_job(train_csv=bad)
+    assert run_job(job_id, worker_settings) == "failed"
+    error = load_job(worker_settings, job_id).error
+    assert set(error) == {"code", "message"} and error["code"] == "invalid_data", error
+
+
+def test_crash_is_internal_error_without_traceback(worker_settings, make_job, monkeypatch, caplog):
+    import lelp.pipeline
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("secret detail /etc/shadow")
+
+    monkeypatch.setattr(lelp.pipeline, "distill", boom)
+    job_id = make_job()
+    assert run_job(job_id, worker_settings) == "failed"
+    error = load_job(worker_settings, job_id).error
+    assert error["code"] == "internal_error"
+    assert "secret detail" not in error["message"] and "Traceback" not in error["message"]
+    assert "secret detail" in caplog.text, "the traceback goes to the worker log"
+
+
+def test_attempts_are_bounded(worker_settings, make_job):
+    stale = utcnow() - timedelta(seconds=worker_settings.heartbeat_stale_s + 60)
+    job_id = make_job(status="running", attempts=worker_settings.job_max_attempts, heartbeat_at=stale)
+    assert run_job(job_id, worker_settings) == "failed"
+    job = load_job(worker_settings, job_id)
+    assert job.error["code"] == "too_many_attempts" and job.attempts == worker_settings.job_max_attempts + 1
+
+
+def test_killed_attempt_resumes_from_its_checkpoint(worker_settings, make_job, monkeypatch, store):
+    """An attempt dies right after epoch 1's checkpoint; the next delivery resumes at epoch 1."""
+    job_id = make_job(hyperparameters={"subclasses": 2, "epochs": 2, "seed": 0})
+    publish = runner.CheckpointSync.__call__
+
+    def die_after_publishing(self, path):
+        publish(self, path)
+        raise KeyboardInterrupt  # a BaseException: nothing records it, like SIGKILL
+
+    monkeypatch.setattr(runner.CheckpointSync, "__call__", die_after_publishing)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(job_id, worker_settings)
+    assert load_job(worker_settings, job_id).status == "running"
+    assert store.list_files(f"checkpoints/{job_id}"), "the checkpoint reached the store"
+
+    monkeypatch.setattr(runner.CheckpointSync, "__call__", publish)
+    _set(worker_settings, job_id, heartbeat_at=utcnow() - timedelta(hours=1))  # the worker went silent
+    assert run_job(job_id, worker_settings) == "succeeded"
+    job = load_job(worker_settings, job_id)
+    assert job.attempts == 2
+    done = [data for kind, data in events(worker_settings, job_id) if kind == "succeeded"]
+    assert done[0]["resumed_from_epoch"] == 1

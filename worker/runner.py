@@ -1,0 +1,431 @@
+"""``run_job``: one delivery of a distillation job, as a plain function (no Celery needed).
+
+The Celery task in ``worker.tasks`` only calls this, so tests run the whole job flow
+directly. The flow, and why each step is there:
+
+1. Load the job; a finished job returns at once (a redelivered message is harmless).
+2. Claim it with one conditional UPDATE: a queued job, or a running one whose heartbeat
+   went stale (its worker died). A running job with a fresh heartbeat belongs to a live
+   worker, so a duplicate message must not start a second copy of it.
+3. Past ``job_max_attempts`` deliveries the job fails with ``too_many_attempts``: a job
+   that keeps killing its worker must end.
+4. Inputs come from the artifact store (used in place when the store is local);
+   checkpoints sync to ``checkpoints/{job_id}/`` so another machine can resume; the
+   teacher feature cache lives in ``cache/features/`` so the next job skips extraction.
+5. ``lelp.pipeline.distill`` runs with a throttled progress writer (at most about once a
+   second; it doubles as the heartbeat, and a background thread beats during long silent
+   stages) and a cancel check that reads the flag at most once a second.
+6. The artifact goes to ``models/{model_id}/``; the model row and the final state are
+   committed together. Failures store ``{code, message}``; tracebacks go to the log only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Self
+
+import sqlalchemy as sa
+
+from app.db import repositories as repo
+from app.db.base import new_id, utcnow
+from app.db.models import Dataset, Job, Teacher
+from app.db.session import session_scope
+from app.settings import Settings
+from app.storage import ArtifactStore
+
+log = logging.getLogger("lelp.worker")
+
+PROGRESS_INTERVAL_S = 1.0
+CANCEL_CHECK_INTERVAL_S = 1.0
+HYPERPARAMETER_FIELDS = ("subclasses", "beta", "tau", "alpha", "epochs", "learning_rate", "batch_size",
+                         "max_length", "seed")
+
+
+@dataclass
+class JobInputs:
+    """What the worker needs from the database, read once so no session stays open while training."""
+
+    job_id: str
+    tenant_id: str
+    attempts: int
+    method: str
+    student: dict[str, Any]
+    device: str
+    hyperparameters: dict[str, Any]
+    teacher_id: str
+    teacher_uri: str
+    labels: list[str]
+    train_uri: str
+    train_format: str
+    eval_uri: str | None
+    eval_format: str | None
+    text_column: str
+    text_pair_column: str | None
+    label_column: str | None
+
+
+# --- state changes --------------------------------------------------------------------------
+
+
+def claim_job(session: Any, job_id: str, stale_before: datetime) -> bool:
+    """Take the job for this delivery: queued, or running with a heartbeat older than ``stale_before``.
+
+    One conditional UPDATE, so two deliveries racing for the same job cannot both win.
+    """
+    now = utcnow()
+    claimable = sa.or_(
+        Job.status == "queued",
+        sa.and_(Job.status == "running", sa.or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale_before)),
+    )
+    result = session.execute(
+        sa.update(Job).where(Job.id == job_id, claimable)
+        .values(status="running", attempts=Job.attempts + 1, heartbeat_at=now, updated_at=now,
+                started_at=sa.func.coalesce(Job.started_at, now))
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)
+
+
+def _finish(url: str, job_id: str, status: str, code: str, message: str) -> None:
+    with session_scope(url) as session:
+        if repo.finish_job(session, job_id, status, error={"code": code, "message": message}):
+            repo.add_event(session, job_id, status, message, {"code": code})
+
+
+def _read_inputs(session: Any, job: Job) -> JobInputs:
+    teacher = session.get(Teacher, job.teacher_id) if job.teacher_id else None
+    train = session.get(Dataset, job.train_dataset_id) if job.train_dataset_id else None
+    evald = session.get(Dataset, job.eval_dataset_id) if job.eval_dataset_id else None
+    if teacher is None or train is None or (job.eval_dataset_id and evald is None):
+        raise MissingInput("the job's teacher or dataset was deleted before it ran")
+    return JobInputs(
+        job_id=job.id, tenant_id=job.tenant_id, attempts=job.attempts, method=job.method,
+        student=dict(job.student or {}), device=job.device or "auto",
+        hyperparameters=dict(job.hyperparameters or {}), teacher_id=teacher.id, teacher_uri=teacher.uri,
+        labels=list(teacher.labels or []), train_uri=train.uri, train_format=train.format,
+        eval_uri=evald.uri if evald else None, eval_format=evald.format if evald else None,
+        text_column=train.text_column, text_pair_column=train.text_pair_column, label_column=train.label_column,
+    )
+
+
+class MissingInput(Exception):
+    """A teacher or dataset row vanished between the job's creation and its run."""
+
+    code = "missing_input"
+
+
+# --- progress, heartbeat, cancel ------------------------------------------------------------
+
+
+class ProgressWriter:
+    """Turns the library's progress callbacks into at most one database write a second.
+
+    A stage change is written at once (and logged as an event) so that short stages show;
+    every write also beats the heartbeat the sweeper watches.
+    """
+
+    def __init__(self, url: str, job_id: str, interval_s: float | None = None) -> None:
+        self.url = url
+        self.job_id = job_id
+        self.interval_s = PROGRESS_INTERVAL_S if interval_s is None else interval_s
+        self._last_write = 0.0
+        self._stage: str | None = None
+        self._stage_started = time.monotonic()
+
+    def __call__(self, progress: Any) -> None:
+        now = time.monotonic()
+        new_stage = progress.stage != self._stage
+        if not new_stage and now - self._last_write < self.interval_s:
+            return
+        if new_stage:
+            self._stage, self._stage_started = progress.stage, now
+        fraction = (progress.step / progress.total) if progress.total else None
+        elapsed = now - self._stage_started
+        eta = elapsed * (1 - fraction) / fraction if fraction and fraction > 0 else None
+        body = {"stage": progress.stage, "epoch": progress.epoch, "step": progress.step,
+                "total_steps": progress.total, "fraction": fraction, "loss": progress.loss,
+                "eta_s": round(eta, 1) if eta is not None else None, "message": progress.message}
+        with session_scope(self.url) as session:
+            repo.update_progress(session, self.job_id, body)
+            if new_stage:
+                repo.add_event(session, self.job_id, "stage", progress.message or progress.stage,
+                               {"stage": progress.stage})
+        self._last_write = now
+
+
+class CancelCheck:
+    """Reads the job's cancel flag at most once a second (the trainer asks every few steps)."""
+
+    def __init__(self, url: str, job_id: str, interval_s: float | None = None) -> None:
+        self.url, self.job_id = url, job_id
+        self.interval_s = CANCEL_CHECK_INTERVAL_S if interval_s is None else interval_s
+        self._last = 0.0
+        self._answer = False
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if not self._answer and now - self._last >= self.interval_s:
+            with session_scope(self.url) as session:
+                self._answer = repo.is_cancel_requested(session, self.job_id)
+            self._last = now
+        return self._answer
+
+
+class Heartbeat:
+    """A daemon thread that beats while a stage reports nothing (model loading, a long batch)."""
+
+    def __init__(self, url: str, job_id: str, interval_s: float) -> None:
+        self.url, self.job_id, self.interval_s = url, job_id, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                with session_scope(self.url) as session:
+                    repo.heartbeat(session, self.job_id)
+            except Exception:  # a database blip must not kill the job; the next beat retries
+                log.warning("heartbeat of %s failed", self.job_id, exc_info=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+# --- artifact store plumbing ----------------------------------------------------------------
+
+
+def _local_dir(store: ArtifactStore, path: str, scratch: Path) -> Path:
+    """A local directory holding the store's ``path``: in place when local, else a copy."""
+    local = store.local_path(path)
+    if local is not None:
+        return local
+    return store.get_dir(path, scratch / path.replace("/", "_"))
+
+
+def _local_file(store: ArtifactStore, path: str, scratch: Path) -> Path:
+    local = store.local_path(path)
+    if local is not None:
+        return local
+    target = scratch / path.replace("/", "_")
+    with store.open(path, "rb") as src, target.open("wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+    return target
+
+
+class CheckpointSync:
+    """Mirrors the job's checkpoint directory to ``checkpoints/{job_id}/`` in the store."""
+
+    def __init__(self, store: ArtifactStore, job_id: str, local_dir: Path) -> None:
+        self.store, self.prefix, self.local_dir = store, f"checkpoints/{job_id}", local_dir
+
+    def download(self) -> list[str]:
+        """Fetch the checkpoints an earlier attempt left (possibly on another machine)."""
+        names = self.store.list_files(self.prefix)
+        if names:
+            self.store.get_dir(self.prefix, self.local_dir)
+        return names
+
+    def __call__(self, path: str) -> None:
+        """``on_checkpoint``: publish the file so a copy is never half written."""
+        source = Path(path)
+        local = self.store.local_path(f"{self.prefix}/{source.name}")
+        if local is None:  # object stores publish a PUT whole or not at all
+            self.store.put_file(source, f"{self.prefix}/{source.name}")
+            return
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_name(f".{local.name}.tmp")
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, local)
+
+    def delete(self) -> None:
+        self.store.delete(self.prefix)
+
+
+class FeatureCacheSync:
+    """Teacher features cached in ``cache/features/``: in place when local, mirrored when remote."""
+
+    PREFIX = "cache/features"
+
+    def __init__(self, store: ArtifactStore, scratch: Path) -> None:
+        self.store = store
+        local = store.local_path(self.PREFIX)
+        self.remote = local is None
+        self.dir = scratch / "feature-cache" if local is None else local
+        self._before: set[str] = set()
+
+    def download(self) -> Path:
+        if self.remote:
+            for rel in self.store.list_files(self.PREFIX):
+                if not rel.split("/")[0].startswith(".tmp-"):
+                    target = self.dir / rel
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with self.store.open(f"{self.PREFIX}/{rel}", "rb") as src, target.open("wb") as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+            self._before = {p.name for p in self.dir.iterdir()} if self.dir.exists() else set()
+        else:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        return self.dir
+
+    def upload(self) -> None:
+        """Publish the entries this job created (complete ones only: their names carry no ``.tmp-``)."""
+        if not self.remote or not self.dir.exists():
+            return
+        for entry in self.dir.iterdir():
+            if entry.is_dir() and entry.name not in self._before and not entry.name.startswith(".tmp-"):
+                self.store.put_dir(entry, f"{self.PREFIX}/{entry.name}")
+
+
+def _dir_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+# --- the job --------------------------------------------------------------------------------
+
+
+def build_config(inputs: JobInputs, teacher_dir: Path, train_path: Path, eval_path: Path | None) -> Any:
+    """The library's ``DistillConfig`` from the job row (unknown keys were refused by the API)."""
+    from lelp.pipeline import DistillConfig
+
+    hp = {k: v for k, v in inputs.hyperparameters.items() if k in HYPERPARAMETER_FIELDS and v is not None}
+    student = inputs.student
+    return DistillConfig(
+        teacher_dir=str(teacher_dir), train_path=str(train_path), eval_path=str(eval_path) if eval_path else None,
+        text_column=inputs.text_column, text_pair_column=inputs.text_pair_column,
+        label_column=inputs.label_column, method=inputs.method,
+        student=str(student.get("architecture", "ngram")),
+        student_base=student.get("base") or student.get("student_base"),
+        device=inputs.device, **hp,
+    )
+
+
+def run_job(job_id: str, settings: Settings) -> str:
+    """Run one delivery of ``job_id``; returns the job's status afterwards (or ``"skipped"``)."""
+    url = settings.database_url
+    stale_before = utcnow() - timedelta(seconds=settings.heartbeat_stale_s)
+    with session_scope(url) as session:
+        job = repo.get_job(session, job_id)
+        if job is None:
+            log.warning("job %s does not exist; dropping the message", job_id)
+            return "missing"
+        if job.status in ("succeeded", "failed", "cancelled"):
+            log.info("job %s already %s; nothing to do", job_id, job.status)
+            return job.status
+        if job.cancel_requested:
+            if repo.finish_job(session, job_id, "cancelled",
+                               error={"code": "cancelled", "message": "cancelled before it started"}):
+                repo.add_event(session, job_id, "cancelled", "cancelled before it started")
+            return "cancelled"
+        if not claim_job(session, job_id, stale_before):
+            log.info("job %s is running on a live worker; ignoring the duplicate delivery", job_id)
+            return "skipped"
+        job = repo.get_job(session, job_id)
+        assert job is not None
+        if job.attempts > settings.job_max_attempts:
+            message = (f"the job was started {job.attempts - 1} times without finishing "
+                       f"(limit {settings.job_max_attempts}); its worker may be running out of memory")
+            repo.finish_job(session, job_id, "failed", error={"code": "too_many_attempts", "message": message})
+            repo.add_event(session, job_id, "failed", message, {"code": "too_many_attempts"})
+            return "failed"
+        try:
+            inputs = _read_inputs(session, job)
+        except MissingInput as exc:
+            repo.finish_job(session, job_id, "failed", error={"code": exc.code, "message": str(exc)})
+            repo.add_event(session, job_id, "failed", str(exc), {"code": exc.code})
+            return "failed"
+        repo.add_event(session, job_id, "started", f"attempt {job.attempts} started", {"attempt": job.attempts})
+
+    try:
+        return _execute(inputs, settings)
+    except Exception as exc:  # noqa: BLE001 - every failure must end as a clean {code, message}
+        return _record_failure(url, job_id, exc)
+
+
+def _execute(inputs: JobInputs, settings: Settings) -> str:
+    from lelp.pipeline import distill
+
+    url, job_id = settings.database_url, inputs.job_id
+    store = ArtifactStore(settings.artifact_url)
+    beat = max(1.0, min(30.0, settings.heartbeat_stale_s / 4))
+    with tempfile.TemporaryDirectory(prefix=f"lelp-{job_id}-") as tmp, Heartbeat(url, job_id, beat):
+        scratch = Path(tmp)
+        teacher_dir = _local_dir(store, inputs.teacher_uri, scratch)
+        train_path = _local_file(store, inputs.train_uri, scratch)
+        eval_path = _local_file(store, inputs.eval_uri, scratch) if inputs.eval_uri else None
+        checkpoints = CheckpointSync(store, job_id, scratch / "checkpoints")
+        resumable = checkpoints.download()
+        if resumable:
+            log.info("job %s resumes from checkpoints %s", job_id, resumable)
+        cache = FeatureCacheSync(store, scratch)
+        config = build_config(inputs, teacher_dir, train_path, eval_path)
+        result = distill(
+            config, scratch / "artifact", cache_dir=cache.download(), checkpoint_dir=checkpoints.local_dir,
+            progress=ProgressWriter(url, job_id), should_cancel=CancelCheck(url, job_id),
+            on_checkpoint=checkpoints,
+        )
+        cache.upload()
+        return _publish(inputs, settings, store, Path(result.artifact_dir), result.metrics,
+                        getattr(result, "resumed_from_epoch", 0), checkpoints)
+
+
+def _publish(inputs: JobInputs, settings: Settings, store: ArtifactStore, artifact: Path, metrics: dict,
+             resumed_from_epoch: int, checkpoints: CheckpointSync) -> str:
+    """Store the artifact, then commit the model row and the final state in one transaction."""
+    model_id = new_id("mdl")
+    uri = f"models/{model_id}"
+    store.put_dir(artifact, uri)
+    student_metrics = metrics.get("student", {}) if isinstance(metrics, dict) else {}
+    with session_scope(settings.database_url) as session:
+        if not repo.finish_job(session, inputs.job_id, "succeeded", metrics=metrics, model_id=model_id):
+            # Someone else finished it meanwhile (a cancel that won): keep one consistent state.
+            session.rollback()
+            store.delete(uri)
+            job = repo.get_job(session, inputs.job_id)
+            return job.status if job else "missing"
+        repo.create_model(
+            session, tenant_id=inputs.tenant_id, job_id=inputs.job_id, teacher_id=inputs.teacher_id,
+            method=str(metrics.get("method", inputs.method)), architecture=str(inputs.student.get("architecture",
+                                                                                                "ngram")),
+            labels=inputs.labels, uri=uri, metrics=metrics, parameters=student_metrics.get("parameters"),
+            size_bytes=_dir_size(artifact), model_id=model_id,
+        )
+        repo.add_event(session, inputs.job_id, "succeeded", f"model {model_id} ready",
+                       {"model_id": model_id, "resumed_from_epoch": resumed_from_epoch})
+    checkpoints.delete()
+    return "succeeded"
+
+
+def _record_failure(url: str, job_id: str, exc: Exception) -> str:
+    """Map an exception to the job's final state and a ``{code, message}`` a user can read."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from lelp.errors import JobCancelled, LELPError
+
+    if isinstance(exc, JobCancelled):
+        _finish(url, job_id, "cancelled", exc.code, exc.message)
+        return "cancelled"
+    if isinstance(exc, LELPError):
+        log.info("job %s failed: %s", job_id, exc)
+        _finish(url, job_id, "failed", exc.code, exc.message)
+        return "failed"
+    if isinstance(exc, SoftTimeLimitExceeded):
+        _finish(url, job_id, "failed", "time_limit_exceeded", "the job ran past the configured time limit")
+        return "failed"
+    log.error("job %s crashed:\n%s", job_id, "".join(traceback.format_exception(exc)))
+    _finish(url, job_id, "failed", "internal_error",
+            f"the worker hit an unexpected {type(exc).__name__}; the details are in the worker log")
+    return "failed"
+

@@ -1,0 +1,42 @@
+"""The Celery task: thin, so the job flow itself (``worker.runner``) runs without Celery.
+
+Retry policy: no automatic retries on exceptions (a failed job records ``{code,
+message}`` and stays failed). A job is delivered again only when its worker was lost
+(``reject_on_worker_lost``) or the sweeper requeued it; ``job_max_attempts`` bounds both.
+Time limits come from the app configuration (``task_time_limit`` / ``task_soft_time_limit``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery.signals import worker_ready, worker_shutdown
+
+from app.settings import get_settings
+from worker.celery_app import TASK_NAME, celery_app
+from worker.runner import run_job
+from worker.sweeper import SweeperThread
+
+log = logging.getLogger("lelp.worker")
+_sweeper: SweeperThread | None = None
+
+
+@celery_app.task(name=TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+                 max_retries=0)
+def run_job_task(job_id: str) -> str:
+    """Run one delivery of a job; the job row, not a Celery result, holds the outcome."""
+    status = run_job(job_id, get_settings())
+    log.info("job %s -> %s", job_id, status)
+    return status
+
+
+@worker_ready.connect
+def _start_sweeper(**_: object) -> None:
+    global _sweeper
+    _sweeper = SweeperThread(get_settings()).start()
+
+
+@worker_shutdown.connect
+def _stop_sweeper(**_: object) -> None:
+    if _sweeper is not None:
+        _sweeper.stop()

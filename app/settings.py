@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     job_time_limit_s: int = Field(24 * 3600, gt=0, description="Hard time limit of one job attempt.")
     job_max_attempts: int = Field(3, gt=0, description="Deliveries of one job before it fails.")
     heartbeat_stale_s: int = Field(120, gt=0, description="A running job silent this long is requeued.")
+    sweep_interval_s: float = Field(30, gt=0, description="How often each worker sweeps for stale jobs.")
+    queued_stale_s: float = Field(900, gt=0, description="A queued job untouched this long is enqueued again.")
 
     @field_validator("allowed_uri_roots", mode="before")
     @classmethod

@@ -15,7 +15,6 @@ Each requeue is one conditional UPDATE, so several workers may sweep at once.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from datetime import datetime, timedelta
 
@@ -29,24 +28,14 @@ from app.settings import Settings
 
 log = logging.getLogger("lelp.worker.sweeper")
 
-DEFAULT_SWEEP_INTERVAL_S = 30.0
-DEFAULT_QUEUED_STALE_S = 900.0
-
-
-def _setting(settings: Settings, name: str, default: float) -> float:
-    """``settings.<name>``, falling back to ``LELP_<NAME>`` and a default while Settings lacks the field."""
-    value = getattr(settings, name, None)
-    if value is None:
-        value = os.environ.get(f"LELP_{name.upper()}", default)
-    return float(value)
 
 
 def sweep_interval(settings: Settings) -> float:
-    return _setting(settings, "sweep_interval_s", DEFAULT_SWEEP_INTERVAL_S)
+    return float(settings.sweep_interval_s)
 
 
 def queued_stale_after(settings: Settings) -> float:
-    return _setting(settings, "queued_stale_s", DEFAULT_QUEUED_STALE_S)
+    return float(settings.queued_stale_s)
 
 
 def _touch_queued(session, job_id: str, older_than: datetime) -> bool:

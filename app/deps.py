@@ -12,20 +12,21 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from app.db import repositories as repo
 from app.db.models import Dataset, Job, Model, Teacher, Tenant
 from app.errors import Unauthorized, not_found
-from app.security import authenticate
+from app.security import authenticate_detached, hash_key, new_key_cache
 from app.services import jobs as jobs_service
-from app.services.inference import InferenceService
+from app.services.inference import InferenceService, ModelRef
 from app.settings import Settings
 from app.storage import ArtifactStore
 
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer lelp_...`")
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:  # async: no thread-pool hop
     return request.app.state.settings
 
 
@@ -41,7 +42,7 @@ def get_store(request: Request) -> ArtifactStore:
     return request.app.state.store
 
 
-def get_inference(request: Request) -> InferenceService:
+async def get_inference(request: Request) -> InferenceService:  # async: no thread-pool hop
     return request.app.state.inference
 
 
@@ -57,13 +58,25 @@ InferenceDep = Annotated[InferenceService, Depends(get_inference)]
 EnqueueDep = Annotated[jobs_service.Enqueue, Depends(get_enqueuer)]
 
 
-def get_tenant(session: SessionDep,
-               credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Tenant:
+async def get_tenant(request: Request,
+                     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Tenant:
+    """The caller's tenant. A verified key is cached (sha256 -> tenant, ``KEY_CACHE_TTL_S``), so a
+    known key costs one hash and no query; a miss queries in a thread with a short session of its
+    own, whose connection goes back at once (holding one across waits deadlocked the pool:
+    tests/reliability/test_concurrency.py). The tenant is detached: use its columns only."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("send your API key as 'Authorization: Bearer <key>'", code="missing_api_key")
-    tenant = authenticate(session, credentials.credentials)
+    state = request.app.state
+    cache = getattr(state, "key_cache", None)
+    if cache is None:
+        cache = state.key_cache = new_key_cache()
+    digest = hash_key(credentials.credentials)
+    tenant = cache.get(digest)
     if tenant is None:
-        raise Unauthorized("the API key is not valid", code="invalid_api_key")
+        tenant = await run_in_threadpool(authenticate_detached, state.sessionmaker, credentials.credentials)
+        if tenant is None:
+            raise Unauthorized("the API key is not valid", code="invalid_api_key")
+        cache[digest] = tenant
     return tenant
 
 
@@ -72,8 +85,9 @@ TenantDep = Annotated[Tenant, Depends(get_tenant)]
 
 def _owned(table: type, kind: str, param: str) -> Callable:
     def dependency(session: SessionDep, tenant: TenantDep,
-                   resource_id: Annotated[str, Path(alias=param, max_length=64)]):  # noqa: ANN202
+                   resource_id: Annotated[str, Path(alias=param, max_length=64)]):
         row = repo.get_owned(session, table, tenant.id, resource_id)
+        session.commit()  # give the connection back between threadpool calls (see get_tenant)
         if row is None:
             raise not_found(kind, resource_id)
         return row
@@ -91,3 +105,27 @@ TeacherDep = Annotated[Teacher, Depends(valid_teacher)]
 DatasetDep = Annotated[Dataset, Depends(valid_dataset)]
 JobDep = Annotated[Job, Depends(valid_job)]
 ModelDep = Annotated[Model, Depends(valid_model)]
+
+
+def _find_model(make_session: Callable[[], Session], tenant_id: str, model_id: str) -> Model | None:
+    with make_session() as session:
+        row = repo.get_owned(session, Model, tenant_id, model_id)
+        session.commit()
+        return row
+
+
+async def valid_model_ref(request: Request, tenant: TenantDep,
+                          model_id: Annotated[str, Path(max_length=64)]) -> ModelRef:
+    """Predict's model lookup: (tenant, id) -> id + artifact URI, cached for a short TTL by the
+    inference service (deleting a model evicts it), so a predict usually queries nothing."""
+    inference: InferenceService = request.app.state.inference
+    ref = inference.cached_ref(tenant.id, model_id)
+    if ref is None:
+        row = await run_in_threadpool(_find_model, request.app.state.sessionmaker, tenant.id, model_id)
+        if row is None:
+            raise not_found("model", model_id)
+        ref = inference.remember_ref(tenant.id, row.id, row.uri)
+    return ref
+
+
+ModelRefDep = Annotated[ModelRef, Depends(valid_model_ref)]

@@ -62,7 +62,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(AppError)
     async def _app_error(_request: Request, exc: AppError) -> JSONResponse:
-        return error_response(exc.status_code, exc.code, exc.message, exc.param)
+        # After a 413 the rest of the body is unread: closing the connection stops the client
+        # sending it (otherwise the server drains the whole oversized upload to keep the connection).
+        headers = {"Connection": "close"} if exc.status_code == 413 else None
+        return error_response(exc.status_code, exc.code, exc.message, exc.param, headers=headers)
 
     @app.exception_handler(LELPError)
     async def _lelp_error(_request: Request, exc: LELPError) -> JSONResponse:

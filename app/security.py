@@ -11,7 +11,8 @@ import hashlib
 import hmac
 import secrets
 
-from sqlalchemy.orm import Session
+from cachetools import TTLCache
+from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import repositories as repo
 from app.db.models import Tenant
@@ -43,3 +44,21 @@ def authenticate(session: Session, key: str) -> Tenant | None:
         if hmac.compare_digest(candidate.key_hash, digest):
             return session.get(Tenant, candidate.tenant_id)
     return None
+
+
+#: How long a verified key is trusted without asking the database again (a revoked key
+#: keeps working in an API process for at most this long).
+KEY_CACHE_TTL_S = 30.0
+
+
+def new_key_cache(ttl_s: float = KEY_CACHE_TTL_S) -> TTLCache:
+    """sha256(key) -> Tenant for ``ttl_s``: a request with a known key then costs one hash, no query."""
+    return TTLCache(maxsize=10_000, ttl=ttl_s)
+
+
+def authenticate_detached(make_session: sessionmaker, key: str) -> Tenant | None:
+    """``authenticate`` in a short session of its own; the tenant comes back detached (read-only use)."""
+    with make_session() as session:
+        tenant = authenticate(session, key)
+        session.commit()  # end the read at once: the pool connection goes back
+        return tenant

@@ -58,6 +58,7 @@ def list_datasets(session: SessionDep, tenant: TenantDep, limit: Annotated[int, 
                   after: Annotated[str | None, Query(max_length=200)] = None) -> dict:
     """List your datasets, newest first."""
     rows = repo.list_owned(session, Dataset, tenant.id, limit=limit, after=decode_cursor(after) if after else None)
+    session.commit()  # end the read: the connection goes back before the response waits for a thread
     data, has_more, cursor = page(rows, limit)
     return {"data": data, "has_more": has_more, "next_cursor": cursor}
 

@@ -43,6 +43,7 @@ def list_jobs(session: SessionDep, tenant: TenantDep, limit: Annotated[int, Quer
     """List your jobs, newest first, optionally by status."""
     rows = repo.list_owned(session, Job, tenant.id, limit=limit, status=status,
                            after=decode_cursor(after) if after else None)
+    session.commit()  # end the read: the connection goes back before the response waits for a thread
     data, has_more, cursor = page(rows, limit)
     return {"data": data, "has_more": has_more, "next_cursor": cursor}
 
@@ -65,6 +66,7 @@ def list_job_events(job: JobDep, session: SessionDep, limit: Annotated[int, Quer
                     after: Annotated[int | None, Query(ge=0)] = None) -> dict:
     """A job's events, oldest first; pass ``next_cursor`` as ``after`` for more."""
     rows = repo.list_events(session, job.id, after=after, limit=limit)
+    session.commit()  # end the read: the connection goes back before the response waits for a thread
     has_more = len(rows) > limit
     data = rows[:limit]
     return {"data": data, "has_more": has_more, "next_cursor": str(data[-1].id) if has_more and data else None}

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.db import repositories as repo
 from app.db.models import Model
-from app.deps import InferenceDep, ModelDep, SessionDep, SettingsDep, StoreDep, TenantDep
+from app.deps import InferenceDep, ModelDep, ModelRefDep, SessionDep, SettingsDep, StoreDep, TenantDep
 from app.schemas.common import ERROR_RESPONSES, Page
 from app.schemas.models import ModelRead, PredictRequest, PredictResponse
 from app.services import models as service
@@ -25,6 +25,7 @@ def list_models(session: SessionDep, tenant: TenantDep, limit: Annotated[int, Qu
                 after: Annotated[str | None, Query(max_length=200)] = None) -> dict:
     """List your distilled models, newest first."""
     rows = repo.list_owned(session, Model, tenant.id, limit=limit, after=decode_cursor(after) if after else None)
+    session.commit()  # end the read: the connection goes back before the response waits for a thread
     data, has_more, cursor = page(rows, limit)
     return {"data": data, "has_more": has_more, "next_cursor": cursor}
 
@@ -36,7 +37,7 @@ def get_model(model: ModelDep) -> Model:
 
 
 @router.post("/{model_id}/predict", response_model=PredictResponse)
-async def predict(body: PredictRequest, model: ModelDep, settings: SettingsDep,
+async def predict(body: PredictRequest, model: ModelRefDep, settings: SettingsDep,
                   inference: InferenceDep) -> dict:
     """Label, score and class probabilities for each input (micro-batched with other requests)."""
     predictions = await service.predict(inference, model, body, settings)

@@ -47,6 +47,7 @@ def list_teachers(session: SessionDep, tenant: TenantDep, limit: Annotated[int, 
                   after: Annotated[str | None, Query(max_length=200)] = None) -> dict:
     """List your teachers, newest first."""
     rows = repo.list_owned(session, Teacher, tenant.id, limit=limit, after=decode_cursor(after) if after else None)
+    session.commit()  # end the read: the connection goes back before the response waits for a thread
     data, has_more, cursor = page(rows, limit)
     return {"data": data, "has_more": has_more, "next_cursor": cursor}
 

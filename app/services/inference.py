@@ -1,29 +1,51 @@
-"""Predictions: an LRU of loaded students and an asyncio micro-batcher per model.
+"""Predictions: an LRU of loaded models and a continuous micro-batcher per model.
 
-Concurrent predict requests for one model are gathered for up to
-``predict_batch_window_ms`` (or until ``predict_max_batch`` rows) and scored by one
-``predict_proba`` call in a worker thread, so the event loop never runs a forward pass
-and the per-call overhead of the model is shared. While a batch runs, the next one
-fills up. ``lelp.artifacts`` (and so torch) is imported only when a model is loaded.
+Why it is shaped this way (measured with ``benchmarks/serving.py``):
+
+* **No idle wait.** A request that finds the model idle is dispatched on the next turn of
+  the event loop (``call_soon``), so requests parsed in the same turn share a batch and a
+  lone request pays no window. While a batch runs, new requests queue up; when it ends,
+  everything queued (up to ``predict_max_batch`` rows) goes as the next batch at once
+  ("continuous batching"). The batch size thus follows the load without any timer.
+* **One dedicated thread per model.** Forwards run in that model's single worker thread
+  (torch releases the GIL, so the event loop keeps parsing requests meanwhile); results
+  come back through ``loop.call_soon_threadsafe``. One thread per model also means a
+  model never runs two forwards at once, which is what makes the queue fill up.
+* **Tiny models inline.** When a model's measured forward time is under
+  ``inline_below_ms`` (an ``ngram`` student: tens of microseconds), the thread hop costs
+  more than the forward, so the batch runs on the event loop itself.
+* **Cheap lookups.** Loaded models sit in a bounded LRU; model rows (tenant + id -> id and
+  artifact URI) sit in a short TTL cache so a predict does not query the database.
+
+``lelp.artifacts`` (and so torch) is imported only when a model is loaded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
-from collections.abc import Sequence
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from cachetools import TTLCache
 
 from app.errors import Unprocessable
 from app.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
 
+#: A model whose average batch forward is faster than this runs on the event loop.
+INLINE_BELOW_S = 0.0005
+#: Weight of the newest forward time in the moving average.
+EWMA_WEIGHT = 0.2
 
-@dataclass
+
+@dataclass(slots=True)
 class _Request:
     texts: list[str]
     pairs: list[str] | None
@@ -31,104 +53,188 @@ class _Request:
 
 
 class MicroBatcher:
-    """Collects requests into batches and runs them one at a time in a thread."""
+    """Queues the requests of one model on one event loop and scores them in batches.
 
-    def __init__(self, predictor: Any, *, max_batch: int, window_s: float, on_batch=None) -> None:  # noqa: ANN001
+    ``submit`` is called on the loop; the forward runs in ``executor`` (one thread) or, for
+    a model measured to be fast, inline. At most one batch per batcher is in flight.
+    """
+
+    def __init__(self, predictor: Any, *, max_batch: int, executor: ThreadPoolExecutor,
+                 on_batch: Callable[[int], None] | None = None, inline_below_s: float = INLINE_BELOW_S) -> None:
         self.predictor = predictor
         self.max_batch = max_batch
-        self.window_s = window_s
+        self.executor = executor
         self.on_batch = on_batch
+        self.inline_below_s = inline_below_s
         self.loop = asyncio.get_running_loop()
-        self.queue: asyncio.Queue[_Request] = asyncio.Queue()
-        self.task = self.loop.create_task(self._run())
+        self.pending: deque[_Request] = deque()
+        self.busy = False              # a batch is running in the worker thread
+        self.scheduled = False         # a _flush is already queued on the loop
+        self.avg_forward_s: float | None = None  # None until the first forward is timed
+        self.closed = False
 
     async def submit(self, texts: list[str], pairs: list[str] | None) -> Any:
         """Class probabilities (n, C) for ``texts`` (and ``pairs``), scored with other requests."""
+        if self.closed:
+            raise RuntimeError("the model was unloaded")
         future = self.loop.create_future()
-        await self.queue.put(_Request(texts, pairs, future))
+        self.pending.append(_Request(texts, pairs, future))
+        if not self.busy and not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self._flush)
         return await future
 
-    async def _collect(self) -> list[_Request]:
-        batch = [await self.queue.get()]
-        rows = len(batch[0].texts)
-        deadline = self.loop.time() + self.window_s
-        while rows < self.max_batch:
-            try:
-                item = self.queue.get_nowait()
-            except asyncio.QueueEmpty:
-                remaining = deadline - self.loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    item = await asyncio.wait_for(self.queue.get(), remaining)
-                except TimeoutError:
-                    break
-            batch.append(item)
-            rows += len(item.texts)
+    def _take(self) -> list[_Request]:
+        """The next batch: queued requests up to ``max_batch`` rows (always at least one request)."""
+        batch: list[_Request] = []
+        rows = 0
+        while self.pending:
+            request = self.pending[0]
+            if request.future.done():  # the client went away: it costs nothing
+                self.pending.popleft()
+                continue
+            if batch and rows + len(request.texts) > self.max_batch:
+                break
+            batch.append(self.pending.popleft())
+            rows += len(request.texts)
         return batch
 
-    async def _run(self) -> None:
-        while True:
-            batch = await self._collect()
-            live = [r for r in batch if not r.future.done()]  # a client that went away costs nothing
-            if not live:
-                continue
-            texts = [t for r in live for t in r.texts]
-            pairs = [p for r in live for p in r.pairs] if live[0].pairs is not None else None
-            try:
-                probs = await asyncio.to_thread(self.predictor.predict_proba, texts, pairs)
-            except Exception as exc:  # noqa: BLE001 - handed to every waiting request
-                for r in live:
-                    if not r.future.done():
-                        r.future.set_exception(exc)
-                continue
-            if self.on_batch is not None:
-                self.on_batch(len(texts))
-            start = 0
-            for r in live:
-                end = start + len(r.texts)
+    def _flush(self) -> None:
+        self.scheduled = False
+        while not self.busy and not self.closed:
+            batch = self._take()
+            if not batch:
+                return
+            texts = [t for r in batch for t in r.texts]
+            pairs = [p for r in batch for p in r.pairs] if batch[0].pairs is not None else None
+            if self.avg_forward_s is not None and self.avg_forward_s < self.inline_below_s:
+                started = time.perf_counter()
+                try:
+                    probs, error = self.predictor.predict_proba(texts, pairs), None
+                except Exception as exc:  # noqa: BLE001 - handed to the requests of this batch
+                    probs, error = None, exc
+                self._done(batch, len(texts), probs, error, time.perf_counter() - started)
+                continue  # rows left over from a batch over max_batch go next
+            self.busy = True
+            self.executor.submit(self._work, batch, texts, pairs)
+
+    def _work(self, batch: list[_Request], texts: list[str], pairs: list[str] | None) -> None:
+        """Runs in the model's thread; hands the outcome back to the loop."""
+        started = time.perf_counter()
+        try:
+            probs, error = self.predictor.predict_proba(texts, pairs), None
+        except Exception as exc:  # noqa: BLE001 - handed to the requests of this batch
+            probs, error = None, exc
+        elapsed = time.perf_counter() - started
+        try:
+            self.loop.call_soon_threadsafe(self._finish, batch, len(texts), probs, error, elapsed)
+        except RuntimeError:  # the loop is closed (shutdown): nobody is waiting any more
+            pass
+
+    def _finish(self, batch: list[_Request], rows: int, probs: Any, error: BaseException | None,
+                elapsed: float) -> None:
+        self.busy = False
+        self._done(batch, rows, probs, error, elapsed)
+        if self.pending and not self.scheduled:
+            self._flush()  # what queued during the forward goes now, as one batch
+
+    def _done(self, batch: list[_Request], rows: int, probs: Any, error: BaseException | None,
+              elapsed: float) -> None:
+        self.avg_forward_s = elapsed if self.avg_forward_s is None else (
+            (1 - EWMA_WEIGHT) * self.avg_forward_s + EWMA_WEIGHT * elapsed)
+        if error is not None:
+            log.warning("prediction batch of %d rows failed: %r", rows, error)
+            for r in batch:
                 if not r.future.done():
-                    r.future.set_result(probs[start:end])
-                start = end
+                    r.future.set_exception(error)
+            return
+        if self.on_batch is not None:
+            self.on_batch(rows)
+        start = 0
+        for r in batch:
+            end = start + len(r.texts)
+            if not r.future.done():
+                r.future.set_result(probs[start:end])
+            start = end
 
     def close(self) -> None:
-        self.task.cancel()
+        """Fail whatever still waits; a running batch finishes and is delivered."""
+        self.closed = True
+        while self.pending:
+            request = self.pending.popleft()
+            if not request.future.done():
+                request.future.set_exception(RuntimeError("the model was unloaded"))
+
+
+def _model_thread(name: str) -> ThreadPoolExecutor:
+    """The one thread a model's forwards run in (created lazily by the executor on first use)."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lelp-predict-{name}")
 
 
 @dataclass
 class _Loaded:
     predictor: Any
     labels: list[str]
+    executor: ThreadPoolExecutor = field(default_factory=lambda: _model_thread("model"))
     batchers: dict[tuple[bool, int], MicroBatcher] = field(default_factory=dict)
 
     def close(self) -> None:
         for batcher in self.batchers.values():
             batcher.close()
         self.batchers.clear()
+        self.executor.shutdown(wait=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRef:
+    """What predict needs of a model row: its id and where its files are."""
+
+    id: str
+    uri: str
 
 
 class InferenceService:
-    """Loads students on demand (bounded LRU) and serves predictions through micro-batchers."""
+    """Loads models on demand (bounded LRU) and serves predictions through micro-batchers."""
 
     def __init__(self, store: ArtifactStore, *, cache_dir: Path, cache_size: int, max_batch: int,
-                 window_ms: float, metrics=None) -> None:  # noqa: ANN001
+                 window_ms: float = 0.0, metrics: Any = None, ref_ttl_s: float = 30.0,
+                 inline_below_s: float = INLINE_BELOW_S) -> None:
+        # ``window_ms`` is kept for the settings' sake: continuous batching needs no timer
+        # (requests wait at most for the batch in flight), so it is not used.
         self.store = store
         self.cache_dir = cache_dir
         self.cache_size = cache_size
         self.max_batch = max_batch
-        self.window_s = window_ms / 1000.0
+        self.window_ms = window_ms
         self.metrics = metrics
+        self.inline_below_s = inline_below_s
         self._models: OrderedDict[str, _Loaded] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
+        self._refs: TTLCache[tuple[str, str], ModelRef] = TTLCache(maxsize=4096, ttl=ref_ttl_s)
+
+    # --- model rows (tenant + id -> ref), so a predict does not query the database -------------
+
+    def cached_ref(self, tenant_id: str, model_id: str) -> ModelRef | None:
+        return self._refs.get((tenant_id, model_id))
+
+    def remember_ref(self, tenant_id: str, model_id: str, uri: str) -> ModelRef:
+        ref = ModelRef(model_id, uri)
+        self._refs[(tenant_id, model_id)] = ref
+        return ref
+
+    # --- loaded models ------------------------------------------------------------------------------
 
     def _load_sync(self, model_id: str, uri: str) -> _Loaded:
-        from lelp.artifacts import load_predictor  # imports torch: only here, only once per model
+        from lelp.artifacts import (
+            load_predictor,  # imports torch: only here, only once per model
+        )
 
         local = self.store.local_path(uri)
         if local is None:
             local = self.store.get_dir(uri, self.cache_dir / model_id)
         predictor = load_predictor(local)
-        return _Loaded(predictor=predictor, labels=[str(label) for label in predictor.labels])
+        return _Loaded(predictor=predictor, labels=[str(label) for label in predictor.labels],
+                       executor=_model_thread(model_id))
 
     async def _get(self, model_id: str, uri: str) -> _Loaded:
         loaded = self._models.get(model_id)
@@ -148,35 +254,48 @@ class InferenceService:
         self._models.move_to_end(model_id)
         return loaded
 
+    def loaded_ids(self) -> list[str]:
+        """Loaded model ids, least recently used first."""
+        return list(self._models)
+
     def _batcher(self, loaded: _Loaded, pairs: bool) -> MicroBatcher:
-        loop_key = (pairs, id(asyncio.get_running_loop()))
-        batcher = loaded.batchers.get(loop_key)
-        if batcher is None:
+        loop = asyncio.get_running_loop()
+        key = (pairs, id(loop))
+        batcher = loaded.batchers.get(key)
+        if batcher is None or batcher.loop is not loop:
             on_batch = self.metrics.predict_batches.observe if self.metrics is not None else None
-            batcher = MicroBatcher(loaded.predictor, max_batch=self.max_batch, window_s=self.window_s,
-                                   on_batch=on_batch)
-            loaded.batchers[loop_key] = batcher
+            batcher = MicroBatcher(loaded.predictor, max_batch=self.max_batch, executor=loaded.executor,
+                                   on_batch=on_batch, inline_below_s=self.inline_below_s)
+            loaded.batchers[key] = batcher
         return batcher
+
+    async def predict_proba(self, model_id: str, uri: str, texts: list[str],
+                            pairs: list[str] | None = None) -> tuple[Any, list[str]]:
+        """Class probabilities (n, C) and the label names, micro-batched with other requests."""
+        loaded = await self._get(model_id, uri)
+        probs = await self._batcher(loaded, pairs is not None).submit(texts, pairs)
+        return probs, loaded.labels
 
     async def predict(self, model_id: str, uri: str, texts: Sequence[str],
                       pairs: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """One ``{"label", "score", "probabilities"}`` per input, in order."""
-        loaded = await self._get(model_id, uri)
-        probs = await self._batcher(loaded, pairs is not None).submit(list(texts),
-                                                                     list(pairs) if pairs is not None else None)
-        if len(probs) != len(texts) or (len(probs) and len(probs[0]) != len(loaded.labels)):
+        probs, labels = await self.predict_proba(model_id, uri, list(texts),
+                                                 list(pairs) if pairs is not None else None)
+        if len(probs) != len(texts) or (len(probs) and len(probs[0]) != len(labels)):
             raise Unprocessable("the model returned an unexpected number of scores", code="invalid_artifact")
         if self.metrics is not None:
             self.metrics.predict_rows.inc(len(texts))
         out = []
-        for row in probs:
-            values = [float(p) for p in row]
+        for values in (probs.tolist() if hasattr(probs, "tolist") else [list(row) for row in probs]):
             best = max(range(len(values)), key=values.__getitem__)
-            out.append({"label": loaded.labels[best], "score": values[best],
-                        "probabilities": dict(zip(loaded.labels, values, strict=True))})
+            out.append({"label": labels[best], "score": values[best],
+                        "probabilities": dict(zip(labels, values, strict=True))})
         return out
 
     def evict(self, model_id: str) -> None:
+        """Forget a model (deleted): its loaded copy and every cached row of it."""
+        for key in [key for key in list(self._refs.keys()) if key[1] == model_id]:
+            self._refs.pop(key, None)
         loaded = self._models.pop(model_id, None)
         if loaded is not None:
             loaded.close()
@@ -185,3 +304,4 @@ class InferenceService:
         for loaded in self._models.values():
             loaded.close()
         self._models.clear()
+        self._refs.clear()

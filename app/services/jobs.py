@@ -75,6 +75,10 @@ def _check_inputs(session: Session, tenant_id: str, body: JobCreate) -> None:
     if body.method == "ce" and train.labelled_rows == 0:
         raise Unprocessable("method 'ce' trains on labels, but the train dataset has no labelled rows",
                             param="method", code="labels_required")
+    if body.method == "ce" and len(train.label_counts) < 2:
+        raise Unprocessable(f"method 'ce' trains on labels only, but the train dataset has a single class "
+                            f"({next(iter(train.label_counts))!r}): nothing to learn; use a distillation method "
+                            "(lelp, kd) or add rows of other classes", param="train_dataset_id", code="single_class")
 
 
 def create_job(session: Session, settings: Settings, tenant_id: str, body: JobCreate,
@@ -84,12 +88,13 @@ def create_job(session: Session, settings: Settings, tenant_id: str, body: JobCr
     if idempotency_key is not None:
         existing = repo.get_job_by_idempotency_key(session, tenant_id, idempotency_key)
         if existing is not None:
+            session.commit()  # return the connection now (see app.deps.get_tenant): the reply still waits
             return _replay(existing, digest), False
     repo.lock_tenant(session, tenant_id)
     if idempotency_key is not None:  # re-check under the lock: a twin request may have just committed
         existing = repo.get_job_by_idempotency_key(session, tenant_id, idempotency_key)
         if existing is not None:
-            session.rollback()
+            session.commit()  # releases the lock; a rollback would expire ``existing`` and reload it later
             return _replay(existing, digest), False
     _check_inputs(session, tenant_id, body)
     active = repo.count_active_jobs(session, tenant_id)
@@ -119,6 +124,7 @@ def create_job(session: Session, settings: Settings, tenant_id: str, body: JobCr
         existing = repo.get_job_by_idempotency_key(session, tenant_id, idempotency_key) if idempotency_key else None
         if existing is None:
             raise
+        session.commit()
         return _replay(existing, digest), False
     return job, True
 
@@ -152,6 +158,7 @@ def cancel_job(session: Session, job: Job) -> Job:
             repo.add_event(session, job.id, "cancel_requested", "cancel requested; the worker stops at its next check")
         session.commit()
         session.refresh(job)
+        session.commit()  # the refresh began a read: end it so the connection goes back
     if job.status in ("succeeded", "failed"):  # it finished while we were cancelling
         raise Conflict(f"the job already {job.status}", code="job_finished")
     return job

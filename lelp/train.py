@@ -20,7 +20,7 @@ from torch import nn
 
 from lelp.losses import distillation_loss, fitnet_loss
 from lelp.progress import CancelCheck, Progress, ProgressCallback, check_cancelled, report
-from lelp.students.base import Student, StudentInputs
+from lelp.students.base import Student, StudentInputs, fold_temperature
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,11 @@ def train_student(
     should_cancel: CancelCheck | None = None,
     on_checkpoint: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Train in place. ``teacher_embeddings`` switches on the FitNet regression term."""
+    """Train in place. ``teacher_embeddings`` switches on the FitNet regression term.
+
+    A sub-class student comes back with 1/tau folded into its output layer (see
+    ``fold_temperature``): checkpoints hold the unfolded weights, the returned model the folded.
+    """
     dev = resolve_device(device)
     n = len(inputs)
     student.to(dev)
@@ -171,4 +175,6 @@ def train_student(
             }, on_checkpoint)
     result.steps = step
     student.eval()
+    if config.subclasses > 1 and config.tau != 1.0:
+        fold_temperature(student, config.tau)
     return result

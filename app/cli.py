@@ -340,7 +340,8 @@ def models_predict(model_id: str, texts: Annotated[list[str], typer.Argument(hel
 
 @models_app.command("download")
 @cli_errors
-def models_download(model_id: str, dest: Annotated[Path, typer.Argument(help="File or directory.")] = Path(".")) -> None:
+def models_download(model_id: str,
+                    dest: Annotated[Path, typer.Argument(help="File or directory.")] = Path(".")) -> None:
     """Download a model's artifact (tar.gz of the student directory)."""
     with _client() as client:
         typer.echo(str(client.download_artifact(model_id, dest)))

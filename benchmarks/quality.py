@@ -208,8 +208,9 @@ def main() -> None:
 def render(results: dict) -> str:
     kd = np.asarray(results["methods"].get("kd", {}).get("test_accuracy", []))
     lines = [f"### {results['dataset']} · {results['student']} · alpha={results['alpha']:g} "
-             f"({results['transfer_rows']} transfer rows, teacher test acc {results['teacher']['test']['accuracy']:.4f})",
-             "", "| method | chosen config | test acc (mean ± sd) | macro-F1 | Δ vs kd (± SE) |", "|---|---|---|---|---|"]
+             f"({results['transfer_rows']} transfer rows, "
+             f"teacher test acc {results['teacher']['test']['accuracy']:.4f})", "",
+             "| method | chosen config | test acc (mean ± sd) | macro-F1 | Δ vs kd (± SE) |", "|---|---|---|---|---|"]
     for method, r in results["methods"].items():
         acc = np.asarray(r["test_accuracy"]) * 100
         f1 = np.asarray(r["test_macro_f1"]) * 100

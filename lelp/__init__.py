@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "LELPProjector": "lelp.projection",
-    "KMeansSubclasser": "lelp.projection",
+    "KMeansSubclasser": "lelp.kmeans_subclass",
     "Method": "lelp.targets",
     "build_targets": "lelp.targets",
     "distillation_loss": "lelp.losses",

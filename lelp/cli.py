@@ -11,7 +11,7 @@ import functools
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -19,6 +19,7 @@ from lelp.errors import LELPError
 from lelp.progress import Progress
 
 EXIT_USER_ERROR = 2
+METHOD_HELP = "lelp|kd|ce|fitnet|random_subclass|uniform_subclass|kmeans_subclass|auto"
 
 
 def user_errors(fn):
@@ -124,26 +125,26 @@ def distill_command(
     teacher: Annotated[Path, typer.Option(help="Hugging Face sequence-classification directory")],
     train: Annotated[Path, typer.Option(help="training/transfer data (CSV, TSV, JSONL, Parquet)")],
     out: Annotated[Path, typer.Option(help="directory for the student artifact")],
-    eval: Annotated[Optional[Path], typer.Option(help="evaluation data; default: 10% of the labelled train rows")] = None,
+    eval: Annotated[Path | None, typer.Option(help="evaluation data; default: 10% of the labelled train rows")] = None,
     text_column: str = "text",
-    text_pair_column: Optional[str] = None,
+    text_pair_column: str | None = None,
     label_column: Annotated[str, typer.Option(help="'' for unlabelled transfer data")] = "label",
-    eval_label_column: Annotated[Optional[str], typer.Option(help="default: --label-column, or 'label'")] = None,
-    method: Annotated[str, typer.Option(help="lelp|kd|ce|fitnet|random_subclass|uniform_subclass|kmeans_subclass|auto")] = "lelp",
+    eval_label_column: Annotated[str | None, typer.Option(help="default: --label-column, or 'label'")] = None,
+    method: Annotated[str, typer.Option(help=METHOD_HELP)] = "lelp",
     student: Annotated[str, typer.Option(help="ngram|encoder_mlp|transformer")] = "ngram",
-    student_base: Annotated[Optional[Path], typer.Option(help="pretrained encoder for encoder_mlp/transformer")] = None,
+    student_base: Annotated[Path | None, typer.Option(help="pretrained encoder for encoder_mlp/transformer")] = None,
     subclasses: Annotated[str, typer.Option(help="sub-classes per class S, or 'auto'")] = "default",
-    beta: Optional[float] = None,
-    tau: Optional[float] = None,
+    beta: float | None = None,
+    tau: float | None = None,
     alpha: float = 0.0,
-    epochs: Optional[int] = None,
-    learning_rate: Optional[float] = None,
-    batch_size: Optional[int] = None,
+    epochs: int | None = None,
+    learning_rate: float | None = None,
+    batch_size: int | None = None,
     max_length: int = 128,
     seed: int = 0,
     device: str = "auto",
-    cache_dir: Annotated[Optional[Path], typer.Option(help="teacher-feature cache")] = None,
-    checkpoint_dir: Annotated[Optional[Path], typer.Option(help="resume from / write checkpoints here")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="teacher-feature cache")] = None,
+    checkpoint_dir: Annotated[Path | None, typer.Option(help="resume from / write checkpoints here")] = None,
     quiet: bool = False,
 ) -> None:
     """Distil a teacher into a small student; writes the artifact and OUT/metrics.json."""
@@ -153,7 +154,8 @@ def distill_command(
     config = DistillConfig(
         teacher_dir=str(teacher), train_path=str(train), eval_path=str(eval) if eval else None,
         text_column=text_column, text_pair_column=text_pair_column, label_column=label_column or None,
-        eval_label_column=eval_label_column or None, method=method, student=student, student_base=str(student_base) if student_base else None,
+        eval_label_column=eval_label_column or None, method=method, student=student,
+        student_base=str(student_base) if student_base else None,
         subclasses=_subclasses(subclasses), beta=beta, tau=tau, alpha=alpha, epochs=epochs,
         learning_rate=learning_rate, batch_size=batch_size, max_length=max_length, seed=seed, device=device)
     bars = ProgressBars(enabled=not quiet)
@@ -172,13 +174,13 @@ def make_teacher_command(
     train: Annotated[Path, typer.Option(help="labelled training data")],
     out: Annotated[Path, typer.Option(help="where to write the teacher")],
     text_column: str = "text",
-    text_pair_column: Optional[str] = None,
+    text_pair_column: str | None = None,
     label_column: str = "label",
     epochs: int = 1,
     learning_rate: float = 5e-5,
     batch_size: int = 32,
     max_length: int = 64,
-    max_rows: Optional[int] = None,
+    max_rows: int | None = None,
     seed: int = 0,
     device: str = "auto",
 ) -> None:
@@ -215,7 +217,7 @@ def evaluate_command(
     model: Annotated[Path, typer.Option(help="a student artifact or a teacher directory")],
     data: Annotated[Path, typer.Option(help="labelled data file")],
     text_column: str = "text",
-    text_pair_column: Optional[str] = None,
+    text_pair_column: str | None = None,
     label_column: str = "label",
 ) -> None:
     """Accuracy and macro-F1 of a model on a labelled file (JSON on the last line)."""

@@ -17,8 +17,7 @@ from lelp.data import TextDataset, encode_labels, read_table
 from lelp.errors import ConfigError
 from lelp.evaluate import agreement, classification_metrics, directory_size, sentences_per_second
 from lelp.features import encode_mean_pooled, extract_teacher_features
-from lelp.pipeline import (VALIDATION_FRACTION, Candidate, DistillConfig, effective_hyperparameters,
-                           split_rows)
+from lelp.pipeline import VALIDATION_FRACTION, Candidate, DistillConfig, effective_hyperparameters, split_rows
 from lelp.progress import CancelCheck, Progress, ProgressCallback, report
 from lelp.students.base import count_parameters
 from lelp.targets import Method, build_targets

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from lelp.errors import ConfigError
-from lelp.projection import KMeansSubclasser, LELPProjector, resolve_labels, softmax_rows
+from lelp.kmeans_subclass import KMeansSubclasser
+from lelp.projection import LELPProjector, resolve_labels, softmax_rows
 
 
 class Method(StrEnum):

@@ -73,7 +73,8 @@ class NgramStudent(Student):
                  hidden: int = 128, dropout: float = 0.1, hashing: dict | None = None):
         super().__init__()
         self.hashing = HashingSpec(**(hashing or {"n_features": n_features}))
-        self.num_outputs, self.embedding_dim, self.hidden_size, self.dropout = num_outputs, embedding_dim, hidden, dropout
+        self.num_outputs, self.embedding_dim, self.dropout = num_outputs, embedding_dim, dropout
+        self.hidden_size = hidden
         self.embedding = nn.EmbeddingBag(self.hashing.n_features, embedding_dim, mode="sum", sparse=True)
         nn.init.normal_(self.embedding.weight, std=0.1)
         self.head = mlp_head(embedding_dim, hidden, num_outputs, dropout)

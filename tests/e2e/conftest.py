@@ -1,3 +1,3 @@
 """End-to-end tests run the real service processes (see tests/service_fixtures.py)."""
 
-from tests.service_fixtures import *
+from tests.service_fixtures import *  # noqa: F403  (pytest fixtures)

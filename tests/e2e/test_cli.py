@@ -17,7 +17,8 @@ pytestmark = pytest.mark.service
 
 def lelp(*args: str, url: str, key: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, LELP_API_URL=url, LELP_API_KEY=key, PYTHONPATH=str(REPO_ROOT))
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, env=env, check=False,
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, env=env,
+                          check=False,
                           timeout=120)
 
 

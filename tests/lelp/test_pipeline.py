@@ -51,7 +51,8 @@ def test_every_method_and_student_trains_saves_and_predicts(method, student, tin
 
 
 @pytest.mark.parametrize("student", ["encoder_mlp", "transformer"])
-def test_encoder_and_transformer_students_predict_consistently(student, tiny_teacher_dir, tiny_train_csv, tiny_eval_csv, tmp_path):
+def test_encoder_and_transformer_students_predict_consistently(student, tiny_teacher_dir, tiny_train_csv,
+                                                               tiny_eval_csv, tmp_path):
     extra = {"student_base": str(tiny_teacher_dir)} if student == "encoder_mlp" else {}
     result = distill(config_for(tiny_teacher_dir, tiny_train_csv, tiny_eval_csv, student=student, method="lelp",
                                 **extra), tmp_path / "out", cache_dir=tmp_path / "cache")

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from lelp.errors import ConfigError
-from lelp.projection import KMeansSubclasser, LELPProjector, softmax_rows
+from lelp.kmeans_subclass import KMeansSubclasser
+from lelp.projection import LELPProjector, softmax_rows
 from lelp.targets import SUBCLASS_METHODS, Method, build_targets
 
 N, D, C = 240, 10, 2

@@ -64,7 +64,8 @@ def test_read_config_imports_neither_torch_nor_transformers(tiny_teacher_dir):
 
 
 def test_labels_sorted_by_integer_id(teacher_copy):
-    _edit_config(teacher_copy, id2label={"10": "c", "2": "b", "0": "a"} | {str(i): f"x{i}" for i in (1, 3, 4, 5, 6, 7, 8, 9)})
+    others = {str(i): f"x{i}" for i in (1, 3, 4, 5, 6, 7, 8, 9)}
+    _edit_config(teacher_copy, id2label={"10": "c", "2": "b", "0": "a"} | others)
     labels = read_teacher_config(teacher_copy).labels
     assert labels[:3] == ["a", "x1", "b"] and labels[10] == "c"
 

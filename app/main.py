@@ -121,7 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.inference = inference
     install_error_handlers(app)
-    for module in (ops, teachers, datasets, jobs, models):
+    for module in (models, jobs, teachers, datasets, ops):  # predict's router first: it is the hot path
         app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=metrics, route_of=_route_template)
     return app

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from app.db.models import Model
 from app.errors import Unprocessable
 from app.schemas.models import PredictRequest, TextPair
-from app.services.inference import InferenceService
+from app.services.inference import InferenceService, ModelRef
 from app.settings import Settings
 from app.storage import ArtifactStore
 
@@ -35,7 +35,7 @@ def check_predict_inputs(body: PredictRequest, settings: Settings) -> tuple[list
     return texts, pairs
 
 
-async def predict(inference: InferenceService, model: Model, body: PredictRequest,
+async def predict(inference: InferenceService, model: ModelRef, body: PredictRequest,
                   settings: Settings) -> list[dict]:
     texts, pairs = check_predict_inputs(body, settings)
     return await inference.predict(model.id, model.uri, texts, pairs)

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-DEFAULT_DATA = "/work/shared/data/sst2_dev.csv"
+DEFAULT_DATA = str(ROOT / "demo" / "data" / "sst2_dev.csv")  # the SST-2 dev split shipped in the repo
 
 
 # --------------------------------------------------------------------------- (a) extraction

@@ -132,7 +132,9 @@ class ProgressWriter:
     """Turns the library's progress callbacks into at most one database write a second.
 
     A stage change is written at once (and logged as an event) so that short stages show;
-    every write also beats the heartbeat the sweeper watches.
+    every write also beats the heartbeat the sweeper watches. When training starts past
+    epoch 1 the library resumed from a checkpoint: a ``resumed`` event with
+    ``{"epoch": N}`` (epochs already done) shows that a redelivered job did not start over.
     """
 
     def __init__(self, url: str, job_id: str, interval_s: float | None = None) -> None:
@@ -142,6 +144,14 @@ class ProgressWriter:
         self._last_write = 0.0
         self._stage: str | None = None
         self._stage_started = time.monotonic()
+        self.resumed_epochs: list[int] = []
+
+    def record_resume(self, epoch: int) -> None:
+        """Log that training continued after ``epoch`` finished epochs (read from a checkpoint)."""
+        self.resumed_epochs.append(epoch)
+        with session_scope(self.url) as session:
+            repo.add_event(session, self.job_id, "resumed", f"resumed from the checkpoint of epoch {epoch}",
+                           {"epoch": epoch})
 
     def __call__(self, progress: Any) -> None:
         now = time.monotonic()
@@ -150,6 +160,10 @@ class ProgressWriter:
             return
         if new_stage:
             self._stage, self._stage_started = progress.stage, now
+            # The first report of a training run comes after its first step: epoch N+1 means
+            # the library loaded the checkpoint of epoch N.
+            if progress.stage == "train" and progress.epoch and progress.epoch > 1:
+                self.record_resume(progress.epoch - 1)
         fraction = (progress.step / progress.total) if progress.total else None
         elapsed = now - self._stage_started
         eta = elapsed * (1 - fraction) / fraction if fraction and fraction > 0 else None
@@ -357,12 +371,14 @@ def run_job(job_id: str, settings: Settings) -> str:
 
 
 def _execute(inputs: JobInputs, settings: Settings) -> str:
-    from lelp.pipeline import distill
-
     url, job_id = settings.database_url, inputs.job_id
     store = ArtifactStore(settings.artifact_url)
     beat = max(1.0, min(30.0, settings.heartbeat_stale_s / 4))
     with tempfile.TemporaryDirectory(prefix=f"lelp-{job_id}-") as tmp, Heartbeat(url, job_id, beat):
+        # Imported under the heartbeat: loading torch takes seconds on a busy machine, and a
+        # silent claim would look like a dead worker to the sweeper.
+        from lelp.pipeline import distill
+
         scratch = Path(tmp)
         teacher_dir = _local_dir(store, inputs.teacher_uri, scratch)
         train_path = _local_file(store, inputs.train_uri, scratch)
@@ -373,11 +389,15 @@ def _execute(inputs: JobInputs, settings: Settings) -> str:
             log.info("job %s resumes from checkpoints %s", job_id, resumable)
         cache = FeatureCacheSync(store, scratch)
         config = build_config(inputs, teacher_dir, train_path, eval_path)
+        writer = ProgressWriter(url, job_id)
         result = distill(
             config, scratch / "artifact", cache_dir=cache.download(), checkpoint_dir=checkpoints.local_dir,
-            progress=ProgressWriter(url, job_id), should_cancel=CancelCheck(url, job_id),
-            on_checkpoint=checkpoints,
+            progress=writer, should_cancel=CancelCheck(url, job_id), on_checkpoint=checkpoints,
         )
+        resumed_from = getattr(result, "resumed_from_epoch", 0)
+        if resumed_from and not writer.resumed_epochs:
+            # Killed after its last epoch's checkpoint: training had nothing left to report.
+            writer.record_resume(resumed_from)
         cache.upload()
         return _publish(inputs, settings, store, Path(result.artifact_dir), result.metrics,
                         getattr(result, "resumed_from_epoch", 0), checkpoints)

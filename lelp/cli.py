@@ -116,8 +116,11 @@ def print_report(metrics: dict) -> None:
     console.print(f"agreement with the teacher: {metrics['agreement']:.4f}; chosen: {metrics['chosen']}")
     if len(metrics.get("candidates", [])) > 1:
         for c in metrics["candidates"]:
-            console.print(f"  candidate {c['method']} S={c['subclasses']} beta={c['beta']} tau={c['tau']}: "
-                          f"validation accuracy {c['validation_accuracy']:.4f}")
+            score = c.get("validation_accuracy")
+            outcome = f"refused: {c['error']}" if "error" in c else (
+                f"validation accuracy {score:.4f}" if score is not None else "not scored")
+            console.print(f"  candidate {c['method']} S={c['subclasses']} beta={c['beta']} tau={c['tau']}: {outcome}",
+                          markup=False)
 
 
 @user_errors

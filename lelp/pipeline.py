@@ -129,14 +129,20 @@ def candidates_for(config: DistillConfig) -> list[Candidate]:
 
 
 def split_rows(labels: np.ndarray, fraction: float, seed: int, minimum: int = 20) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded held-out split of the labelled rows; unlabelled rows always stay in training."""
+    """A seeded held-out split, of the labelled rows when there are enough of them.
+
+    With too few labelled rows (unlabelled transfer data) the split is drawn from all rows and
+    the held-out rows are scored against the teacher's argmax (agreement) instead of labels.
+    """
     rng = np.random.default_rng(seed)
-    labelled = np.flatnonzero(labels >= 0)
-    k = max(int(round(len(labelled) * fraction)), minimum)
-    if len(labelled) - k < minimum:
-        raise ConfigError(f"{len(labelled)} labelled rows are too few to hold out a split; add labelled rows "
-                          "or pass an eval file", param="train_path")
-    held = np.sort(rng.choice(labelled, size=k, replace=False))
+    pool = np.flatnonzero(labels >= 0)
+    if len(pool) < 2 * minimum + int(round(len(pool) * fraction)):
+        pool = np.arange(len(labels))
+    k = max(int(round(len(pool) * fraction)), minimum)
+    if len(pool) - k < minimum:
+        raise ConfigError(f"{len(labels)} rows are too few to hold out a split; add rows or pass an eval file",
+                          param="train_path")
+    held = np.sort(rng.choice(pool, size=k, replace=False))
     return np.setdiff1d(np.arange(len(labels)), held), held
 
 
@@ -164,13 +170,24 @@ def distill(
     job = DistillJob(config, cache_dir=cache_dir, progress=progress, should_cancel=should_cancel)
     job.load()
     job.extract()
-    results = []
-    for i, cand in enumerate(candidates_for(config)):
+    results, refused = [], []
+    candidates = candidates_for(config)
+    for i, cand in enumerate(candidates):
         ckpt = Path(checkpoint_dir) / f"{i:02d}-{cand.name}.pt" if checkpoint_dir else None
-        results.append(job.train_candidate(cand, ckpt, on_checkpoint))
+        try:
+            results.append(job.train_candidate(cand, ckpt, on_checkpoint))
+        except ConfigError as exc:
+            # A search goes on without a candidate the data cannot support (e.g. a class the
+            # teacher never predicts has no rows to split); a single chosen config fails loudly.
+            if len(candidates) == 1:
+                raise
+            refused.append({**effective_hyperparameters(config, cand), "error": exc.message})
+    if not results:
+        raise ConfigError("no candidate could be trained: " + "; ".join(r["error"] for r in refused))
     best = max(results, key=lambda r: (r.validation_score, -AUTO_METHOD_RANK.get(r.candidate.method, 9)))
     report(progress, Progress(stage="evaluate", message=f"evaluating {best.candidate.name}"))
     metrics = job.evaluate(best, results)
+    metrics["candidates"] += refused
     report(progress, Progress(stage="save"))
     out = job.save(best, out_dir, metrics)
     metrics = json.loads(json.dumps(metrics, default=_json_default))

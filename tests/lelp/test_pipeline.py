@@ -164,3 +164,20 @@ def test_subclass_student_folds_at_its_training_temperature():
     fold_temperature(student, 4.0)
     folded, _ = student(batch)
     torch.testing.assert_close(torch.softmax(folded, -1), torch.softmax(raw / 4.0, -1))
+
+
+def test_auto_on_unlabelled_transfer_data_scores_candidates_by_agreement(tiny_teacher_dir, tmp_path):
+    from tests.tiny import make_text_rows, write_csv
+
+    transfer = write_csv(tmp_path / "transfer.csv", make_text_rows(160, seed=11), columns=("text",))
+    cfg = DistillConfig(str(tiny_teacher_dir), str(transfer), label_column=None, method="auto", subclasses=2,
+                        epochs=1, student_options=SMALL_NGRAM, max_length=32)
+    result = distill(cfg, tmp_path / "out")
+    candidates = {c["method"]: c for c in result.metrics["candidates"]}
+    assert set(candidates) == {"kd", "lelp", "random_subclass"}
+    assert candidates["kd"]["validation_accuracy"] is not None  # scored against the teacher's argmax
+    for name in ("lelp", "random_subclass"):  # the random tiny teacher may never predict a class:
+        c = candidates[name]                  # then the candidate is reported as refused, not fatal
+        assert (c.get("validation_accuracy") is not None) != ("error" in c)
+    assert result.metrics["student"]["accuracy"] is None  # no labels anywhere: agreement only
+    assert 0.0 <= result.metrics["agreement"] <= 1.0

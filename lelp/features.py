@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -80,6 +81,25 @@ def _open_complete(path: Path, spec: ArraySpec) -> dict[str, np.ndarray] | None:
     return None
 
 
+ABANDONED_AFTER_S = 3600.0
+
+
+def remove_abandoned_work(root: Path, key: str, older_than_s: float = ABANDONED_AFTER_S) -> int:
+    """Delete half-written entries for ``key`` left by a killed process (none written to for an hour).
+
+    A kill during extraction leaves ``.tmp-<key>-*`` behind (the ``finally`` never ran); on a
+    real dataset that is gigabytes. A live writer touches its files every batch, so an hour of
+    silence means nobody owns it.
+    """
+    removed, now = 0, time.time()
+    for work in root.glob(f".tmp-{key}-*"):
+        newest = max((f.stat().st_mtime for f in work.iterdir()), default=work.stat().st_mtime)
+        if now - newest > older_than_s:
+            shutil.rmtree(work, ignore_errors=True)
+            removed += 1
+    return removed
+
+
 def cached_arrays(
     cache_dir: str | Path | None, key: str, spec: ArraySpec, fill: Callable[[dict[str, np.ndarray]], None]
 ) -> dict[str, np.ndarray]:
@@ -98,6 +118,7 @@ def cached_arrays(
     if hit is not None:
         return hit
     root.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_work(root, key)
     work = root / f".tmp-{key}-{uuid.uuid4().hex}"
     work.mkdir()
     try:

@@ -222,3 +222,23 @@ def test_user_mistakes_raise_library_errors(teacher, tmp_path):
     with pytest.raises(ConfigError, match="batch_size"):
         extract_teacher_features(teacher, TEXTS, batch_size=0, cache_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_abandoned_half_written_cache_is_removed_but_a_live_one_is_kept(tmp_path):
+    import os
+    import time
+
+    from lelp.features import remove_abandoned_work
+
+    old = tmp_path / ".tmp-k1-dead"
+    old.mkdir()
+    (old / "embeddings.npy").write_bytes(b"x" * 10)
+    two_hours_ago = time.time() - 7200
+    os.utime(old / "embeddings.npy", (two_hours_ago, two_hours_ago))
+    live = tmp_path / ".tmp-k1-live"
+    live.mkdir()
+    (live / "embeddings.npy").write_bytes(b"x")
+    other_key = tmp_path / ".tmp-k2-dead"
+    other_key.mkdir()
+    assert remove_abandoned_work(tmp_path, "k1") == 1
+    assert not old.exists() and live.exists() and other_key.exists()

@@ -36,7 +36,7 @@ from typing import Any, Self
 import sqlalchemy as sa
 
 from app.db import repositories as repo
-from app.db.base import new_id, utcnow
+from app.db.base import utcnow
 from app.db.models import Dataset, Job, Teacher
 from app.db.session import session_scope
 from app.settings import Settings
@@ -403,11 +403,20 @@ def _execute(inputs: JobInputs, settings: Settings) -> str:
                         getattr(result, "resumed_from_epoch", 0), checkpoints)
 
 
+def model_id_for(job_id: str) -> str:
+    return "mdl_" + job_id.split("_", 1)[-1]
+
+
 def _publish(inputs: JobInputs, settings: Settings, store: ArtifactStore, artifact: Path, metrics: dict,
              resumed_from_epoch: int, checkpoints: CheckpointSync) -> str:
-    """Store the artifact, then commit the model row and the final state in one transaction."""
-    model_id = new_id("mdl")
+    """Store the artifact, then commit the model row and the final state in one transaction.
+
+    The model id derives from the job id (a job has at most one model), so a delivery killed
+    between the copy and the commit leaves no orphan folder: the next one overwrites it.
+    """
+    model_id = model_id_for(inputs.job_id)
     uri = f"models/{model_id}"
+    store.delete(uri)  # a partial copy from a killed delivery
     store.put_dir(artifact, uri)
     student_metrics = metrics.get("student", {}) if isinstance(metrics, dict) else {}
     with session_scope(settings.database_url) as session:

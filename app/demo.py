@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import time
 from pathlib import Path
 
 from app.client import ApiError, LelpClient
-from app.embedded import API_KEY_FILE, REPO_ROOT
+from app.embedded import API_KEY_FILE, REPO_ROOT, terminate
 
 EXAMPLES = ["a warm, funny and beautifully acted film", "a dull plot and an awful, lifeless script"]
 READY_TIMEOUT_S = 120.0
@@ -56,14 +55,7 @@ def wait_ready(base_url: str, server: subprocess.Popen, timeout_s: float = READY
 
 
 def stop_server(server: subprocess.Popen, grace_s: float = 30.0) -> None:
-    if server.poll() is not None:
-        return
-    server.send_signal(signal.SIGTERM)
-    try:
-        server.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait(timeout=10)
+    terminate(server, grace_s)
 
 
 def run_demo(data_dir: str | Path, teacher_dir: str | Path, train_csv: str | Path, eval_csv: str | Path,

@@ -75,6 +75,19 @@ def ensure_api_key(settings: Settings) -> tuple[str, bool]:
     return key, True
 
 
+
+def terminate(process: subprocess.Popen, grace_s: float) -> None:
+    """SIGTERM a child started in its own session, then SIGKILL its whole group after ``grace_s``."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
 class WorkerProcess:
     """One Celery worker child, restarted if it dies (a job's kill must not stop the service)."""
 
@@ -123,15 +136,8 @@ class WorkerProcess:
         self._stopping.set()
         if self._watcher.is_alive():
             self._watcher.join(timeout=5)  # so it cannot spawn a new worker behind our back
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        if self.process is not None:
+            terminate(self.process, grace_s)
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, data_dir: Path | None = None) -> None:

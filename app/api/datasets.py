@@ -7,13 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.db import repositories as repo
 from app.db.models import Dataset
 from app.deps import DatasetDep, SessionDep, SettingsDep, StoreDep, TenantDep
 from app.schemas.common import ERROR_RESPONSES, Page
 from app.schemas.datasets import DatasetFromURI, DatasetRead
 from app.services import datasets as service
-from app.services.pagination import decode_cursor, page
+from app.services.pagination import list_page
 from app.services.uploads import body_kind, multipart_openapi, read_json, read_multipart
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=ERROR_RESPONSES)
@@ -57,10 +56,7 @@ async def create_dataset(request: Request, session: SessionDep, tenant: TenantDe
 def list_datasets(session: SessionDep, tenant: TenantDep, limit: Annotated[int, Query(ge=1, le=100)] = 20,
                   after: Annotated[str | None, Query(max_length=200)] = None) -> dict:
     """List your datasets, newest first."""
-    rows = repo.list_owned(session, Dataset, tenant.id, limit=limit, after=decode_cursor(after) if after else None)
-    session.commit()  # end the read: the connection goes back before the response waits for a thread
-    data, has_more, cursor = page(rows, limit)
-    return {"data": data, "has_more": has_more, "next_cursor": cursor}
+    return list_page(session, Dataset, tenant.id, limit, after)
 
 
 @router.get("/{dataset_id}", response_model=DatasetRead)

@@ -12,7 +12,7 @@ from app.deps import EnqueueDep, JobDep, SessionDep, SettingsDep, TenantDep
 from app.schemas.common import ERROR_RESPONSES, ErrorBody, Page
 from app.schemas.jobs import JobCreate, JobEventRead, JobRead
 from app.services import jobs as service
-from app.services.pagination import decode_cursor, page
+from app.services.pagination import list_page
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
 
@@ -41,11 +41,7 @@ def list_jobs(session: SessionDep, tenant: TenantDep, limit: Annotated[int, Quer
               after: Annotated[str | None, Query(max_length=200)] = None,
               status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None) -> dict:
     """List your jobs, newest first, optionally by status."""
-    rows = repo.list_owned(session, Job, tenant.id, limit=limit, status=status,
-                           after=decode_cursor(after) if after else None)
-    session.commit()  # end the read: the connection goes back before the response waits for a thread
-    data, has_more, cursor = page(rows, limit)
-    return {"data": data, "has_more": has_more, "next_cursor": cursor}
+    return list_page(session, Job, tenant.id, limit, after, status=status)
 
 
 @router.get("/{job_id}", response_model=JobRead)

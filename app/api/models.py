@@ -9,13 +9,12 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from app.db import repositories as repo
 from app.db.models import Model
 from app.deps import InferenceDep, ModelDep, ModelRefDep, SessionDep, SettingsDep, StoreDep, TenantDep
 from app.schemas.common import ERROR_RESPONSES, Page
 from app.schemas.models import ModelRead, PredictRequest, PredictResponse
 from app.services import models as service
-from app.services.pagination import decode_cursor, page
+from app.services.pagination import list_page
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=ERROR_RESPONSES)
 
@@ -24,10 +23,7 @@ router = APIRouter(prefix="/v1/models", tags=["models"], responses=ERROR_RESPONS
 def list_models(session: SessionDep, tenant: TenantDep, limit: Annotated[int, Query(ge=1, le=100)] = 20,
                 after: Annotated[str | None, Query(max_length=200)] = None) -> dict:
     """List your distilled models, newest first."""
-    rows = repo.list_owned(session, Model, tenant.id, limit=limit, after=decode_cursor(after) if after else None)
-    session.commit()  # end the read: the connection goes back before the response waits for a thread
-    data, has_more, cursor = page(rows, limit)
-    return {"data": data, "has_more": has_more, "next_cursor": cursor}
+    return list_page(session, Model, tenant.id, limit, after)
 
 
 @router.get("/{model_id}", response_model=ModelRead)

@@ -7,13 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.db import repositories as repo
 from app.db.models import Teacher
 from app.deps import SessionDep, SettingsDep, StoreDep, TeacherDep, TenantDep
 from app.schemas.common import ERROR_RESPONSES, Page
 from app.schemas.teachers import TeacherFromURI, TeacherRead
 from app.services import teachers as service
-from app.services.pagination import decode_cursor, page
+from app.services.pagination import list_page
 from app.services.uploads import body_kind, multipart_openapi, read_json, read_multipart
 
 router = APIRouter(prefix="/v1/teachers", tags=["teachers"], responses=ERROR_RESPONSES)
@@ -46,10 +45,7 @@ async def create_teacher(request: Request, session: SessionDep, tenant: TenantDe
 def list_teachers(session: SessionDep, tenant: TenantDep, limit: Annotated[int, Query(ge=1, le=100)] = 20,
                   after: Annotated[str | None, Query(max_length=200)] = None) -> dict:
     """List your teachers, newest first."""
-    rows = repo.list_owned(session, Teacher, tenant.id, limit=limit, after=decode_cursor(after) if after else None)
-    session.commit()  # end the read: the connection goes back before the response waits for a thread
-    data, has_more, cursor = page(rows, limit)
-    return {"data": data, "has_more": has_more, "next_cursor": cursor}
+    return list_page(session, Teacher, tenant.id, limit, after)
 
 
 @router.get("/{teacher_id}", response_model=TeacherRead)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol, TypeVar
 
+from app.db import repositories as repo
 from app.db.repositories import is_valid_id
 from app.errors import Unprocessable
 
@@ -42,3 +43,12 @@ def page(rows: Sequence[R], limit: int) -> tuple[list[R], bool, str | None]:
     has_more = len(rows) > limit
     data = list(rows[:limit])
     return data, has_more, (encode_cursor(data[-1]) if has_more and data else None)
+
+
+def list_page(session, table: type, tenant_id: str, limit: int, after: str | None, **filters) -> dict:
+    """One page of a tenant's rows, newest first, as the ``Page`` body of every list endpoint."""
+    rows = repo.list_owned(session, table, tenant_id, limit=limit, after=decode_cursor(after) if after else None,
+                           **filters)
+    session.commit()  # end the read: the connection goes back before the response waits for a thread
+    data, has_more, cursor = page(rows, limit)
+    return {"data": data, "has_more": has_more, "next_cursor": cursor}

@@ -133,7 +133,7 @@ def distill_command(
     text_pair_column: str | None = None,
     label_column: Annotated[str, typer.Option(help="'' for unlabelled transfer data")] = "label",
     eval_label_column: Annotated[str | None, typer.Option(help="default: --label-column, or 'label'")] = None,
-    method: Annotated[str, typer.Option(help=METHOD_HELP)] = "lelp",
+    method: Annotated[str, typer.Option(help=METHOD_HELP)] = "auto",
     student: Annotated[str, typer.Option(help="ngram|encoder_mlp|transformer")] = "ngram",
     student_base: Annotated[Path | None, typer.Option(help="pretrained encoder for encoder_mlp/transformer")] = None,
     subclasses: Annotated[str, typer.Option(help="sub-classes per class S, or 'auto'")] = "default",

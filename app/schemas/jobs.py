@@ -51,7 +51,7 @@ class JobCreate(BaseModel):
     teacher_id: str = Field(min_length=1, max_length=64)
     train_dataset_id: str = Field(min_length=1, max_length=64)
     eval_dataset_id: str | None = Field(None, min_length=1, max_length=64)
-    method: Method = "lelp"
+    method: Method = "auto"
     student: StudentSpec = Field(default_factory=StudentSpec)
     device: Literal["auto", "cpu", "gpu"] = "auto"
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)

@@ -123,7 +123,7 @@ def test_bad_config_is_refused_before_any_work(tiny_teacher_dir, tiny_train_csv,
     with pytest.raises(ConfigError, match="alpha"):
         distill(DistillConfig(str(tiny_teacher_dir), str(tiny_train_csv), alpha=2.0), tmp_path / "o")
     with pytest.raises(ConfigError, match="subclasses"):
-        distill(DistillConfig(str(tiny_teacher_dir), str(tiny_train_csv), subclasses=64,
+        distill(DistillConfig(str(tiny_teacher_dir), str(tiny_train_csv), method="lelp", subclasses=64,
                               student_options=SMALL_NGRAM), tmp_path / "o")  # D=32 < S + C
 
 

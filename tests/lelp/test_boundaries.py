@@ -1,0 +1,28 @@
+"""The library's layering: ``lelp`` is usable alone and cheap to import."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+LELP = Path(__file__).resolve().parents[2] / "lelp"
+
+
+def test_lelp_imports_nothing_from_the_service_or_the_worker() -> None:
+    offenders = []
+    for file in LELP.rglob("*.py"):
+        for node in ast.walk(ast.parse(file.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{file.name}: {n}" for n in names if n.split(".")[0] in {"app", "worker"}]
+    assert offenders == []
+
+
+def test_importing_lelp_and_its_data_layer_does_not_load_torch() -> None:
+    code = ("import sys\nimport lelp, lelp.data, lelp.errors, lelp.teacher, lelp.cli\n"
+            "lelp.teacher.read_teacher_config\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

@@ -185,6 +185,7 @@ def main() -> None:
     teacher = {s: classification_metrics(bundle[s]["truth"], bundle[s]["features"].logits.argmax(1), c)
                for s in ("validation", "test")}
     results: dict = {"dataset": args.dataset, "student": args.student, "alpha": args.alpha, "teacher": teacher,
+                     "epochs": args.epochs or STUDENT_DEFAULTS[args.student]["epochs"],
                      "transfer_rows": len(bundle["transfer"]["truth"]), "methods": {}}
     for method in args.methods:
         grid = [(cfg, run_once(bundle, args.student, method, cfg, args.alpha, 0, args.epochs)) for cfg in GRIDS[method]]
@@ -199,7 +200,7 @@ def main() -> None:
               f"({time.time() - t0:.0f}s)", file=sys.stderr)
     results["seconds"] = time.time() - t0
     OUT.mkdir(parents=True, exist_ok=True)
-    suffix = f"-n{args.transfer_rows}" if args.transfer_rows else ""
+    suffix = (f"-n{args.transfer_rows}" if args.transfer_rows else "") + (f"-e{args.epochs}" if args.epochs else "")
     (OUT / f"quality-{args.dataset}-{args.student}-a{args.alpha:g}{suffix}.json").write_text(
         json.dumps(results, indent=2))
     print(render(results))

@@ -29,7 +29,8 @@ def main() -> None:
     for file in sorted(OUT.glob("quality-*.json")):
         r = json.loads(file.read_text())
         kd = np.asarray(r["methods"]["kd"]["test_accuracy"])
-        setting = f"{r['dataset']} · {r['student']} · α={r['alpha']:g} · {r['transfer_rows']:,} rows"
+        epochs = f" · {r['epochs']} epochs" if r.get("epochs") else ""
+        setting = f"{r['dataset']} · {r['student']} · α={r['alpha']:g} · {r['transfer_rows']:,} rows{epochs}"
         rows.append(f"| {setting} | {r['teacher']['test']['accuracy'] * 100:.2f} | {kd.mean() * 100:.2f} | "
                     + " | ".join(cell(r["methods"][m], kd) if m in r["methods"] else "—" for m in COLUMNS) + " |")
     print("| setting | teacher | kd | " + " | ".join(f"{m} − kd" for m in COLUMNS) + " |")

@@ -209,7 +209,7 @@ def main() -> None:
 def render(results: dict) -> str:
     kd = np.asarray(results["methods"].get("kd", {}).get("test_accuracy", []))
     lines = [f"### {results['dataset']} · {results['student']} · alpha={results['alpha']:g} "
-             f"({results['transfer_rows']} transfer rows, "
+             f"({results['transfer_rows']} transfer rows, {results['epochs']} epochs, "
              f"teacher test acc {results['teacher']['test']['accuracy']:.4f})", "",
              "| method | chosen config | test acc (mean ± sd) | macro-F1 | Δ vs kd (± SE) |", "|---|---|---|---|---|"]
     for method, r in results["methods"].items():

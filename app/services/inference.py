@@ -77,6 +77,14 @@ class MicroBatcher:
         """Class probabilities (n, C) for ``texts`` (and ``pairs``), scored with other requests."""
         if self.closed:
             raise RuntimeError("the model was unloaded")
+        if len(texts) > self.max_batch:  # one big request: max_batch-row slices, still batched with others
+            import numpy as np
+
+            step = self.max_batch
+            parts = await asyncio.gather(*(
+                self.submit(texts[i:i + step], pairs[i:i + step] if pairs is not None else None)
+                for i in range(0, len(texts), step)))
+            return np.concatenate(parts)
         future = self.loop.create_future()
         self.pending.append(_Request(texts, pairs, future))
         if not self.busy and not self.scheduled:

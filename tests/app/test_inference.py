@@ -174,3 +174,13 @@ def test_predictions_match_load_predictor(tmp_path, tiny_teacher_dir) -> None:  
         assert got["label"] == want["label"]
         assert got["score"] == pytest.approx(want["score"], abs=1e-5)
         assert got["probabilities"] == pytest.approx(want["probabilities"], abs=1e-5)
+
+
+def test_a_request_larger_than_max_batch_is_scored_in_slices_in_order(tmp_path) -> None:  # noqa: ANN001
+    fake = FakePredictor(delay=0.0)
+    service = make_service(tmp_path, {"m": fake}, max_batch=4)
+    texts = ["x" * (i % 11) for i in range(10)]
+    result = asyncio.run(service.predict("m", "models/m", texts))
+    service.close()
+    assert max(len(c) for c in fake.calls) <= 4 and sum(len(c) for c in fake.calls) == 10
+    assert [p["probabilities"]["long"] for p in result] == pytest.approx([expected_long(t) for t in texts])

@@ -35,9 +35,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from lelp.data import encode_labels, read_table  # noqa: E402
 from lelp.evaluate import classification_metrics  # noqa: E402
 from lelp.features import encode_mean_pooled, extract_teacher_features  # noqa: E402
-from lelp.losses import class_log_probs  # noqa: E402
 from lelp.make_teacher import TeacherTrainingConfig, make_teacher  # noqa: E402
 from lelp.pipeline import STUDENT_DEFAULTS  # noqa: E402
+from lelp.students.base import predict_class_log_probs  # noqa: E402
 from lelp.targets import build_targets  # noqa: E402
 from lelp.teacher import load_teacher  # noqa: E402
 from lelp.train import TrainConfig, train_student  # noqa: E402
@@ -129,13 +129,7 @@ def prepare(dataset: str, student: str, transfer_rows: int | None = None) -> dic
 
 
 def predict(model, inputs, subclasses: int) -> np.ndarray:
-    model.eval()
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(inputs), 1024):
-            logits, _ = model(inputs.batch(torch.arange(i, min(i + 1024, len(inputs))), torch.device("cpu")))
-            out.append(class_log_probs(logits, subclasses).argmax(1).numpy())
-    return np.concatenate(out)
+    return predict_class_log_probs(model, inputs, subclasses, batch_size=1024).argmax(1)
 
 
 def run_once(bundle: dict, student: str, method: str, config: dict, alpha: float, seed: int,

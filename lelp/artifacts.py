@@ -103,7 +103,7 @@ class StudentPredictor(Predictor):
         self.batch_size = batch_size
 
     def predict_proba(self, texts, text_pairs=None) -> np.ndarray:
-        import torch
+        from lelp.students.base import predict_class_log_probs
 
         if self.encoder is not None:
             from lelp.students.encoder_mlp import DenseInputs
@@ -111,14 +111,7 @@ class StudentPredictor(Predictor):
             inputs = DenseInputs(self.encoder.encode(texts, text_pairs))
         else:
             inputs = self.student.make_inputs(texts, text_pairs)
-        chunks = []
-        with torch.inference_mode():
-            for i in range(0, len(inputs), self.batch_size):
-                idx = torch.arange(i, min(i + self.batch_size, len(inputs)))
-                logits, _ = self.student(inputs.batch(idx, torch.device("cpu")))
-                chunks.append(torch.softmax(logits, -1).numpy())
-        probs = np.concatenate(chunks) if chunks else np.zeros((0, len(self.labels) * self.subclasses))
-        return fold_probabilities(probs, self.subclasses)
+        return np.exp(predict_class_log_probs(self.student, inputs, self.subclasses, batch_size=self.batch_size))
 
 
 def read_manifest(path: str | Path) -> dict:

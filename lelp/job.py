@@ -19,7 +19,7 @@ from lelp.evaluate import agreement, classification_metrics, directory_size, sen
 from lelp.features import encode_mean_pooled, extract_teacher_features
 from lelp.pipeline import VALIDATION_FRACTION, Candidate, DistillConfig, effective_hyperparameters, split_rows
 from lelp.progress import CancelCheck, Progress, ProgressCallback, report
-from lelp.students.base import count_parameters
+from lelp.students.base import count_parameters, predict_class_log_probs
 from lelp.targets import Method, build_targets
 from lelp.teacher import load_teacher
 from lelp.train import TrainConfig, TrainResult, resolve_device, train_student
@@ -175,15 +175,7 @@ class DistillJob:
         return CandidateResult(cand, student, result, score, {**hp, "subclasses": subclasses})
 
     def _predict_classes(self, student, inputs, subclasses: int) -> np.ndarray:
-        from lelp.losses import class_log_probs
-
-        student.eval().to(self.device)
-        out = []
-        with torch.inference_mode():
-            for i in range(0, len(inputs), 512):
-                logits, _ = student(inputs.batch(torch.arange(i, min(i + 512, len(inputs))), self.device))
-                out.append(class_log_probs(logits.float(), subclasses).cpu().numpy())
-        return np.concatenate(out).argmax(1) if out else np.zeros(0, dtype=int)
+        return predict_class_log_probs(student, inputs, subclasses, self.device).argmax(1)
 
     def _validation_score(self, student, subclasses: int) -> float:
         rows = self.validation_rows

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -56,6 +57,21 @@ def fold_temperature(student: nn.Module, tau: float) -> None:
     layer.weight.div_(tau)
     if layer.bias is not None:
         layer.bias.div_(tau)
+
+
+@torch.inference_mode()
+def predict_class_log_probs(student: nn.Module, inputs: StudentInputs, subclasses: int,
+                            device: torch.device = torch.device("cpu"), batch_size: int = 512) -> np.ndarray:
+    """(n, C) class log-probabilities of a student over all its inputs, sub-classes folded."""
+    from lelp.losses import class_log_probs
+
+    student.eval().to(device)
+    out = [class_log_probs(student(inputs.batch(torch.arange(i, min(i + batch_size, len(inputs))), device))[0]
+                           .float(), subclasses).cpu().numpy()
+           for i in range(0, len(inputs), batch_size)]
+    if not out:
+        return np.zeros((0, output_layer(student).out_features // subclasses), dtype=np.float32)
+    return np.concatenate(out)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -114,7 +115,7 @@ class DistillJob:
 
         return TokenInputs(self.student_tokenizer, data.texts, data.text_pairs, cfg.max_length)
 
-    @property
+    @cached_property  # read from disk once, not per split and again at save time
     def student_tokenizer(self):
         if self.config.student_base:
             from transformers import AutoTokenizer

@@ -81,7 +81,9 @@ def run_demo(data_dir: str | Path, teacher_dir: str | Path, train_csv: str | Pat
             # SST-2 sentences are short: 64 tokens cover them and halve the teacher's extraction time.
             hyper = {"subclasses": subclasses, "epochs": epochs, "max_length": 64}
             job = client.create_job(teacher["id"], train["id"], eval_dataset_id=evald["id"], method="lelp",
-                                    student="ngram", hyperparameters=hyper, idempotency_key=f"demo-{train['sha256']}")
+                                    student="ngram", hyperparameters=hyper,
+                                    # a retry of this run replays; a new run (new uploads) is a new job
+                                    idempotency_key=f"demo-{teacher['id']}-{train['id']}")
             print(f"job      {job['id']}  submitted ({job['status']})")
             with JobProgressBar(job["id"]) as bar:
                 job = client.wait_job(job["id"], on_progress=bar.update)
@@ -127,4 +129,8 @@ def _report(job: dict, model: dict, predictions: list[dict], base_url: str, api_
 
 
 if __name__ == "__main__":  # python -m app.demo DATA_DIR TEACHER_DIR TRAIN_CSV EVAL_CSV
-    run_demo(*sys.argv[1:5])
+    try:
+        run_demo(*sys.argv[1:5])
+    except (ApiError, RuntimeError, TimeoutError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -102,8 +102,11 @@ def api(
     """Run only the API (production: set LELP_DATABASE_URL, LELP_BROKER_URL, LELP_ARTIFACT_URL)."""
     import uvicorn
 
+    from app.http_server import uvicorn_options
+    from app.settings import get_settings
+
     uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=workers, log_level="info",
-                proxy_headers=True)
+                proxy_headers=True, **uvicorn_options(get_settings()))
 
 
 @app.command()

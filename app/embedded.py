@@ -145,6 +145,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, data_dir: Path | None = Non
     import uvicorn
 
     from app.db.migrate import upgrade
+    from app.http_server import uvicorn_options
 
     if data_dir is not None:
         os.environ["LELP_DATA_DIR"] = str(Path(data_dir).expanduser().resolve())
@@ -167,7 +168,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000, data_dir: Path | None = Non
     # SIGTERM action that would kill this process before the worker is stopped.
     signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
-        uvicorn.run("app.main:create_app", factory=True, host=host, port=port, log_level="info")
+        uvicorn.run("app.main:create_app", factory=True, host=host, port=port, log_level="info",
+                    **uvicorn_options(settings))
     finally:
         worker.stop()
 

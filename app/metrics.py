@@ -32,9 +32,13 @@ class Metrics:
         self.predict_batches = Histogram("lelp_predict_batch_rows", "Rows per micro-batch.", registry=self.registry,
                                          buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
 
-    def render(self, job_counts: dict[str, int]) -> bytes:
-        for status in JOB_STATUSES:
-            self.jobs.labels(status).set(job_counts.get(status, 0))
+    def render(self, job_counts: dict[str, int] | None) -> bytes:
+        """The exposition text; ``job_counts`` None leaves the jobs gauge without samples."""
+        if job_counts is None:
+            self.jobs.clear()
+        else:
+            for status in JOB_STATUSES:
+                self.jobs.labels(status).set(job_counts.get(status, 0))
         return generate_latest(self.registry)
 
 

@@ -48,6 +48,23 @@ class Settings(BaseSettings):
     heartbeat_stale_s: int = Field(120, gt=0, description="A running job silent this long is requeued.")
     sweep_interval_s: float = Field(30, gt=0, description="How often each worker sweeps for stale jobs.")
     queued_stale_s: float = Field(900, gt=0, description="A queued job untouched this long is enqueued again.")
+    max_model_parameters: int = Field(2_000_000_000, gt=0,
+                                      description="Most parameters a teacher or base model's config may describe.")
+    max_model_labels: int = Field(1_000, gt=1, description="Most labels (num_labels / id2label) of a teacher.")
+    max_model_memory_bytes: int = Field(32 * GIB, gt=0,
+                                        description="Most memory a model's config may need to load and run a batch.")
+    probe_timeout_s: float = Field(60.0, gt=0, description="Time limit of the upload's tokenizer probe child.")
+    probe_memory_bytes: int = Field(4 * GIB, gt=0, description="Address-space limit of the tokenizer probe child.")
+    metrics_token: str | None = Field(None, description="Bearer token for /metrics; unset = no per-tenant data.")
+    header_timeout_s: float = Field(10.0, gt=0, description="A client must send its request headers within this.")
+    shutdown_timeout_s: float = Field(15.0, gt=0, description="Longest wait for requests in flight at shutdown.")
+
+    def model_limits(self):  # noqa: ANN201 - lelp.model_limits.ModelLimits (imported lazily, light)
+        """The library's bounds on model configs, from these settings."""
+        from lelp.model_limits import ModelLimits
+
+        return ModelLimits(max_parameters=self.max_model_parameters, max_labels=self.max_model_labels,
+                           max_memory_bytes=self.max_model_memory_bytes)
 
     @field_validator("allowed_uri_roots", mode="before")
     @classmethod

@@ -9,6 +9,8 @@ always use ``/``. Layout: ``teachers/{id}/``, ``datasets/{id}/data.{ext}``,
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, BinaryIO
 
@@ -16,6 +18,36 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 CHUNK = 1 << 20
+
+
+@contextmanager
+def backend_errors(url: str, param: str | None) -> Iterator[None]:
+    """Turn "no fsspec backend for this scheme" into a 422 (it was a 500).
+
+    fsspec knows ``http://`` and ``s3://`` by name but imports their packages (aiohttp,
+    s3fs) only when a filesystem is built, so an uninstalled backend shows up as an
+    ``ImportError`` (or a ``ValueError`` for a scheme it does not know at all).
+    """
+    from app.errors import Unprocessable
+
+    scheme = url.split("://", 1)[0] if "://" in url else "file"
+    try:
+        yield
+    except ImportError as exc:
+        first = (str(exc).splitlines() or [""])[0][:160]
+        raise Unprocessable(f"this server cannot read {scheme}:// URIs: its fsspec backend is not installed ({first})",
+                            param=param, code="uri_scheme_unavailable") from None
+    except ValueError as exc:
+        if "protocol" not in str(exc).lower():
+            raise
+        raise Unprocessable(f"this server does not know the URI scheme {scheme!r}", param=param,
+                            code="uri_scheme_unavailable") from None
+
+
+def open_store(url: str, *, param: str | None = None) -> ArtifactStore:
+    """An ``ArtifactStore`` on a user's URI, with ``backend_errors``' 422."""
+    with backend_errors(url, param):
+        return ArtifactStore(url)
 
 
 class ArtifactStore:

@@ -11,13 +11,14 @@ on the installed transformers version).
 from __future__ import annotations
 
 import hashlib
-import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lelp import jsonsafe
 from lelp.errors import TeacherError
+from lelp.model_limits import ModelLimits, ModelSize, check_model_config, config_num_labels
 
 if TYPE_CHECKING:  # pragma: no cover - typing only, keeps import-time torch-free
     import torch
@@ -31,6 +32,15 @@ VOCAB_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sen
 TOKENIZER_FILES = (*VOCAB_FILES, "merges.txt", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
 _HASH_BLOCK = 1024 * 1024
+_MAX_DIM = 1 << 40  # one tensor dimension; the byte range check bounds the product anyway
+_MAX_LABEL_CHARS = 200
+# Bytes per element of each safetensors dtype (the spec's list).
+SAFETENSORS_DTYPES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1, "I16": 2, "U16": 2,
+                      "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "C64": 8, "F64": 8, "I64": 8, "U64": 8}
+# A config that describes this many times the parameters its weights hold is not the model's config:
+# loading it would allocate the config's size before failing on the shapes.
+_CONFIG_WEIGHTS_RATIO = 4
+_CONFIG_WEIGHTS_SLACK = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -69,23 +79,61 @@ def _directory(path: str | Path) -> Path:
     return p
 
 
-def read_model_config(path: str | Path) -> dict[str, Any]:
-    """``config.json`` as a dict, refusing models that would need their own Python code."""
+def _remote_code_key(value: Any) -> bool:
+    """True when ``auto_map`` appears at any depth (the parsed value is depth-bounded)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if item.get("auto_map"):
+                return True
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _load_json(file: Path, shown: str) -> Any:
+    try:
+        return jsonsafe.load_file(file)
+    except jsonsafe.JSONLimitError as exc:
+        raise TeacherError(f"{shown} is refused: {exc}: re-save the model", param=f"file:{shown}") from exc
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise TeacherError(f"{shown} is not valid JSON ({exc}): re-save the model", param=f"file:{shown}") from exc
+
+
+def check_json_files(root: Path) -> None:
+    """Every ``*.json`` of the model directory: bounded size and depth, and no remote code anywhere.
+
+    transformers reads ``auto_map`` from ``config.json`` and from ``tokenizer_config.json``,
+    and nested configs (``text_config``) carry their own; we refuse the key wherever it is.
+    """
+    for file in sorted(root.rglob("*.json")):
+        if not file.is_file():
+            continue
+        shown = file.relative_to(root).as_posix()
+        if _remote_code_key(_load_json(file, shown)):
+            raise TeacherError(
+                f"{shown} has 'auto_map' (the model needs its own Python code), which is never run: "
+                "use a model class built into transformers", param=f"file:{shown}")
+
+
+def read_model_config(path: str | Path, limits: ModelLimits | None = None, *,
+                      classifier: bool = False) -> dict[str, Any]:
+    """``config.json`` as a dict, refusing remote code and sizes over ``limits`` (default: from the env).
+
+    Every path that reads a teacher or base model comes here first, so no model is ever
+    allocated from a config that was not bounded (``lelp.model_limits``).
+    """
     root = _directory(path)
     config_path = root / "config.json"
     if not config_path.is_file():
         raise TeacherError(f"no config.json in {str(root)!r}: save the model with save_pretrained()")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TeacherError(f"config.json in {str(root)!r} is not valid JSON ({exc}): re-save the model") from exc
+    config = _load_json(config_path, "config.json")
     if not isinstance(config, dict):
         raise TeacherError(f"config.json in {str(root)!r} is not a JSON object: re-save the model")
-    if config.get("auto_map"):
-        raise TeacherError(
-            "config.json has 'auto_map' (the model needs its own Python code), which is never run: "
-            "use a model class built into transformers"
-        )
+    check_json_files(root)
+    check_model_config(config, limits, classifier=classifier)
     return config
 
 
@@ -100,32 +148,69 @@ def find_weights(root: Path) -> str:
 
 
 def _safetensors_parameters(file: Path) -> int:
-    """Count parameters from the safetensors header: 8-byte little-endian length, then JSON."""
+    """Count parameters from a safetensors header, checking it as the safetensors library would.
+
+    The file is 8 bytes of little-endian header length, a JSON header, then the data. Each
+    tensor's ``data_offsets`` must lie inside the data, tensors must tile it without gaps or
+    overlaps, and ``prod(shape) * dtype size`` must equal the byte range (Python integers:
+    no overflow, and the range bounds the count by the file size).
+    """
     try:
+        size = file.stat().st_size
         with file.open("rb") as fh:
             raw_len = fh.read(8)
             if len(raw_len) != 8:
                 raise ValueError("file shorter than its header")
             (header_len,) = struct.unpack("<Q", raw_len)
-            if header_len > min(_MAX_HEADER_BYTES, file.stat().st_size - 8):
+            if header_len > min(_MAX_HEADER_BYTES, size - 8):
                 raise ValueError("header length out of range")
-            header = json.loads(fh.read(header_len))
+            header = jsonsafe.loads(fh.read(header_len))
+        if not isinstance(header, dict):
+            raise ValueError("the header is not a JSON object")
+        data_len = size - 8 - header_len
+        spans: list[tuple[int, int, str]] = []
         total = 0
         for name, entry in header.items():
             if name == "__metadata__":
                 continue
+            dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+            if dtype not in SAFETENSORS_DTYPES:
+                raise ValueError(f"tensor {name!r:.80} has unknown dtype {dtype!r:.20}")
+            if not isinstance(shape, list) or not all(
+                    isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= _MAX_DIM for d in shape):
+                raise ValueError(f"tensor {name!r:.80} has an invalid shape")
+            if not (isinstance(offsets, list) and len(offsets) == 2 and all(
+                    isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
+                raise ValueError(f"tensor {name!r:.80} has invalid data_offsets")
+            begin, end = offsets
+            if not 0 <= begin <= end <= data_len:
+                raise ValueError(f"tensor {name!r:.80} points outside the file ({begin}..{end} of {data_len} bytes)")
             count = 1
-            for dim in entry["shape"]:
-                count *= int(dim)
+            for dim in shape:
+                count *= dim
+            if count * SAFETENSORS_DTYPES[dtype] != end - begin:
+                raise ValueError(f"tensor {name!r:.80}: shape {shape} of {dtype} does not fill {end - begin} bytes")
+            spans.append((begin, end, name))
             total += count
+        position = 0
+        for begin, end, name in sorted(spans):
+            if begin != position:
+                raise ValueError(f"tensor {name!r:.80} overlaps another or leaves a gap at byte {position}")
+            position = end
+        if position != data_len:
+            raise ValueError(f"the tensors cover {position} of the {data_len} data bytes")
         return total
+    except jsonsafe.JSONLimitError as exc:
+        raise TeacherError(f"{file.name} is not a valid safetensors file ({exc}): re-save the model",
+                           param=f"file:{file.name}") from exc
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise TeacherError(f"{file.name} is not a valid safetensors file ({exc}): re-save the model") from exc
+        raise TeacherError(f"{file.name} is not a valid safetensors file ({exc}): re-save the model",
+                           param=f"file:{file.name}") from exc
 
 
 def _shard_files(root: Path) -> list[str]:
     try:
-        index = json.loads((root / SAFETENSORS_INDEX).read_text(encoding="utf-8"))
+        index = jsonsafe.load_file(root / SAFETENSORS_INDEX)
         shards = sorted(set(index["weight_map"].values()))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise TeacherError(f"{SAFETENSORS_INDEX} is not a valid shard index ({exc}): re-save the model") from exc
@@ -151,20 +236,39 @@ def count_parameters(root: Path, weights_file: str) -> int | None:
     return None
 
 
-def _labels(config: dict[str, Any]) -> list[str]:
+def _scalar_label(value: Any) -> Any:
+    """Numbers as names (``{"0": 0}``) read as their text; lists and objects stay refused."""
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+def _labels(config: dict[str, Any], limits: ModelLimits | None = None) -> list[str]:
+    """Label names by id: bounded in number and length, unique after case-folding."""
+    count = config_num_labels(config, limits or ModelLimits.from_env())
     id2label = config.get("id2label")
     if id2label:
         try:
-            by_id = {int(k): str(v) for k, v in id2label.items()}
+            by_id = {int(k): v if isinstance(v, str) else _scalar_label(v) for k, v in id2label.items()}
         except (ValueError, TypeError, AttributeError) as exc:
-            raise TeacherError("config.json id2label must map integer ids to label names: fix the config") from exc
+            raise TeacherError("config.json id2label must map integer ids to label names: fix the config",
+                               param="config.json:id2label") from exc
         if sorted(by_id) != list(range(len(by_id))):
-            raise TeacherError("config.json id2label ids must be 0..C-1 without gaps: fix the config")
-        return [by_id[i] for i in range(len(by_id))]
-    num_labels = config.get("num_labels", 2)  # transformers' own default when neither is saved
-    if not isinstance(num_labels, int):
-        raise TeacherError("config.json num_labels must be an integer: fix the config")
-    return [f"LABEL_{i}" for i in range(num_labels)]
+            raise TeacherError("config.json id2label ids must be 0..C-1 without gaps: fix the config",
+                               param="config.json:id2label")
+        labels = [by_id[i] for i in range(len(by_id))]
+    else:
+        labels = [f"LABEL_{i}" for i in range(count)]
+    seen: dict[str, str] = {}
+    for label in labels:
+        if not isinstance(label, str) or not label.strip() or len(label) > _MAX_LABEL_CHARS:
+            raise TeacherError(f"config.json id2label names must be non-empty strings of at most "
+                               f"{_MAX_LABEL_CHARS} characters, got {label!r:.60}", param="config.json:id2label")
+        folded = label.casefold()
+        if folded in seen:
+            raise TeacherError(f"config.json id2label has the label {label!r} twice (as {seen[folded]!r}; labels "
+                               "are matched regardless of case): give each class its own name",
+                               param="config.json:id2label")
+        seen[folded] = label
+    return labels
 
 
 def config_hidden_size(config: dict[str, Any]) -> int:
@@ -195,23 +299,27 @@ def directory_sha256(root: str | Path, files: list[str] | None = None) -> str:
     return digest.hexdigest()
 
 
-def read_teacher_config(path: str | Path) -> TeacherInfo:
+def read_teacher_config(path: str | Path, limits: ModelLimits | None = None) -> TeacherInfo:
     """Validate a teacher directory and describe it, without importing torch or transformers."""
     root = _directory(path)
-    config = read_model_config(root)
+    limits = limits or ModelLimits.from_env()
+    config = read_model_config(root, limits, classifier=True)
     architectures = config.get("architectures") or []
     if not isinstance(architectures, list) or not architectures or not str(architectures[0]).endswith(
         "ForSequenceClassification"
     ):
         raise TeacherError(
-            f"the teacher must be a sequence classifier, but config.json architectures is {architectures!r}: "
+            f"the teacher must be a sequence classifier, but config.json architectures is {architectures!r:.200}: "
             "fine-tune it with AutoModelForSequenceClassification and save it"
         )
-    labels = _labels(config)
+    labels = _labels(config, limits)
     if len(labels) < 2:
-        raise TeacherError(f"the teacher has {len(labels)} label(s); a classifier needs at least 2: fix id2label")
+        raise TeacherError(f"the teacher has {len(labels)} label(s); a classifier needs at least 2: fix id2label",
+                           param="config.json:id2label")
     weights = find_weights(root)
     parameters = count_parameters(root, weights)
+    if parameters is not None:
+        _check_config_matches_weights(teacher_size(config, len(labels)), parameters)
     if not any((root / f).is_file() for f in VOCAB_FILES):
         raise TeacherError(
             f"no tokenizer files in {str(root)!r} (expected one of {', '.join(VOCAB_FILES)}): "
@@ -219,8 +327,8 @@ def read_teacher_config(path: str | Path) -> TeacherInfo:
         )
     hidden = config_hidden_size(config)
     return TeacherInfo(
-        architecture=str(architectures[0]),
-        model_type=str(config.get("model_type", "")),
+        architecture=str(architectures[0])[:200],
+        model_type=str(config.get("model_type", ""))[:100],
         num_labels=len(labels),
         labels=labels,
         hidden_size=hidden,
@@ -228,6 +336,21 @@ def read_teacher_config(path: str | Path) -> TeacherInfo:
         weights_file=weights,
         sha256=directory_sha256(root),
     )
+
+
+def teacher_size(config: dict[str, Any], num_labels: int) -> ModelSize:
+    """The estimate ``check_model_config`` bounded, for the worker's free-memory check."""
+    from lelp.model_limits import estimate_model_size
+
+    return estimate_model_size(config, num_labels=num_labels)
+
+
+def _check_config_matches_weights(size: ModelSize, parameters: int) -> None:
+    if size.parameters > _CONFIG_WEIGHTS_RATIO * parameters + _CONFIG_WEIGHTS_SLACK:
+        raise TeacherError(
+            f"config.json describes about {size.parameters:,} parameters but the weights hold {parameters:,}: "
+            "the config is not this model's (hidden_size, num_hidden_layers, vocab_size); re-save the model",
+            param="config.json:hidden_size")
 
 
 # --------------------------------------------------------------------------- loading
@@ -319,8 +442,13 @@ def load_teacher(path: str | Path, device: str | torch.device = "cpu") -> Teache
     """Load a validated teacher in eval mode on ``device``, with its classification head found."""
     from transformers import AutoModelForSequenceClassification
 
+    from lelp.model_limits import check_available_memory
+
     info = read_teacher_config(path)
     root = Path(path)
+    # Before anything is allocated: a model that cannot fit fails in a second with a clear code,
+    # instead of growing until the OOM killer ends the worker (and the redelivery does it again).
+    check_available_memory(teacher_size(read_model_config(root, classifier=True), info.num_labels))
     model, missing = safe_from_pretrained(AutoModelForSequenceClassification, root, info.weights_file)
     if missing:
         shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")

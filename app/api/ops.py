@@ -1,8 +1,9 @@
-"""Operations endpoints: liveness, readiness, Prometheus metrics (no API key needed)."""
+"""Operations endpoints: liveness, readiness, Prometheus metrics (no API key; job counts need the metrics token)."""
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 
 import sqlalchemy as sa
@@ -11,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.db import repositories as repo
+from app.errors import Unauthorized
 from app.settings import Settings
 
 router = APIRouter(tags=["ops"])
@@ -63,14 +65,25 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, responses={401: {"description": "A metrics token is set and "
+                                                                                   "was not sent"}})
 def metrics(request: Request) -> Response:
-    """Prometheus metrics: requests, latency, jobs by status, predict batching."""
-    try:
-        with request.app.state.sessionmaker() as session:
-            counts = repo.job_counts_by_status(session)
-    except sa.exc.SQLAlchemyError as exc:
-        log.warning("metrics: cannot count jobs: %s", exc)
-        counts = {}
+    """Prometheus metrics: requests, latency, predict batching; jobs by status with the metrics token.
+
+    Job counts cover every tenant, so they are shown only to a caller that sends
+    ``LELP_METRICS_TOKEN`` as a Bearer token; without a configured token nobody sees them.
+    """
+    settings: Settings = request.app.state.settings
+    counts: dict[str, int] | None = None
+    if settings.metrics_token:
+        sent = request.headers.get("authorization", "")
+        if not hmac.compare_digest(sent.encode(), f"Bearer {settings.metrics_token}".encode()):
+            raise Unauthorized("send the metrics token as 'Authorization: Bearer <token>'", code="unauthorized")
+        try:
+            with request.app.state.sessionmaker() as session:
+                counts = repo.job_counts_by_status(session)
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("metrics: cannot count jobs: %s", exc)
+            counts = {}
     body = request.app.state.metrics.render(counts)
     return Response(body, media_type=request.app.state.metrics.content_type)

@@ -62,7 +62,20 @@ def active_keys_with_prefix(session: Session, prefix: str) -> Sequence[ApiKey]:
 
 
 def lock_tenant(session: Session, tenant_id: str) -> None:
-    """Serialise job creation per tenant (Postgres row lock; SQLite serialises writers anyway)."""
+    """Serialise job creation per tenant until the session commits or rolls back.
+
+    Postgres: a row lock on the tenant. SQLite has no row locks, and its Python driver opens
+    a transaction only before the first INSERT, so two requests could both count the active
+    jobs before either inserted (the per-tenant limit of 4 let 8 through). ``BEGIN IMMEDIATE``
+    takes SQLite's one write lock now; the other writers wait for it (``busy_timeout``).
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        driver = session.connection().connection.dbapi_connection
+        if driver is not None and not driver.in_transaction:
+            session.execute(sa.text("BEGIN IMMEDIATE"))
+        else:  # already writing: a no-op write takes the same lock
+            session.execute(sa.update(Tenant).where(Tenant.id == tenant_id).values(id=Tenant.id))
+        return
     session.execute(sa.select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
 
 

@@ -17,7 +17,7 @@ from app.errors import Conflict, PayloadTooLarge, Unprocessable, UnsupportedMedi
 from app.services.uploads import Upload
 from app.services.uris import check_uri
 from app.settings import Settings
-from app.storage import ArtifactStore
+from app.storage import ArtifactStore, backend_errors
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,8 @@ def create_from_uri(session: Session, store: ArtifactStore, settings: Settings, 
     tmp_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="dataset-", dir=tmp_dir))
     try:
-        fs, path = fsspec.core.url_to_fs(resolved)
+        with backend_errors(resolved, "uri"):
+            fs, path = fsspec.core.url_to_fs(resolved)
         if not fs.isfile(path):
             raise Unprocessable(f"{uri!r} is not a file", param="uri", code="invalid_data")
         size = int(fs.size(path))

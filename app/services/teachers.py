@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,22 +18,29 @@ from app.services.pickle_scan import check_pickle_weights
 from app.services.uploads import Upload
 from app.services.uris import check_uri
 from app.settings import Settings
-from app.storage import ArtifactStore
+from app.storage import ArtifactStore, open_store
 
 
-def _register(session: Session, store: ArtifactStore, tenant_id: str, model_dir: Path, name: str,
-              shown_as: str | None = None) -> Teacher:
-    """Validate without torch (config + safetensors header), copy, insert."""
+def _register(session: Session, store: ArtifactStore, settings: Settings, tenant_id: str, model_dir: Path,
+              name: str, shown_as: str, param: str) -> Teacher:
+    """Validate without torch (config, safetensors headers, tokenizer probe in a child), copy, insert.
+
+    A local URI is copied to a scratch directory first: the probe may convert its pickle
+    weights, and the caller's files are never changed.
+    """
     from lelp.errors import LELPError
     from lelp.teacher import read_teacher_config  # lelp.teacher's reader does not import torch
+    from lelp.tokenizer_probe import probe_model_dir
 
     try:
-        info = read_teacher_config(model_dir)
-        check_pickle_weights(model_dir)
+        read_teacher_config(model_dir, settings.model_limits())  # config bounds before anything runs
+        check_pickle_weights(model_dir)  # the second line: the probe's weights_only load is the first
+        probe_model_dir(model_dir, timeout_s=settings.probe_timeout_s, memory_bytes=settings.probe_memory_bytes)
+        info = read_teacher_config(model_dir, settings.model_limits())  # safetensors now: parameters, hash
     except LELPError as exc:
-        if shown_as is not None:  # our temp paths mean nothing to the caller
-            exc.message = exc.message.replace(str(model_dir), shown_as)
-            exc.args = (exc.message,)
+        exc.message = exc.message.replace(str(model_dir), shown_as)  # server paths mean nothing to the caller
+        exc.args = (exc.message,)
+        exc.param = param  # the request field; the message names the file and config field
         raise
     teacher_id = new_id("tch")
     uri = f"teachers/{teacher_id}"
@@ -68,8 +76,8 @@ def create_from_archive(session: Session, store: ArtifactStore, settings: Settin
         safe_extract(upload.path, workdir, max_files=settings.max_archive_files,
                      max_bytes=settings.max_archive_bytes)
         model_dir = find_model_dir(workdir)
-        return _register(session, store, tenant_id, model_dir, name or _default_name(upload.filename),
-                         shown_as="the archive's model directory")
+        return _register(session, store, settings, tenant_id, model_dir, name or _default_name(upload.filename),
+                         shown_as="the archive's model directory", param="file")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -79,16 +87,19 @@ def create_from_uri(session: Session, store: ArtifactStore, settings: Settings, 
     """Register a model directory under an allowed root (copied, so later changes do not leak in)."""
     resolved = check_uri(uri, settings.allowed_uri_roots)
     local = Path(resolved) if "://" not in resolved else None
-    if local is not None:
-        if not local.is_dir():
-            raise Unprocessable(f"{uri!r} is not a model directory", param="uri", code="invalid_teacher")
-        return _register(session, store, tenant_id, local, name or local.name)
-    remote = ArtifactStore(resolved)
+    if local is not None and not local.is_dir():
+        raise Unprocessable(f"{uri!r} is not a model directory", param="uri", code="invalid_teacher")
+    remote = open_store(resolved, param="uri") if local is None else None
     workdir = Path(tempfile.mkdtemp(prefix="teacher-", dir=settings.data_dir / "tmp"))
     try:
-        remote.get_dir("", workdir)
-        return _register(session, store, tenant_id, workdir, name or resolved.rstrip("/").rsplit("/", 1)[-1],
-                         shown_as=uri)
+        if local is not None:
+            # Links are left out, as the store copy always did: one could point outside the root.
+            shutil.copytree(local, workdir, dirs_exist_ok=True, ignore=lambda d, names: [
+                n for n in names if os.path.islink(os.path.join(d, n))])
+        else:
+            remote.get_dir("", workdir)
+        default = local.name if local is not None else resolved.rstrip("/").rsplit("/", 1)[-1]
+        return _register(session, store, settings, tenant_id, workdir, name or default, shown_as=uri, param="uri")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -9,7 +9,6 @@ oversized upload is refused as soon as it crosses the limit, not after it was st
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
 from collections.abc import AsyncIterator
@@ -25,6 +24,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from app.errors import BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMediaType
+from lelp import jsonsafe
 
 CHUNK = 1 << 20
 MAX_JSON_BYTES = 1 << 20
@@ -85,8 +85,8 @@ async def read_json(request: Request, model: type[M]) -> M:
         raise _too_large(MAX_JSON_BYTES)
     raw = b"".join([chunk async for chunk in _limited(request.stream(), MAX_JSON_BYTES)])
     try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = jsonsafe.loads(raw)  # bounded depth: a 100k-deep body was a RecursionError, a 500
+    except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}", code="invalid_json") from None
     try:
         return model.model_validate(data)

@@ -9,13 +9,24 @@ from __future__ import annotations
 
 import os
 import re
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from app.errors import Unprocessable
 
 
 class URINotAllowed(Unprocessable):
     code = "uri_not_allowed"
+
+
+def _decoded_forms(uri: str, rounds: int = 3) -> list[str]:
+    """``uri`` and its percent-decodings (``%2e%2e`` and ``%252e%252e`` are ``..`` to an HTTP or S3 server)."""
+    forms = [uri]
+    for _ in range(rounds):
+        decoded = unquote(forms[-1])
+        if decoded == forms[-1]:
+            break
+        forms.append(decoded)
+    return forms
 
 
 def _is_local(uri: str) -> bool:
@@ -31,8 +42,9 @@ def check_uri(uri: str, allowed_roots: list[str]) -> str:
     if not allowed_roots:
         raise URINotAllowed("this server takes uploads only: no URI roots are allowed (LELP_ALLOWED_URI_ROOTS)",
                             param="uri")
-    if "\x00" in uri or ".." in re.split(r"[/\\]", uri):
-        raise URINotAllowed("URIs may not contain '..' segments", param="uri")
+    forms = _decoded_forms(uri)
+    if any("\x00" in form or ".." in re.split(r"[/\\]", form) for form in forms):
+        raise URINotAllowed("URIs may not contain '..' segments (percent-encoded or not)", param="uri")
     if _is_local(uri):
         path = _local_path(uri)
         if not os.path.isabs(path):

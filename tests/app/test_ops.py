@@ -30,14 +30,26 @@ def test_readyz_reports_an_unreachable_database(make_client) -> None:  # noqa: A
 
 
 def test_metrics(client, auth_a, job_body) -> None:  # noqa: ANN001
+    """Issue 14: without a configured metrics token, job counts (every tenant's) are not shown."""
     client.post("/v1/jobs", headers=auth_a, json=job_body)
     client.get("/v1/jobs/job_missing", headers=auth_a)
     text = client.get("/metrics").text
-    assert 'lelp_jobs{status="queued"} 1.0' in text
-    assert 'lelp_jobs{status="running"} 0.0' in text
+    assert 'lelp_jobs{status=' not in text
     assert 'lelp_http_requests_total{method="POST",route="/v1/jobs",status="202"} 1.0' in text
     assert 'lelp_http_requests_total{method="GET",route="/v1/jobs/{job_id}",status="404"} 1.0' in text
     assert "lelp_http_request_duration_seconds_bucket" in text
+
+
+def test_metrics_job_counts_need_the_metrics_token(make_client, auth_a, job_body) -> None:  # noqa: ANN001
+    client = make_client(metrics_token="s3cret-metrics")
+    client.post("/v1/jobs", headers=auth_a, json=job_body)
+    for headers in ({}, {"Authorization": "Bearer wrong"}, auth_a):
+        r = client.get("/metrics", headers=headers)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized", headers
+        assert "lelp_jobs" not in r.text
+    text = client.get("/metrics", headers={"Authorization": "Bearer s3cret-metrics"}).text
+    assert 'lelp_jobs{status="queued"} 1.0' in text
+    assert 'lelp_jobs{status="running"} 0.0' in text
 
 
 def test_routing_errors_use_the_envelope(client, auth_a) -> None:  # noqa: ANN001

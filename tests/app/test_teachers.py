@@ -293,7 +293,11 @@ def test_plain_pickle_state_dict_is_accepted(client, auth_a, tmp_path) -> None: 
     assert (model / "pytorch_model.bin").is_file()
     r = _post_archive(client, auth_a, tar_gz_of(model))
     assert r.status_code == 201, r.text
-    assert r.json()["parameters"] is None  # counting would mean unpickling
+    # Issue 14: converted to safetensors at upload by torch.load(weights_only=True) in a child
+    # process, so the parameters are counted and the stored teacher holds no pickle.
+    assert r.json()["parameters"] == 24930
+    stored = client.app.state.store.list_files(f"teachers/{r.json()['id']}")
+    assert "model.safetensors" in stored and "pytorch_model.bin" not in stored
 
 
 def test_pickle_that_would_run_code_is_refused_and_never_runs(client, auth_a, tmp_path) -> None:  # noqa: ANN001

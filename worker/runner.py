@@ -72,6 +72,8 @@ class JobInputs:
     text_pair_column: str | None
     label_column: str | None
     eval_label_column: str | None = None
+    train_dataset_id: str | None = None
+    eval_dataset_id: str | None = None
 
 
 # --- state changes --------------------------------------------------------------------------
@@ -116,6 +118,7 @@ def _read_inputs(session: Any, job: Job) -> JobInputs:
         eval_uri=evald.uri if evald else None, eval_format=evald.format if evald else None,
         text_column=train.text_column, text_pair_column=train.text_pair_column, label_column=train.label_column,
         eval_label_column=evald.label_column if evald else None,
+        train_dataset_id=train.id, eval_dataset_id=evald.id if evald else None,
     )
 
 
@@ -355,6 +358,7 @@ def run_job(job_id: str, settings: Settings) -> str:
                        f"(limit {settings.job_max_attempts}); its worker may be running out of memory")
             repo.finish_job(session, job_id, "failed", error={"code": "too_many_attempts", "message": message})
             repo.add_event(session, job_id, "failed", message, {"code": "too_many_attempts"})
+            CheckpointSync(ArtifactStore(settings.artifact_url), job_id, Path(tempfile.gettempdir())).delete()
             return "failed"
         try:
             inputs = _read_inputs(session, job)
@@ -364,13 +368,38 @@ def run_job(job_id: str, settings: Settings) -> str:
             return "failed"
         repo.add_event(session, job_id, "started", f"attempt {job.attempts} started", {"attempt": job.attempts})
 
+    shown = _Redactions(settings)
     try:
-        return _execute(inputs, settings)
-    except Exception as exc:  # noqa: BLE001 - every failure must end as a clean {code, message}
-        return _record_failure(url, job_id, exc)
+        return _execute(inputs, settings, shown)
+    except (SystemExit, KeyboardInterrupt, GeneratorExit):
+        raise  # the worker is stopping: the job stays running and is requeued, not failed
+    except BaseException as exc:  # noqa: BLE001 - a Rust panic too: every failure ends as a clean {code, message}
+        status = _record_failure(url, job_id, exc, shown)
+    if status in ("failed", "cancelled"):  # for good: a submit/cancel loop must not fill the disk
+        CheckpointSync(ArtifactStore(settings.artifact_url), job_id, Path(tempfile.gettempdir())).delete()
+    return status
 
 
-def _execute(inputs: JobInputs, settings: Settings) -> str:
+class _Redactions:
+    """Server paths a failure message may contain, and the ids to show instead."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.names: dict[str, str] = {str(settings.data_dir): "the service's data directory"}
+        store_root = ArtifactStore(settings.artifact_url).local_path("")
+        if store_root is not None:
+            self.names[str(store_root)] = "the artifact store"
+
+    def add(self, path: Path | str | None, name: str) -> None:
+        if path is not None:
+            self.names[str(path)] = name
+
+    def __call__(self, message: str) -> str:
+        for path in sorted(self.names, key=len, reverse=True):  # the most specific first
+            message = message.replace(path, self.names[path])
+        return message
+
+
+def _execute(inputs: JobInputs, settings: Settings, shown: _Redactions) -> str:
     url, job_id = settings.database_url, inputs.job_id
     store = ArtifactStore(settings.artifact_url)
     beat = max(1.0, min(30.0, settings.heartbeat_stale_s / 4))
@@ -380,9 +409,13 @@ def _execute(inputs: JobInputs, settings: Settings) -> str:
         from lelp.pipeline import distill
 
         scratch = Path(tmp)
+        shown.add(scratch, "the job's work directory")
         teacher_dir = _local_dir(store, inputs.teacher_uri, scratch)
+        shown.add(teacher_dir, f"teacher {inputs.teacher_id}")
         train_path = _local_file(store, inputs.train_uri, scratch)
+        shown.add(train_path, f"dataset {inputs.train_dataset_id}")
         eval_path = _local_file(store, inputs.eval_uri, scratch) if inputs.eval_uri else None
+        shown.add(eval_path, f"dataset {inputs.eval_dataset_id}")
         checkpoints = CheckpointSync(store, job_id, scratch / "checkpoints")
         resumable = checkpoints.download()
         if resumable:
@@ -439,24 +472,38 @@ def _publish(inputs: JobInputs, settings: Settings, store: ArtifactStore, artifa
     return "succeeded"
 
 
-def _record_failure(url: str, job_id: str, exc: Exception) -> str:
-    """Map an exception to the job's final state and a ``{code, message}`` a user can read."""
+def _record_failure(url: str, job_id: str, exc: BaseException, shown: Any = None) -> str:
+    """Map an exception to the job's final state and a ``{code, message}`` a user can read.
+
+    Messages name ids, never server paths (``shown`` replaces them). A ``BaseException``
+    that is not an ``Exception`` (a Rust panic in the teacher's tokenizer) fails the job at
+    once with ``model_failed``: a redelivery would only panic again.
+    """
     from celery.exceptions import SoftTimeLimitExceeded
 
     from lelp.errors import JobCancelled, LELPError
 
+    def clean(message: str) -> str:
+        return shown(message) if shown is not None else message
+
     if isinstance(exc, JobCancelled):
-        _finish(url, job_id, "cancelled", exc.code, exc.message)
+        _finish(url, job_id, "cancelled", exc.code, clean(exc.message))
         return "cancelled"
     if isinstance(exc, LELPError):
         log.info("job %s failed: %s", job_id, exc)
-        _finish(url, job_id, "failed", exc.code, exc.message)
+        _finish(url, job_id, "failed", exc.code, clean(exc.message))
         return "failed"
     if isinstance(exc, SoftTimeLimitExceeded):
         _finish(url, job_id, "failed", "time_limit_exceeded", "the job ran past the configured time limit")
+        return "failed"
+    if not isinstance(exc, Exception):
+        first = (str(exc).splitlines() or [""])[0][:200]
+        log.error("job %s: the model's code crashed: %s: %s", job_id, type(exc).__name__, first)
+        _finish(url, job_id, "failed", "model_failed",
+                clean(f"the teacher's code crashed ({type(exc).__name__}: {first}); the job is not retried: "
+                      "upload a teacher whose tokenizer transformers' own classes build"))
         return "failed"
     log.error("job %s crashed:\n%s", job_id, "".join(traceback.format_exception(exc)))
     _finish(url, job_id, "failed", "internal_error",
             f"the worker hit an unexpected {type(exc).__name__}; the details are in the worker log")
     return "failed"
-

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Query, Response
 
 from app.db import repositories as repo
 from app.db.models import Job
-from app.deps import EnqueueDep, JobDep, SessionDep, SettingsDep, TenantDep
+from app.deps import EnqueueDep, JobDep, SessionDep, SettingsDep, StoreDep, TenantDep
 from app.schemas.common import ERROR_RESPONSES, ErrorBody, Page
 from app.schemas.jobs import JobCreate, JobEventRead, JobRead
 from app.services import jobs as service
@@ -52,9 +52,12 @@ def get_job(job: JobDep) -> Job:
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobRead,
              responses={409: {"model": ErrorBody, "description": "The job already finished"}})
-def cancel_job(job: JobDep, session: SessionDep) -> Job:
+def cancel_job(job: JobDep, session: SessionDep, store: StoreDep) -> Job:
     """Cancel a job: at once if queued; a running job stops at its next check."""
-    return service.cancel_job(session, job)
+    job = service.cancel_job(session, job)
+    if job.status == "cancelled":  # a requeued job may have left checkpoints; a running one's worker cleans up
+        store.delete(f"checkpoints/{job.id}")
+    return job
 
 
 @router.get("/{job_id}/events", response_model=Page[JobEventRead])

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
+import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,48 @@ INLINE_BELOW_S = 0.0005
 EWMA_WEIGHT = 0.2
 
 
+class ModelFailed(Unprocessable):
+    """A model's own code (tokenizer, forward) crashed: the model is unloaded and refused."""
+
+    code = "model_failed"
+
+
+def _is_fatal(error: BaseException) -> bool:
+    """A ``BaseException`` that is not an ``Exception``: a Rust panic (``pyo3_runtime.PanicException``),
+    a ``SystemExit`` or ``KeyboardInterrupt`` raised inside model code. The model's state is
+    unknown after it, so it is never called again."""
+    return not isinstance(error, Exception)
+
+
+class ModelThread:
+    """The one daemon thread a model's forwards run in, started on first use.
+
+    A ``ThreadPoolExecutor``'s threads are joined at interpreter exit, so a forward stuck in
+    native code kept ``lelp serve`` from ever stopping; a daemon thread does not.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._jobs: queue.SimpleQueue[tuple[Callable[..., None], tuple] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., None], *args: Any) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._thread.start()
+        self._jobs.put((fn, args))
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fn, args = job
+            fn(*args)  # MicroBatcher._work catches everything itself
+
+    def shutdown(self, wait: bool = False) -> None:  # noqa: ARG002 - never waits: see the class docstring
+        self._jobs.put(None)
+
+
 @dataclass(slots=True)
 class _Request:
     texts: list[str]
@@ -59,9 +102,11 @@ class MicroBatcher:
     a model measured to be fast, inline. At most one batch per batcher is in flight.
     """
 
-    def __init__(self, predictor: Any, *, max_batch: int, executor: ThreadPoolExecutor,
-                 on_batch: Callable[[int], None] | None = None, inline_below_s: float = INLINE_BELOW_S) -> None:
+    def __init__(self, predictor: Any, *, max_batch: int, executor: ModelThread,
+                 on_batch: Callable[[int], None] | None = None, inline_below_s: float = INLINE_BELOW_S,
+                 on_fatal: Callable[[BaseException], None] | None = None) -> None:
         self.predictor = predictor
+        self.on_fatal = on_fatal
         self.max_batch = max_batch
         self.executor = executor
         self.on_batch = on_batch
@@ -76,7 +121,7 @@ class MicroBatcher:
     async def submit(self, texts: list[str], pairs: list[str] | None) -> Any:
         """Class probabilities (n, C) for ``texts`` (and ``pairs``), scored with other requests."""
         if self.closed:
-            raise RuntimeError("the model was unloaded")
+            raise ModelFailed("the model was unloaded while the request waited; send it again")
         if len(texts) > self.max_batch:  # one big request: max_batch-row slices, still batched with others
             import numpy as np
 
@@ -119,7 +164,7 @@ class MicroBatcher:
                 started = time.perf_counter()
                 try:
                     probs, error = self.predictor.predict_proba(texts, pairs), None
-                except Exception as exc:  # noqa: BLE001 - handed to the requests of this batch
+                except BaseException as exc:  # noqa: BLE001 - a panic too: every future must finish
                     probs, error = None, exc
                 self._done(batch, len(texts), probs, error, time.perf_counter() - started)
                 continue  # rows left over from a batch over max_batch go next
@@ -131,7 +176,7 @@ class MicroBatcher:
         started = time.perf_counter()
         try:
             probs, error = self.predictor.predict_proba(texts, pairs), None
-        except Exception as exc:  # noqa: BLE001 - handed to the requests of this batch
+        except BaseException as exc:  # noqa: BLE001 - a panic too: an escaped one left busy=True for ever
             probs, error = None, exc
         elapsed = time.perf_counter() - started
         try:
@@ -152,6 +197,12 @@ class MicroBatcher:
             (1 - EWMA_WEIGHT) * self.avg_forward_s + EWMA_WEIGHT * elapsed)
         if error is not None:
             log.warning("prediction batch of %d rows failed: %r", rows, error)
+            if _is_fatal(error):
+                what = f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
+                error = ModelFailed(f"the model's code crashed on this batch ({what}); the model was unloaded "
+                                    "and is refused from now on: distil it again from a fixed teacher")
+                if self.on_fatal is not None:
+                    self.on_fatal(error)
             for r in batch:
                 if not r.future.done():
                     r.future.set_exception(error)
@@ -174,16 +225,16 @@ class MicroBatcher:
                 request.future.set_exception(RuntimeError("the model was unloaded"))
 
 
-def _model_thread(name: str) -> ThreadPoolExecutor:
+def _model_thread(name: str) -> ModelThread:
     """The one thread a model's forwards run in (created lazily by the executor on first use)."""
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lelp-predict-{name}")
+    return ModelThread(f"lelp-predict-{name}")
 
 
 @dataclass
 class _Loaded:
     predictor: Any
     labels: list[str]
-    executor: ThreadPoolExecutor = field(default_factory=lambda: _model_thread("model"))
+    executor: ModelThread = field(default_factory=lambda: _model_thread("model"))
     batchers: dict[tuple[bool, int], MicroBatcher] = field(default_factory=dict)
 
     def close(self) -> None:
@@ -219,6 +270,7 @@ class InferenceService:
         self._models: OrderedDict[str, _Loaded] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
         self._refs: TTLCache[tuple[str, str], ModelRef] = TTLCache(maxsize=4096, ttl=ref_ttl_s)
+        self._failed: dict[str, str] = {}  # model id -> why it was unloaded (a panic in its code)
 
     # --- model rows (tenant + id -> ref), so a predict does not query the database -------------
 
@@ -266,23 +318,36 @@ class InferenceService:
         """Loaded model ids, least recently used first."""
         return list(self._models)
 
-    def _batcher(self, loaded: _Loaded, pairs: bool) -> MicroBatcher:
+    def _batcher(self, model_id: str, loaded: _Loaded, pairs: bool) -> MicroBatcher:
         loop = asyncio.get_running_loop()
         key = (pairs, id(loop))
         batcher = loaded.batchers.get(key)
         if batcher is None or batcher.loop is not loop:
             on_batch = self.metrics.predict_batches.observe if self.metrics is not None else None
             batcher = MicroBatcher(loaded.predictor, max_batch=self.max_batch, executor=loaded.executor,
-                                   on_batch=on_batch, inline_below_s=self.inline_below_s)
+                                   on_batch=on_batch, inline_below_s=self.inline_below_s,
+                                   on_fatal=lambda error: self._model_crashed(model_id, error))
             loaded.batchers[key] = batcher
         return batcher
 
     async def predict_proba(self, model_id: str, uri: str, texts: list[str],
                             pairs: list[str] | None = None) -> tuple[Any, list[str]]:
         """Class probabilities (n, C) and the label names, micro-batched with other requests."""
+        if model_id in self._failed:
+            raise ModelFailed(f"model {model_id} was unloaded after its code crashed ({self._failed[model_id]}); "
+                              "it is refused until the service restarts: distil it again from a fixed teacher",
+                              param="model_id")
         loaded = await self._get(model_id, uri)
-        probs = await self._batcher(loaded, pairs is not None).submit(texts, pairs)
+        probs = await self._batcher(model_id, loaded, pairs is not None).submit(texts, pairs)
         return probs, loaded.labels
+
+    def _model_crashed(self, model_id: str, error: BaseException) -> None:
+        """Unload a model whose code raised a panic; later requests get ``model_failed`` at once."""
+        log.error("model %s crashed and is unloaded: %s", model_id, error)
+        self._failed[model_id] = str(error).split("(", 1)[-1].split(")", 1)[0][:200]
+        loaded = self._models.pop(model_id, None)
+        if loaded is not None:
+            loaded.close()
 
     async def predict(self, model_id: str, uri: str, texts: Sequence[str],
                       pairs: Sequence[str] | None = None) -> list[dict[str, Any]]:

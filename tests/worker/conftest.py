@@ -50,10 +50,10 @@ def make_job(worker_settings, tiny_teacher_dir, tiny_train_csv, tiny_eval_csv) -
     store = ArtifactStore(worker_settings.artifact_url)
 
     def factory(*, hyperparameters: dict[str, Any] | None = None, train_csv: Path | None = None,
-                **job_fields: Any) -> str:
+                teacher_dir: Path | None = None, **job_fields: Any) -> str:
         now = utcnow()
         tenant_id, teacher_id, train_id, eval_id, job_id = (new_id(p) for p in ("ten", "tch", "ds", "ds", "job"))
-        store.put_dir(tiny_teacher_dir, f"teachers/{teacher_id}")
+        store.put_dir(teacher_dir or tiny_teacher_dir, f"teachers/{teacher_id}")
         store.put_file(train_csv or tiny_train_csv, f"datasets/{train_id}/data.csv")
         store.put_file(tiny_eval_csv, f"datasets/{eval_id}/data.csv")
         with session_scope(worker_settings.database_url) as session:

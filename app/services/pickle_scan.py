@@ -37,33 +37,56 @@ class UnsafePickle(Unprocessable):
     code = "invalid_teacher"
 
 
+GET_OPS = {"BINGET", "LONG_BINGET", "GET"}
+PUT_OPS = {"BINPUT", "LONG_BINPUT", "PUT"}
+
+
 def pickle_globals(data: bytes) -> set[tuple[str, str]]:
-    """Every (module, name) the pickle stream(s) in ``data`` would import; ("?", "?") if unresolvable."""
+    """Every (module, name) the pickle stream(s) in ``data`` would import; ("?", "?") if unresolvable.
+
+    ``STACK_GLOBAL`` takes its module and name from the stack, so we follow the top of the
+    stack as far as it is certain: strings pushed by string opcodes, and memo entries
+    stored by ``PUT``/``MEMOIZE`` and read back by ``GET``. ``MEMOIZE`` numbers every value
+    it stores, strings or not (the old scan numbered only strings, so an empty list
+    memoised first shifted every later index: ``os``/``system`` fetched from the memo read
+    as ``collections``/``OrderedDict``). Any other opcode makes the stack unknown, and a
+    ``STACK_GLOBAL`` whose operands are unknown counts as unsafe.
+    """
     found: set[tuple[str, str]] = set()
     pos = 0
     while pos < len(data):
-        strings: list[str] = []
-        memo: dict[int, str] = {}
+        top: list[str | None] = []  # the known top of the stack (last = top); empty = unknown
+        memo: dict[int, str | None] = {}
         last_end = pos
         try:
             for opcode, arg, offset in pickletools.genops(data[pos:]):
                 name = opcode.name
                 if name in STRING_OPS:
-                    strings.append(arg if isinstance(arg, str) else str(arg))
-                elif name in ("BINPUT", "LONG_BINPUT", "PUT") and strings:
-                    memo[int(arg)] = strings[-1]
-                elif name == "MEMOIZE" and strings:
-                    memo[len(memo)] = strings[-1]
-                elif name in ("BINGET", "LONG_BINGET", "GET"):
-                    if int(arg) in memo:
-                        strings.append(memo[int(arg)])
+                    top.append(arg if isinstance(arg, str) else str(arg))
+                elif name in PUT_OPS:
+                    memo[int(arg)] = top[-1] if top else None
+                elif name == "MEMOIZE":
+                    memo[len(memo)] = top[-1] if top else None
+                elif name in GET_OPS:
+                    top.append(memo.get(int(arg)))
+                elif name == "POP":
+                    if top:
+                        top.pop()
                 elif name in ("GLOBAL", "INST"):
                     module, _, attr = str(arg).partition(" ")
                     found.add((module, attr))
+                    top = [None]
                 elif name == "STACK_GLOBAL":
-                    found.add((strings[-2], strings[-1]) if len(strings) >= 2 else ("?", "?"))
+                    module_name = top[-2:] if len(top) >= 2 else []
+                    if len(module_name) == 2 and None not in module_name:
+                        found.add((str(module_name[0]), str(module_name[1])))
+                    else:
+                        found.add(("?", "?"))
+                    top = [None]
                 elif name == "STOP":
                     last_end = pos + offset + 1
+                else:
+                    top = [None]  # what it pops and pushes is not followed: the stack is unknown
         except (ValueError, IndexError) as exc:
             raise UnsafePickle(f"the pickle weights are damaged: {exc}", param="file") from None
         if last_end == pos:

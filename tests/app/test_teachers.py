@@ -327,3 +327,38 @@ def test_pickle_scanner_sees_globals_of_both_formats() -> None:
         data = pickle.dumps({"x": _Payload(Path("/nonexistent"))}, protocol=protocol)
         assert (os.system.__module__, "system") in pickle_globals(data), protocol
     assert pickle_globals(pickle.dumps({"a": [1, 2.0, "s"]}, protocol=4)) == set()
+
+
+def _memo_shift_pickle() -> bytes:
+    """Protocol 4: two empty lists memoised first, then os/system fetched from the memo.
+
+    The old scanner numbered only memoised strings, so it read memo 2 and 3 as
+    ``collections``/``OrderedDict`` (safe) where the unpickler finds ``os``/``system``.
+    """
+    def string(text: str) -> bytes:
+        return b"\x8c" + bytes([len(text)]) + text.encode() + b"\x94"  # SHORT_BINUNICODE + MEMOIZE
+
+    body = b"]\x94]\x94" + string("os") + string("system") + string("collections") + string("OrderedDict")
+    body += b"0" * 6  # POP x6: an empty stack
+    body += b"h\x02h\x03\x93"  # BINGET 2, BINGET 3, STACK_GLOBAL -> os.system
+    body += b"\x8c\x04true\x85R."  # ("true",) REDUCE STOP
+    return b"\x80\x04" + body
+
+
+def test_pickle_scanner_follows_the_memo_through_non_string_entries() -> None:
+    """Issue 14: the memo gap (``MEMOIZE`` of a non-string shifted the scanner's indices)."""
+    import pickletools
+
+    from app.services.pickle_scan import pickle_globals
+
+    data = _memo_shift_pickle()
+    list(pickletools.genops(data))  # a well-formed pickle (never loaded: it would run os.system)
+    assert ("os", "system") in pickle_globals(data)
+
+
+def test_pickle_scanner_refuses_operands_it_cannot_follow() -> None:
+    from app.services.pickle_scan import pickle_globals
+
+    # MARK "os" "system" TUPLE POP ... STACK_GLOBAL: the operands are no longer certain.
+    data = b"\x80\x04(\x8c\x02os\x8c\x06systemt0\x93."
+    assert ("?", "?") in pickle_globals(data)

@@ -81,3 +81,26 @@ def test_failure_messages_name_ids_not_server_paths(worker_settings, make_job, s
     message = load_job(worker_settings, job_id).error["message"]
     assert f"teacher {job.teacher_id}" in message, message
     assert str(worker_settings.data_dir) not in message and "/tmp" not in message, message
+
+
+def test_a_stored_teacher_whose_config_is_a_memory_bomb_fails_in_one_short_delivery(
+        worker_settings, make_job, tiny_teacher_dir, tmp_path) -> None:  # noqa: ANN001
+    """A teacher stored before the upload checks existed: the worker refuses it before allocating.
+
+    Before: transformers allocated the 8192 x 48 model (~220 MB/s until killed, three deliveries, ~7.5 min).
+    """
+    import json
+
+    teacher = tmp_path / "bomb"
+    shutil.copytree(tiny_teacher_dir, teacher)
+    config = json.loads((teacher / "config.json").read_text())
+    config.update(hidden_size=8192, num_hidden_layers=48, intermediate_size=32768)
+    (teacher / "config.json").write_text(json.dumps(config))
+    job_id = make_job(teacher_dir=teacher)
+    started = time.perf_counter()
+    assert run_job(job_id, worker_settings) == "failed"
+    elapsed = time.perf_counter() - started
+    job = load_job(worker_settings, job_id)
+    assert job.error["code"] == "invalid_teacher" and "LELP_MAX_MODEL_PARAMETERS" in job.error["message"]
+    assert job.attempts == 1 and elapsed < 30, elapsed
+    print(f"memory-bomb config: job failed after {elapsed:.1f} s, 1 delivery")

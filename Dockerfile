@@ -17,7 +17,7 @@ RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 # Dependencies before the code, so a code change does not reinstall them.
 COPY pyproject.toml README.md ./
 RUN mkdir -p lelp app worker && touch lelp/__init__.py app/__init__.py worker/__init__.py \
-    && pip install -e ".[service,s3]" \
+    && pip install -e ".[service,s3,http]" \
     && rm -rf lelp app worker
 
 COPY lelp ./lelp

@@ -81,9 +81,12 @@ def _convert_pickle(root: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m lelp.tokenizer_probe DIR [--convert]``: one result line on stdout, exit 0 when clean."""
+    """``python -m lelp.tokenizer_probe DIR [--convert] [--memory BYTES]``: one result line, exit 0 when clean."""
     args = list(sys.argv[1:] if argv is None else argv)
     root = Path(args[0])
+    if "--memory" in args:  # first thing, before any tokenizer file is parsed
+        limit = int(args[args.index("--memory") + 1])
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     result: dict[str, object] = {}
     stage = "tokenizer"
     try:
@@ -102,21 +105,16 @@ def main(argv: list[str] | None = None) -> int:
 # --------------------------------------------------------------------------- parent side
 
 
-def _limit_memory(memory_bytes: int):  # noqa: ANN202
-    def apply() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-    return apply
-
-
 def probe_model_dir(root: str | Path, *, timeout_s: float = DEFAULT_TIMEOUT_S,
                     memory_bytes: int = DEFAULT_MEMORY_BYTES, convert_pickle: bool = True) -> dict:
     """Run the probe child on ``root``; TeacherError when the tokenizer panics, hangs or runs out of memory."""
-    command = [sys.executable, "-m", "lelp.tokenizer_probe", str(root)] + (["--convert"] if convert_pickle else [])
+    # The child sets its own address-space limit: ``preexec_fn`` is unsafe in a threaded server.
+    command = [sys.executable, "-m", "lelp.tokenizer_probe", str(root), "--memory", str(memory_bytes),
+               *(["--convert"] if convert_pickle else [])]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "RUST_BACKTRACE": "0", "OMP_NUM_THREADS": "1"}
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env,
-                              preexec_fn=_limit_memory(memory_bytes), check=False)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env, check=False)
     except subprocess.TimeoutExpired:
         raise TeacherError(f"the tokenizer did not finish a few probe strings within {timeout_s:g} s: it is refused",
                            param="file:tokenizer.json") from None

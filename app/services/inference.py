@@ -222,7 +222,8 @@ class MicroBatcher:
         while self.pending:
             request = self.pending.popleft()
             if not request.future.done():
-                request.future.set_exception(RuntimeError("the model was unloaded"))
+                request.future.set_exception(ModelFailed("the model was unloaded while the request waited; "
+                                                         "send it again"))
 
 
 def _model_thread(name: str) -> ModelThread:

@@ -1,27 +1,25 @@
-"""Teachers: validate a Hugging Face model directory, copy it into the store, record it."""
+"""Teachers: validate a Hugging Face classifier directory, copy its own files into the store, record it."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from app.archives import find_model_dir, safe_extract
 from app.db import repositories as repo
 from app.db.base import new_id, utcnow
 from app.db.models import Teacher
-from app.errors import Conflict, Unprocessable
+from app.errors import Conflict
+from app.services.library_errors import api_error
+from app.services.model_dirs import archive_model_dir, default_name, put_model_dir, uri_model_dir
 from app.services.pickle_scan import check_pickle_weights
 from app.services.uploads import Upload
-from app.services.uris import check_uri
 from app.settings import Settings
 from app.storage import ArtifactStore
 
 
 def _register(session: Session, store: ArtifactStore, tenant_id: str, model_dir: Path, name: str,
-              shown_as: str | None = None) -> Teacher:
+              shown_as: str, text_pairs: bool = False) -> Teacher:
     """Validate without torch (config + safetensors header), copy, insert."""
     from lelp.errors import LELPError
     from lelp.teacher import read_teacher_config  # lelp.teacher's reader does not import torch
@@ -29,18 +27,16 @@ def _register(session: Session, store: ArtifactStore, tenant_id: str, model_dir:
     try:
         info = read_teacher_config(model_dir)
         check_pickle_weights(model_dir)
-    except LELPError as exc:
-        if shown_as is not None:  # our temp paths mean nothing to the caller
-            exc.message = exc.message.replace(str(model_dir), shown_as)
-            exc.args = (exc.message,)
-        raise
+    except LELPError as exc:  # our temp paths mean nothing to the caller
+        raise api_error(exc, shown={str(model_dir): shown_as}) from None
     teacher_id = new_id("tch")
     uri = f"teachers/{teacher_id}"
-    store.put_dir(model_dir, uri)
+    put_model_dir(store, model_dir, uri, shown_as)
     teacher = Teacher(
         id=teacher_id, tenant_id=tenant_id, name=name[:200], uri=uri, architecture=info.architecture,
         model_type=info.model_type, num_labels=info.num_labels, labels=list(info.labels),
-        hidden_size=info.hidden_size, parameters=info.parameters, sha256=info.sha256, created_at=utcnow(),
+        hidden_size=info.hidden_size, parameters=info.parameters, sha256=info.sha256, text_pairs=text_pairs,
+        created_at=utcnow(),
     )
     session.add(teacher)
     try:
@@ -52,50 +48,26 @@ def _register(session: Session, store: ArtifactStore, tenant_id: str, model_dir:
     return teacher
 
 
-def _default_name(filename: str) -> str:
-    name = Path(filename).name
-    for suffix in (".tar.gz", ".tgz", ".tar", ".zip"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)] or "teacher"
-    return name or "teacher"
-
-
 def create_from_archive(session: Session, store: ArtifactStore, settings: Settings, tenant_id: str,
-                        upload: Upload, name: str | None) -> Teacher:
+                        upload: Upload, name: str | None, text_pairs: bool = False) -> Teacher:
     """Extract an uploaded archive safely, then register the model directory inside it."""
-    workdir = Path(tempfile.mkdtemp(prefix="teacher-", dir=upload.path.parent))
-    try:
-        safe_extract(upload.path, workdir, max_files=settings.max_archive_files,
-                     max_bytes=settings.max_archive_bytes)
-        model_dir = find_model_dir(workdir)
-        return _register(session, store, tenant_id, model_dir, name or _default_name(upload.filename),
-                         shown_as="the archive's model directory")
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    with archive_model_dir(upload, settings) as model_dir:
+        return _register(session, store, tenant_id, model_dir, name or default_name(upload.filename, "teacher"),
+                         shown_as=f"{upload.filename or 'the archive'}'s model directory", text_pairs=text_pairs)
 
 
 def create_from_uri(session: Session, store: ArtifactStore, settings: Settings, tenant_id: str,
-                    uri: str, name: str | None) -> Teacher:
+                    uri: str, name: str | None, text_pairs: bool = False) -> Teacher:
     """Register a model directory under an allowed root (copied, so later changes do not leak in)."""
-    resolved = check_uri(uri, settings.allowed_uri_roots)
-    local = Path(resolved) if "://" not in resolved else None
-    if local is not None:
-        if not local.is_dir():
-            raise Unprocessable(f"{uri!r} is not a model directory", param="uri", code="invalid_teacher")
-        return _register(session, store, tenant_id, local, name or local.name)
-    remote = ArtifactStore(resolved)
-    workdir = Path(tempfile.mkdtemp(prefix="teacher-", dir=settings.data_dir / "tmp"))
-    try:
-        remote.get_dir("", workdir)
-        return _register(session, store, tenant_id, workdir, name or resolved.rstrip("/").rsplit("/", 1)[-1],
-                         shown_as=uri)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    with uri_model_dir(uri, settings) as model_dir:
+        return _register(session, store, tenant_id, model_dir, name or uri.rstrip("/").rsplit("/", 1)[-1],
+                         shown_as=uri, text_pairs=text_pairs)
 
 
 def delete_teacher(session: Session, store: ArtifactStore, teacher: Teacher) -> None:
-    """Refuse while a queued or running job still needs the teacher's files."""
-    if repo.count_jobs_using(session, teacher_id=teacher.id):
+    """Refuse while a queued or running job still needs the teacher's files (as teacher or student base)."""
+    if repo.count_jobs_using(session, teacher_id=teacher.id) or repo.active_jobs_with_student_base(
+            session, teacher.tenant_id, teacher.id):
         raise Conflict("a queued or running job uses this teacher; cancel it first", code="teacher_in_use")
     session.delete(teacher)
     session.commit()

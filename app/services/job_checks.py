@@ -181,8 +181,8 @@ def check_gpu_worker(session: Session, settings: Settings) -> None:
     for worker in repo.live_workers(session, since):
         if "gpu" in worker.queues and any(d.startswith("cuda") for d in worker.devices):
             return
-    raise Unprocessable("device 'gpu' was asked for, but no GPU worker is alive (start one with "
-                        "`lelp worker --queues gpu` on a machine with a GPU), or use device 'auto' or 'cpu'",
+    raise Unprocessable("device 'gpu' was asked for, but no GPU worker is alive (a worker that consumes the gpu "
+                        "queue on a machine with a GPU): ask the operator to start one, or use device 'auto' or 'cpu'",
                         param="device", code="no_gpu_worker")
 
 

@@ -87,7 +87,8 @@ def test_own_ids_are_accepted_and_stored_as_ids(client, auth_a, job_body, tiny_e
     assert r.status_code == 202, r.text
     assert r.json()["student"] == {"architecture": "encoder_mlp", "base": base}
     # The teacher itself may be the base of a transformer student.
-    r = _submit(client, auth_a, {**job_body, "student": {"architecture": "transformer", "base": job_body["teacher_id"]}})
+    transformer = {"architecture": "transformer", "base": job_body["teacher_id"]}
+    r = _submit(client, auth_a, {**job_body, "student": transformer})
     assert r.status_code == 202, r.text
     # ... and neither can be deleted while a queued job starts from it.
     r = client.delete(f"/v1/base-models/{base}", headers=auth_a)
@@ -140,7 +141,8 @@ def test_uri_bases_follow_the_teacher_uri_rules(make_client, key_a, job_body_for
 @pytest.fixture
 def job_body_for(tiny_teacher_dir, train_csv_bytes):  # noqa: ANN001, ANN201
     def make(client, headers: dict) -> dict:  # noqa: ANN001
-        teacher = client.post("/v1/teachers", headers=headers, files={"file": ("t.tar.gz", tar_gz_of(tiny_teacher_dir))})
+        archive = tar_gz_of(tiny_teacher_dir)
+        teacher = client.post("/v1/teachers", headers=headers, files={"file": ("t.tar.gz", archive)})
         dataset = client.post("/v1/datasets", headers=headers, files={"file": ("train.csv", train_csv_bytes)})
         assert teacher.status_code == 201 and dataset.status_code == 201
         return {"teacher_id": teacher.json()["id"], "train_dataset_id": dataset.json()["id"], "method": "kd"}

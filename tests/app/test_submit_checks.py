@@ -94,8 +94,8 @@ def test_too_few_rows_for_the_held_out_splits(client, auth_a, job_body, upload_d
              "too_few_rows", "train_dataset_id")
 
 
-@pytest.mark.parametrize(("rows", "labelled"), [(n, l) for n in (20, 39, 40, 41, 45, 59, 60, 61, 100, 450)
-                                                  for l in sorted({0, n // 3, n // 2, n - 1, n})])
+@pytest.mark.parametrize(("rows", "labelled"), [(n, k) for n in (20, 39, 40, 41, 45, 59, 60, 61, 100, 450)
+                                                  for k in sorted({0, n // 3, n // 2, n - 1, n})])
 def test_split_arithmetic_matches_the_library(rows: int, labelled: int) -> None:
     """``job_checks.split_sizes`` predicts exactly when ``lelp.pipeline.split_rows`` refuses."""
     import numpy as np

@@ -315,7 +315,7 @@ models_app.command("get", help="Same as `models show`.")(models_show)
 @cli_errors
 def models_predict(
     model_id: Id,
-    texts: Annotated[list[str], typer.Argument(metavar="TEXT...", help="Texts to classify.")],
+    texts: Annotated[list[str], typer.Argument(metavar="TEXT", help="Texts to classify.")],
     pair: Annotated[list[str] | None, typer.Option(metavar="TEXT", help="For a pair classifier: the second text "
                                                    "of each input, once per TEXT, in order.")] = None,
 ) -> None:
@@ -347,6 +347,8 @@ def plain_metavars(command: Any) -> None:
     typer 0.29 labels them ``<int>``, ``<str>``; the library's verbs (``lelp.cli``) set none.
     """
     for param in getattr(command, "params", []):  # typer vendors click: test the kind, not the class
+        if param.param_type_name == "argument" and hasattr(param, "display_type_rich"):
+            param.display_type_rich = lambda ctx: None  # "PATH", not "PATH <path>"
         if param.param_type_name == "option" and not param.is_flag and param.metavar is None:
             desc = getattr(param, "type_descriptor", None)
             if desc is not None and getattr(desc, "is_path", False):

@@ -75,7 +75,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(error.status_code, error.code, error.message, error.param)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # A JSON endpoint sent another media type: FastAPI does not parse it and reports the
+        # body as missing or of the wrong type; the caller's mistake is the content type.
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type and content_type != "application/json" and not content_type.endswith("+json") and any(
+                (error.get("loc") or ("",))[0] == "body" for error in exc.errors()):
+            return error_response(415, "unsupported_media_type",
+                                  f"send the body as application/json (got {content_type!r})")
         return _validation_response(exc)
 
     @app.exception_handler(StarletteHTTPException)

@@ -70,3 +70,16 @@ def test_api_words_rewrites_paths_and_flags() -> None:
         "reviews.csv: no column 'text'; pass text_column, or student.base")
     assert api_words("cannot read /srv/data/artifacts/x/y.bin here", roots=["/srv/data"]) == (
         "cannot read the file here")
+
+
+def test_a_json_endpoint_answers_415_for_another_media_type(client, auth_a, job_body) -> None:  # noqa: ANN001
+    for url in ("/v1/jobs", "/v1/models/mdl_x/predict"):
+        for content_type, content in (("text/plain", b"hello"), ("application/x-www-form-urlencoded", b"a=b")):
+            r = client.post(url, headers={**auth_a, "Content-Type": content_type}, content=content)
+            assert r.status_code in (415, 404), r.text
+            if r.status_code == 415:
+                assert r.json()["error"]["code"] == "unsupported_media_type"
+    r = client.post("/v1/jobs", headers={**auth_a, "Content-Type": "text/plain"}, content=b"{}")
+    assert r.status_code == 415
+    r = client.post("/v1/jobs", headers={**auth_a, "Content-Type": "application/json"}, content=b"{}")
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+from pathlib import Path
 
 from tests.app.conftest import tar_gz_of
 
@@ -83,3 +84,14 @@ def test_a_json_endpoint_answers_415_for_another_media_type(client, auth_a, job_
     assert r.status_code == 415
     r = client.post("/v1/jobs", headers={**auth_a, "Content-Type": "application/json"}, content=b"{}")
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
+
+
+def test_an_upload_file_name_never_becomes_a_path(client, auth_a, train_csv_bytes) -> None:  # noqa: ANN001
+    """The name a client gives its file is shown, never used as a path (the store path is ours)."""
+    root = client.app.state.settings.artifact_url
+    for filename in ("../../escape.csv", "/etc/cron.d/x.csv", "a/b/../../c.csv"):
+        r = client.post("/v1/datasets", headers=auth_a, files={"file": (filename, train_csv_bytes)})
+        assert r.status_code == 201, r.text
+        stored = sorted(str(p.relative_to(root)) for p in Path(root).rglob("*.csv"))
+        assert f"datasets/{r.json()['id']}/data.csv" in stored
+    assert not list(Path(root).parent.rglob("escape.csv"))

@@ -27,6 +27,7 @@ from typing import Any, BinaryIO, Self
 import httpx
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
+DEFAULT_METHOD = "auto"  # the API's and ``lelp distill``'s default too
 FINISHED = ("succeeded", "failed", "cancelled")
 
 
@@ -38,15 +39,26 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.param = status, code, message, param
 
 
-def _raise_for(response: httpx.Response) -> None:
+# What to do about an authentication error, in the client's terms (the API speaks of headers).
+KEY_HINTS = {
+    "missing_api_key": "set LELP_API_KEY (`lelp admin create-key --tenant NAME` prints one; `lelp serve` "
+                       "saves one in its data directory's api_key file)",
+    "invalid_api_key": "check LELP_API_KEY: the key is unknown or was revoked (`lelp admin list-keys`)",
+}
+
+
+def _raise_for(response: httpx.Response, has_key: bool = True) -> None:
     if response.is_success:
         return
     try:
         error = response.json().get("error") or {}
     except ValueError:
         error = {}
-    raise ApiError(response.status_code, str(error.get("code") or f"http_{response.status_code}"),
-                   str(error.get("message") or response.text[:200] or response.reason_phrase), error.get("param"))
+    code = str(error.get("code") or f"http_{response.status_code}")
+    message = str(error.get("message") or response.text[:200] or response.reason_phrase)
+    if code in KEY_HINTS and not (code == "missing_api_key" and has_key):
+        message = f"{message}: {KEY_HINTS[code]}"
+    raise ApiError(response.status_code, code, message, error.get("param"))
 
 
 @contextmanager
@@ -74,6 +86,7 @@ class LelpClient:
     def __init__(self, base_url: str | None = None, api_key: str | None = None, timeout: float = 60.0) -> None:
         self.base_url = (base_url or os.environ.get("LELP_API_URL") or DEFAULT_API_URL).rstrip("/")
         api_key = api_key if api_key is not None else os.environ.get("LELP_API_KEY")
+        self.has_key = bool(api_key)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
 
@@ -92,8 +105,9 @@ class LelpClient:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise ApiError(0, "connection_error", f"cannot reach {self.base_url}: {exc}") from None
-        _raise_for(response)
+            raise ApiError(0, "connection_error", f"cannot reach {self.base_url} ({exc}): is the server running? "
+                           "set LELP_API_URL to its address") from None
+        _raise_for(response, self.has_key)
         return response
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -106,16 +120,19 @@ class LelpClient:
 
     # --- teachers and datasets -----------------------------------------------------------------
 
-    def upload_teacher(self, path: str | Path, name: str | None = None) -> dict:
+    def _upload_model(self, route: str, path: Path, fields: dict[str, str]) -> dict:
+        with _packed(path) as (filename, fh):
+            return self._json("POST", route, files={"file": (filename, fh, "application/octet-stream")}, data=fields)
+
+    def upload_teacher(self, path: str | Path, name: str | None = None, text_pairs: bool = False) -> dict:
         """Upload a .tar.gz/.zip of a Hugging Face model directory, or the directory itself."""
         path = Path(path)
-        with _packed(path) as (filename, fh):
-            data = {"name": name or path.name}
-            return self._json("POST", "/v1/teachers", files={"file": (filename, fh, "application/octet-stream")},
-                              data=data)
+        return self._upload_model("/v1/teachers", path, {"name": name or _stem(path),
+                                                         "text_pairs": "true" if text_pairs else "false"})
 
-    def teacher_from_uri(self, uri: str, name: str | None = None) -> dict:
-        return self._json("POST", "/v1/teachers", json={"uri": uri, **({"name": name} if name else {})})
+    def teacher_from_uri(self, uri: str, name: str | None = None, text_pairs: bool = False) -> dict:
+        return self._json("POST", "/v1/teachers", json={"uri": uri, "text_pairs": text_pairs,
+                                                        **({"name": name} if name else {})})
 
     def get_teacher(self, teacher_id: str) -> dict:
         return self._json("GET", f"/v1/teachers/{teacher_id}")
@@ -125,6 +142,23 @@ class LelpClient:
 
     def delete_teacher(self, teacher_id: str) -> None:
         self._request("DELETE", f"/v1/teachers/{teacher_id}")
+
+    def upload_base_model(self, path: str | Path, name: str | None = None) -> dict:
+        """Upload a pretrained encoder (directory or archive) to start students from (``student_base``)."""
+        path = Path(path)
+        return self._upload_model("/v1/base-models", path, {"name": name or _stem(path)})
+
+    def base_model_from_uri(self, uri: str, name: str | None = None) -> dict:
+        return self._json("POST", "/v1/base-models", json={"uri": uri, **({"name": name} if name else {})})
+
+    def get_base_model(self, base_model_id: str) -> dict:
+        return self._json("GET", f"/v1/base-models/{base_model_id}")
+
+    def list_base_models(self, limit: int | None = None, after: str | None = None) -> dict:
+        return self._json("GET", "/v1/base-models", params=_params(limit=limit, after=after))
+
+    def delete_base_model(self, base_model_id: str) -> None:
+        self._request("DELETE", f"/v1/base-models/{base_model_id}")
 
     def upload_dataset(self, path: str | Path, *, text_column: str = "text", text_pair_column: str | None = None,
                        label_column: str | None = "label", name: str | None = None) -> dict:
@@ -140,18 +174,29 @@ class LelpClient:
     def get_dataset(self, dataset_id: str) -> dict:
         return self._json("GET", f"/v1/datasets/{dataset_id}")
 
+    def list_datasets(self, limit: int | None = None, after: str | None = None) -> dict:
+        return self._json("GET", "/v1/datasets", params=_params(limit=limit, after=after))
+
     def delete_dataset(self, dataset_id: str) -> None:
         self._request("DELETE", f"/v1/datasets/{dataset_id}")
 
     # --- jobs ------------------------------------------------------------------------------------
 
     def create_job(self, teacher_id: str, train_dataset_id: str, *, eval_dataset_id: str | None = None,
-                   method: str = "lelp", student: str | dict = "ngram", device: str = "auto",
-                   hyperparameters: dict | None = None, idempotency_key: str | None = None) -> dict:
-        """Submit a job (202); the same ``idempotency_key`` and body replay the same job."""
+                   method: str = DEFAULT_METHOD, student: str | dict = "ngram", student_base: str | None = None,
+                   device: str = "auto", hyperparameters: dict | None = None,
+                   idempotency_key: str | None = None) -> dict:
+        """Submit a job (202); the same ``idempotency_key`` and body replay the same job.
+
+        ``student_base``: the id of one of your base models or teachers (or a URI under the
+        server's allowed roots) to start the student from; ``encoder_mlp`` needs one.
+        """
+        spec = dict(student) if isinstance(student, dict) else {"architecture": student}
+        if student_base:
+            spec["base"] = student_base
         body: dict[str, Any] = {
             "teacher_id": teacher_id, "train_dataset_id": train_dataset_id, "method": method,
-            "student": student if isinstance(student, dict) else {"architecture": student}, "device": device,
+            "student": spec, "device": device,
             "hyperparameters": {k: v for k, v in (hyperparameters or {}).items() if v is not None},
         }
         if eval_dataset_id:
@@ -205,16 +250,26 @@ class LelpClient:
             with self._http.stream("GET", f"/v1/models/{model_id}/artifact") as response:
                 if not response.is_success:
                     response.read()
-                    _raise_for(response)
+                    _raise_for(response, self.has_key)
                 with dest.open("wb") as fh:
                     for chunk in response.iter_bytes(1 << 20):
                         fh.write(chunk)
         except httpx.TransportError as exc:
-            raise ApiError(0, "connection_error", f"cannot reach {self.base_url}: {exc}") from None
+            raise ApiError(0, "connection_error", f"cannot reach {self.base_url} ({exc}): is the server running? "
+                           "set LELP_API_URL to its address") from None
         return dest
 
     def delete_model(self, model_id: str) -> None:
         self._request("DELETE", f"/v1/models/{model_id}")
+
+
+def _stem(path: Path) -> str:
+    """A display name from a directory or archive name (``teacher.tar.gz`` -> ``teacher``)."""
+    name = path.name
+    for suffix in (".tar.gz", ".tgz", ".tar", ".zip"):
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def _params(**values: Any) -> dict[str, Any]:

@@ -91,13 +91,13 @@ def run_demo(data_dir: str | Path, teacher_dir: str | Path, train_csv: str | Pat
                 raise RuntimeError(f"the job ended {job['status']}: {job.get('error')}")
             model = client.get_model(job["model_id"])
             predictions = client.predict(model["id"], EXAMPLES)["predictions"]
-        _report(job, model, predictions, base_url, api_key)
+        _report(job, model, predictions, data_dir)
         return {"job": job, "model": model, "predictions": predictions}
     finally:
         stop_server(server)
 
 
-def _report(job: dict, model: dict, predictions: list[dict], base_url: str, api_key: str) -> None:
+def _report(job: dict, model: dict, predictions: list[dict], data_dir: Path) -> None:
     metrics = model.get("metrics") or {}
     student, teacher = metrics.get("student") or {}, metrics.get("teacher") or {}
 
@@ -123,9 +123,10 @@ def _report(job: dict, model: dict, predictions: list[dict], base_url: str, api_
     print("\npredictions:")
     for text, pred in zip(EXAMPLES, predictions, strict=True):
         print(f"  {pred['label']:>10} ({pred['score']:.2f})  {text}")
-    print("\nthe same predict call with curl, against a running `lelp serve`:")
-    print(f"curl -H 'Authorization: Bearer {api_key}' -H 'Content-Type: application/json' "
-          f"-d '{json.dumps({'inputs': EXAMPLES[:1]})}' {base_url}/v1/models/{model['id']}/predict")
+    # The demo's server stops with the demo: say how to start it again before the curl line.
+    print(f"\nthe model stays in {data_dir}; serve it again with `lelp serve --data-dir {data_dir}`, then:")
+    print(f"curl -H \"Authorization: Bearer $(cat {data_dir / API_KEY_FILE})\" -H 'Content-Type: application/json' "
+          f"-d '{json.dumps({'inputs': EXAMPLES[:1]})}' http://127.0.0.1:8000/v1/models/{model['id']}/predict")
 
 
 if __name__ == "__main__":  # python -m app.demo DATA_DIR TEACHER_DIR TRAIN_CSV EVAL_CSV

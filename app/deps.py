@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.db import repositories as repo
-from app.db.models import Dataset, Job, Model, Teacher, Tenant
+from app.db.models import BaseModelRow, Dataset, Job, Model, Teacher, Tenant
 from app.errors import Unauthorized, not_found
 from app.security import authenticate_detached, hash_key, new_key_cache
 from app.services import jobs as jobs_service
@@ -100,11 +100,13 @@ valid_teacher = _owned(Teacher, "teacher", "teacher_id")
 valid_dataset = _owned(Dataset, "dataset", "dataset_id")
 valid_job = _owned(Job, "job", "job_id")
 valid_model = _owned(Model, "model", "model_id")
+valid_base_model = _owned(BaseModelRow, "base_model", "base_model_id")
 
 TeacherDep = Annotated[Teacher, Depends(valid_teacher)]
 DatasetDep = Annotated[Dataset, Depends(valid_dataset)]
 JobDep = Annotated[Job, Depends(valid_job)]
 ModelDep = Annotated[Model, Depends(valid_model)]
+BaseModelDep = Annotated[BaseModelRow, Depends(valid_base_model)]
 
 
 def _find_model(make_session: Callable[[], Session], tenant_id: str, model_id: str) -> Model | None:
@@ -124,7 +126,7 @@ async def valid_model_ref(request: Request, tenant: TenantDep,
         row = await run_in_threadpool(_find_model, request.app.state.sessionmaker, tenant.id, model_id)
         if row is None:
             raise not_found("model", model_id)
-        ref = inference.remember_ref(tenant.id, row.id, row.uri)
+        ref = inference.remember_ref(tenant.id, row.id, row.uri, row.text_pairs)
     return ref
 
 

@@ -18,11 +18,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__
-from app.api import datasets, jobs, models, ops, teachers
+from app.api import base_models, datasets, jobs, models, ops, teachers
 from app.db.session import make_engine, make_sessionmaker
 from app.errors import AppError
 from app.metrics import Metrics, MetricsMiddleware
 from app.services.inference import InferenceService
+from app.services.library_errors import api_error
 from app.settings import Settings, get_settings
 from app.storage import ArtifactStore
 
@@ -58,7 +59,7 @@ def _validation_response(exc: RequestValidationError) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     """One place that turns every failure into ``{"error": {"code", "message", "param"}}``."""
-    from lelp.errors import ConfigError, LELPError  # light module: no torch
+    from lelp.errors import LELPError  # light module: no torch
 
     @app.exception_handler(AppError)
     async def _app_error(_request: Request, exc: AppError) -> JSONResponse:
@@ -69,10 +70,19 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(LELPError)
     async def _lelp_error(_request: Request, exc: LELPError) -> JSONResponse:
-        return error_response(400 if isinstance(exc, ConfigError) else 422, exc.code, exc.message, exc.param)
+        # A library error no service translated with its context: still no temp path, no CLI flag.
+        error = api_error(exc)
+        return error_response(error.status_code, error.code, error.message, error.param)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # A JSON endpoint sent another media type: FastAPI does not parse it and reports the
+        # body as missing or of the wrong type; the caller's mistake is the content type.
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type and content_type != "application/json" and not content_type.endswith("+json") and any(
+                (error.get("loc") or ("",))[0] == "body" for error in exc.errors()):
+            return error_response(415, "unsupported_media_type",
+                                  f"send the body as application/json (got {content_type!r})")
         return _validation_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
@@ -121,7 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.inference = inference
     install_error_handlers(app)
-    for module in (models, jobs, teachers, datasets, ops):  # predict's router first: it is the hot path
+    for module in (models, jobs, teachers, base_models, datasets, ops):  # predict's router first: it is the hot path
         app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=metrics, route_of=_route_template)
     return app

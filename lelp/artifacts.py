@@ -132,8 +132,6 @@ def read_manifest(path: str | Path) -> dict:
 def save_student(student, out_dir: str | Path, manifest: dict, *, tokenizer=None,
                  encoder_dir: str | Path | None = None, metrics: dict | None = None) -> Path:
     """Write the artifact. ``manifest`` holds labels, subclasses, method, hyperparameters, sources."""
-    import shutil
-
     from safetensors.torch import save_file
 
     out = Path(out_dir)
@@ -145,9 +143,10 @@ def save_student(student, out_dir: str | Path, manifest: dict, *, tokenizer=None
     else:
         save_file({k: v.detach().cpu().contiguous() for k, v in student.state_dict().items()},
                   str(out / "model.safetensors"))
-    if encoder_dir is not None:
-        shutil.copytree(encoder_dir, out / "encoder", dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("*.bin", "*.onnx", "*.h5", "*.msgpack", "onnx", "openvino"))
+    if encoder_dir is not None:  # the encoder's own files only, never through a link
+        from lelp.model_files import copy_model_files
+
+        copy_model_files(encoder_dir, out / "encoder")
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
     if metrics is not None:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))

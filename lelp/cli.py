@@ -136,7 +136,7 @@ def distill_command(
     method: Annotated[str, typer.Option(help=METHOD_HELP)] = "auto",
     student: Annotated[str, typer.Option(help="ngram|encoder_mlp|transformer")] = "ngram",
     student_base: Annotated[Path | None, typer.Option(help="pretrained encoder for encoder_mlp/transformer")] = None,
-    subclasses: Annotated[str, typer.Option(help="sub-classes per class S, or 'auto'")] = "default",
+    subclasses: Annotated[str, typer.Option(help="sub-classes per class S, or 'auto'", show_default="2")] = "default",
     beta: float | None = None,
     tau: float | None = None,
     alpha: float = 0.0,
@@ -252,7 +252,7 @@ def register_commands(app: typer.Typer) -> None:
 
 def build_app() -> typer.Typer:
     app = typer.Typer(help="LELP: distil few-class text classifiers.", no_args_is_help=True,
-                      pretty_exceptions_enable=False, add_completion=False)
+                      pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None)
     register_commands(app)
     return app
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lelp.data import TextDataset, encode_labels, read_table
+from lelp.data import TextDataset, encode_labels, file_sha256, read_table
 from lelp.errors import ConfigError
 from lelp.evaluate import agreement, classification_metrics, directory_size, sentences_per_second
 from lelp.features import encode_mean_pooled, extract_teacher_features
@@ -228,8 +228,9 @@ class DistillJob:
             "labels": self.labels, "subclasses": best.hyperparameters["subclasses"],
             "method": best.candidate.method, "hyperparameters": best.hyperparameters,
             "max_length": cfg.max_length,
-            "sources": {"teacher_sha256": self.teacher.info.sha256, "train_sha256": self.train_data.sha256,
-                        "eval_sha256": self.eval_data.sha256 if self.eval_data is not None else None},
+            # The files' sha256, the same hashes the service reports for its datasets and teachers.
+            "sources": {"teacher_sha256": self.teacher.info.sha256, "train_sha256": file_sha256(cfg.train_path),
+                        "eval_sha256": file_sha256(cfg.eval_path) if cfg.eval_path else None},
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         student = best.student.cpu()

@@ -21,6 +21,14 @@ def tiny_teacher_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_encoder_dir(tmp_path_factory) -> Path:
+    """A random 1-layer BERT encoder without a head (hidden 24): a student base."""
+    from tests.tiny import make_tiny_encoder
+
+    return make_tiny_encoder(tmp_path_factory.mktemp("encoder") / "tiny-encoder")
+
+
+@pytest.fixture(scope="session")
 def tiny_teacher_3class_dir(tmp_path_factory) -> Path:
     return make_tiny_teacher(tmp_path_factory.mktemp("teacher3") / "tiny-bert-3", labels=("neg", "pos", "sports"))
 

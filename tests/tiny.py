@@ -76,3 +76,20 @@ def write_csv(path: str | Path, rows: list[dict], columns: tuple[str, ...] = ("t
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+def make_tiny_encoder(out_dir: str | Path, *, hidden_size: int = 24, seed: int = 1) -> Path:
+    """A random 1-layer BERT encoder (``BertModel``: no classification head), a student base."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    (out / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(out / "vocab.txt"), do_lower_case=True).save_pretrained(out)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=hidden_size, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=hidden_size * 2, max_position_embeddings=128)
+    torch.manual_seed(seed)
+    BertModel(config).eval().save_pretrained(out, safe_serialization=True)
+    return out

@@ -37,7 +37,7 @@ import sqlalchemy as sa
 
 from app.db import repositories as repo
 from app.db.base import utcnow
-from app.db.models import Dataset, Job, Teacher
+from app.db.models import BaseModelRow, Dataset, Job, Teacher
 from app.db.session import session_scope
 from app.settings import Settings
 from app.storage import ArtifactStore
@@ -74,6 +74,8 @@ class JobInputs:
     eval_label_column: str | None = None
     train_dataset_id: str | None = None
     eval_dataset_id: str | None = None
+    # store path of the student's base model (a teacher or base model of the same tenant)
+    student_base_uri: str | None = None
 
 
 # --- state changes --------------------------------------------------------------------------
@@ -110,7 +112,7 @@ def _read_inputs(session: Any, job: Job) -> JobInputs:
     evald = session.get(Dataset, job.eval_dataset_id) if job.eval_dataset_id else None
     if teacher is None or train is None or (job.eval_dataset_id and evald is None):
         raise MissingInput("the job's teacher or dataset was deleted before it ran")
-    return JobInputs(
+    return JobInputs(student_base_uri=_student_base_uri(session, job),
         job_id=job.id, tenant_id=job.tenant_id, attempts=job.attempts, method=job.method,
         student=dict(job.student or {}), device=job.device or "auto",
         hyperparameters=dict(job.hyperparameters or {}), teacher_id=teacher.id, teacher_uri=teacher.uri,
@@ -120,6 +122,23 @@ def _read_inputs(session: Any, job: Job) -> JobInputs:
         eval_label_column=evald.label_column if evald else None,
         train_dataset_id=train.id, eval_dataset_id=evald.id if evald else None,
     )
+
+
+def _student_base_uri(session: Any, job: Job) -> str | None:
+    """Where the student's base lives in the store: only ever an id of the job's own tenant.
+
+    The API stores ``student.base`` as such an id (a URI is registered as a base model at
+    submit); anything else, e.g. a path in a job queued by an older version, is refused.
+    """
+    base = (job.student or {}).get("base")
+    if not base:
+        return None
+    table = Teacher if str(base).startswith("tch_") else BaseModelRow
+    row = repo.get_owned(session, table, job.tenant_id, str(base)) if str(base).startswith(("tch_", "bm_")) else None
+    if row is None:
+        raise MissingInput(f"the student's base model {str(base)[:80]!r} is not a registered model of this tenant "
+                           "(deleted before the job ran?)")
+    return row.uri
 
 
 class MissingInput(Exception):
@@ -315,8 +334,13 @@ def _dir_size(path: Path) -> int:
 # --- the job --------------------------------------------------------------------------------
 
 
-def build_config(inputs: JobInputs, teacher_dir: Path, train_path: Path, eval_path: Path | None) -> Any:
-    """The library's ``DistillConfig`` from the job row (unknown keys were refused by the API)."""
+def build_config(inputs: JobInputs, teacher_dir: Path, train_path: Path, eval_path: Path | None,
+                 student_base_dir: Path | None = None) -> Any:
+    """The library's ``DistillConfig`` from the job row (unknown keys were refused by the API).
+
+    The student base is the local copy of a store path (``student_base_dir``), never the
+    string from the job body.
+    """
     from lelp.pipeline import DistillConfig
 
     hp = {k: v for k, v in inputs.hyperparameters.items() if k in HYPERPARAMETER_FIELDS and v is not None}
@@ -326,7 +350,7 @@ def build_config(inputs: JobInputs, teacher_dir: Path, train_path: Path, eval_pa
         text_column=inputs.text_column, text_pair_column=inputs.text_pair_column,
         label_column=inputs.label_column, eval_label_column=inputs.eval_label_column, method=inputs.method,
         student=str(student.get("architecture", "ngram")),
-        student_base=student.get("base") or student.get("student_base"),
+        student_base=str(student_base_dir) if student_base_dir is not None else None,
         device=inputs.device, **hp,
     )
 
@@ -421,7 +445,8 @@ def _execute(inputs: JobInputs, settings: Settings, shown: _Redactions) -> str:
         if resumable:
             log.info("job %s resumes from checkpoints %s", job_id, resumable)
         cache = FeatureCacheSync(store, scratch)
-        config = build_config(inputs, teacher_dir, train_path, eval_path)
+        base_dir = _local_dir(store, inputs.student_base_uri, scratch) if inputs.student_base_uri else None
+        config = build_config(inputs, teacher_dir, train_path, eval_path, base_dir)
         writer = ProgressWriter(url, job_id)
         result = distill(
             config, scratch / "artifact", cache_dir=cache.download(), checkpoint_dir=checkpoints.local_dir,
@@ -464,7 +489,7 @@ def _publish(inputs: JobInputs, settings: Settings, store: ArtifactStore, artifa
             method=str(metrics.get("method", inputs.method)), architecture=str(inputs.student.get("architecture",
                                                                                                 "ngram")),
             labels=inputs.labels, uri=uri, metrics=metrics, parameters=student_metrics.get("parameters"),
-            size_bytes=_dir_size(artifact), model_id=model_id,
+            size_bytes=_dir_size(artifact), model_id=model_id, text_pairs=inputs.text_pair_column is not None,
         )
         repo.add_event(session, inputs.job_id, "succeeded", f"model {model_id} ready",
                        {"model_id": model_id, "resumed_from_epoch": resumed_from_epoch})

@@ -14,11 +14,13 @@ from celery.signals import worker_ready, worker_shutdown
 
 from app.settings import get_settings
 from worker.celery_app import TASK_NAME, celery_app
+from worker.registry import WorkerRegistration
 from worker.runner import run_job
 from worker.sweeper import SweeperThread
 
 log = logging.getLogger("lelp.worker")
 _sweeper: SweeperThread | None = None
+_registration: WorkerRegistration | None = None
 
 
 @celery_app.task(name=TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
@@ -30,13 +32,26 @@ def run_job_task(job_id: str) -> str:
     return status
 
 
+def _consumed_queues(consumer: object) -> list[str]:
+    queues = getattr(getattr(consumer, "task_consumer", None), "queues", None) or []
+    return [q.name for q in queues]
+
+
 @worker_ready.connect
-def _start_sweeper(**_: object) -> None:
-    global _sweeper
-    _sweeper = SweeperThread(get_settings()).start()
+def _start_sweeper(sender: object = None, **_: object) -> None:
+    global _sweeper, _registration
+    settings = get_settings()
+    _sweeper = SweeperThread(settings).start()
+    hostname = str(getattr(sender, "hostname", None) or celery_app.conf.get("worker_name") or "worker")
+    try:
+        _registration = WorkerRegistration(settings, hostname, _consumed_queues(sender)).start()
+    except Exception:  # the registry is advisory: a worker that cannot write it still runs jobs
+        log.warning("could not register worker %s", hostname, exc_info=True)
 
 
 @worker_shutdown.connect
 def _stop_sweeper(**_: object) -> None:
     if _sweeper is not None:
         _sweeper.stop()
+    if _registration is not None:
+        _registration.stop()

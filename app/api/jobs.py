@@ -25,9 +25,9 @@ IdempotencyKey = Annotated[str | None, Header(min_length=1, max_length=255, patt
              responses={409: {"model": ErrorBody, "description": "Idempotency-Key reused with another body"},
                         429: {"model": ErrorBody, "description": "Too many queued or running jobs"}})
 def create_job(body: JobCreate, response: Response, session: SessionDep, tenant: TenantDep, settings: SettingsDep,
-               enqueue: EnqueueDep, idempotency_key: IdempotencyKey = None) -> Job:
-    """Submit a distillation job; poll the job at the Location header."""
-    job, created = service.create_job(session, settings, tenant.id, body, idempotency_key)
+               store: StoreDep, enqueue: EnqueueDep, idempotency_key: IdempotencyKey = None) -> Job:
+    """Submit a distillation job; a body that could not run is refused here (4xx), not failed later."""
+    job, created = service.create_job(session, settings, tenant.id, body, idempotency_key, store)
     if created:
         service.enqueue_after_commit(session, job, enqueue)
     else:

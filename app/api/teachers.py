@@ -13,12 +13,14 @@ from app.schemas.common import ERROR_RESPONSES, Page
 from app.schemas.teachers import TeacherFromURI, TeacherRead
 from app.services import teachers as service
 from app.services.pagination import list_page
-from app.services.uploads import body_kind, multipart_openapi, read_json, read_multipart
+from app.services.uploads import body_kind, form_bool, multipart_openapi, read_json, read_multipart
 
 router = APIRouter(prefix="/v1/teachers", tags=["teachers"], responses=ERROR_RESPONSES)
 
 UPLOAD_DOC = multipart_openapi(
-    {"name": {"type": "string", "maxLength": 200}}, "TeacherFromURI",
+    {"name": {"type": "string", "maxLength": 200},
+     "text_pairs": {"type": "boolean", "default": False,
+                    "description": "the classifier reads (text, text_pair) inputs, e.g. NLI"}}, "TeacherFromURI",
     "A .tar.gz or .zip of a Hugging Face sequence-classification model directory, or a JSON body with a uri.")
 
 
@@ -31,12 +33,13 @@ async def create_teacher(request: Request, session: SessionDep, tenant: TenantDe
     if body_kind(request) == "json":
         body = await read_json(request, TeacherFromURI)
         return await run_in_threadpool(service.create_from_uri, session, store, settings, tenant.id, body.uri,
-                                       body.name)
+                                       body.name, body.text_pairs)
     upload = await read_multipart(request, max_bytes=settings.max_upload_bytes, tmp_dir=settings.data_dir / "tmp",
-                                  allowed_fields={"name"})
+                                  allowed_fields={"name", "text_pairs"})
     try:
+        text_pairs = form_bool(upload.fields, "text_pairs")
         return await run_in_threadpool(service.create_from_archive, session, store, settings, tenant.id, upload,
-                                       upload.fields.get("name") or None)
+                                       upload.fields.get("name") or None, text_pairs)
     finally:
         upload.discard()
 

@@ -50,6 +50,25 @@ class Teacher(Base):
     hidden_size: Mapped[int] = mapped_column(sa.Integer)
     parameters: Mapped[int | None] = mapped_column(sa.BigInteger)
     sha256: Mapped[str] = mapped_column(sa.String(64))
+    # Declared at registration: does the classifier read (text, text_pair) inputs?
+    text_pairs: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
+    created_at: Mapped[datetime] = mapped_column(TZ, default=utcnow)
+
+
+class BaseModelRow(Base):
+    """A pretrained model a tenant registered as a student base (an encoder: no head needed)."""
+
+    __tablename__ = "base_models"
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    uri: Mapped[str] = mapped_column(sa.Text)
+    architecture: Mapped[str] = mapped_column(sa.String(200))
+    model_type: Mapped[str] = mapped_column(sa.String(100))
+    hidden_size: Mapped[int] = mapped_column(sa.Integer)
+    parameters: Mapped[int | None] = mapped_column(sa.BigInteger)
+    sha256: Mapped[str] = mapped_column(sa.String(64))
     created_at: Mapped[datetime] = mapped_column(TZ, default=utcnow)
 
 
@@ -131,4 +150,21 @@ class Model(Base):
     size_bytes: Mapped[int | None] = mapped_column(sa.BigInteger)
     metrics: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
     uri: Mapped[str] = mapped_column(sa.Text)
+    # Trained on (text, text_pair) rows; None for models made before this was recorded.
+    text_pairs: Mapped[bool | None] = mapped_column(sa.Boolean)
     created_at: Mapped[datetime] = mapped_column(TZ, default=utcnow)
+
+
+class Worker(Base):
+    """A live Celery worker: what it consumes and what it runs on, beaten every few seconds.
+
+    The API reads it to refuse a job no worker can run (``device: gpu`` with no GPU worker).
+    """
+
+    __tablename__ = "workers"
+
+    hostname: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    queues: Mapped[list[str]] = mapped_column(sa.JSON)
+    devices: Mapped[list[str]] = mapped_column(sa.JSON)
+    started_at: Mapped[datetime] = mapped_column(TZ, default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(TZ, default=utcnow, index=True)

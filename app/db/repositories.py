@@ -20,15 +20,17 @@ from app.db.models import (
     ACTIVE_STATUSES,
     FINISHED_STATUSES,
     ApiKey,
+    BaseModelRow,
     Dataset,
     Job,
     JobEvent,
     Model,
     Teacher,
     Tenant,
+    Worker,
 )
 
-Row = TypeVar("Row", Teacher, Dataset, Job, Model)
+Row = TypeVar("Row", Teacher, BaseModelRow, Dataset, Job, Model)
 
 # Our ids are ``prefix_hex``; anything else cannot exist, and must not reach the database as is
 # (Postgres refuses NUL characters in text with an error rather than "no rows").
@@ -55,6 +57,26 @@ def add_api_key(session: Session, tenant_id: str, prefix: str, key_hash: str) ->
     session.add(key)
     session.flush()
     return key
+
+
+def list_api_keys(session: Session, tenant_name: str | None = None) -> list[tuple[ApiKey, str]]:
+    """Every key (revoked ones too) with its tenant's name, oldest first."""
+    query = sa.select(ApiKey, Tenant.name).join(Tenant, Tenant.id == ApiKey.tenant_id)
+    if tenant_name is not None:
+        query = query.where(Tenant.name == tenant_name)
+    return [(key, name) for key, name in session.execute(query.order_by(ApiKey.created_at, ApiKey.id))]
+
+
+def revoke_api_key(session: Session, key_id_or_prefix: str) -> ApiKey | None:
+    """Mark a key revoked (by its id ``key_...`` or its 12-character prefix); None when no key matches."""
+    query = sa.select(ApiKey).where(sa.or_(ApiKey.id == key_id_or_prefix, ApiKey.prefix == key_id_or_prefix))
+    keys = list(session.scalars(query))
+    if len(keys) != 1:
+        return None
+    if keys[0].revoked_at is None:
+        keys[0].revoked_at = utcnow()
+        session.flush()
+    return keys[0]
 
 
 def active_keys_with_prefix(session: Session, prefix: str) -> Sequence[ApiKey]:
@@ -108,6 +130,12 @@ def list_owned(
         )
     query = query.order_by(table.created_at.desc(), table.id.desc()).limit(limit + 1)
     return list(session.scalars(query))
+
+
+def active_jobs_with_student_base(session: Session, tenant_id: str, base_id: str) -> int:
+    """Queued or running jobs whose student starts from ``base_id`` (a teacher or a base model)."""
+    query = sa.select(Job.student).where(Job.tenant_id == tenant_id, Job.status.in_(ACTIVE_STATUSES))
+    return sum(1 for student in session.scalars(query) if (student or {}).get("base") == base_id)
 
 
 def count_jobs_using(session: Session, *, teacher_id: str | None = None, dataset_id: str | None = None,
@@ -275,12 +303,13 @@ def create_model(
     parameters: int | None = None,
     size_bytes: int | None = None,
     model_id: str | None = None,
+    text_pairs: bool | None = None,
 ) -> Model:
     """Insert the model row of a finished job (``model_id`` lets the worker pick the store path first)."""
     model = Model(
         id=model_id or new_id("mdl"), tenant_id=tenant_id, job_id=job_id, teacher_id=teacher_id, method=method,
         architecture=architecture, labels=labels, uri=uri, metrics=metrics, parameters=parameters,
-        size_bytes=size_bytes, created_at=utcnow(),
+        size_bytes=size_bytes, text_pairs=text_pairs, created_at=utcnow(),
     )
     session.add(model)
     session.flush()
@@ -289,3 +318,26 @@ def create_model(
 
 def get_model_for_job(session: Session, job_id: str) -> Model | None:
     return session.scalar(sa.select(Model).where(Model.job_id == job_id))
+
+
+# --- workers -------------------------------------------------------------------------------
+
+
+def beat_worker(session: Session, hostname: str, queues: list[str], devices: list[str]) -> None:
+    """Insert or refresh a worker's row (one per Celery node name)."""
+    now = utcnow()
+    worker = session.get(Worker, hostname)
+    if worker is None:
+        session.add(Worker(hostname=hostname, queues=queues, devices=devices, started_at=now, heartbeat_at=now))
+    else:
+        worker.queues, worker.devices, worker.heartbeat_at = queues, devices, now
+    session.flush()
+
+
+def remove_worker(session: Session, hostname: str) -> None:
+    session.execute(sa.delete(Worker).where(Worker.hostname == hostname))
+
+
+def live_workers(session: Session, since: datetime) -> list[Worker]:
+    """Workers that beat at or after ``since``."""
+    return list(session.scalars(sa.select(Worker).where(Worker.heartbeat_at >= since).order_by(Worker.hostname)))

@@ -20,6 +20,7 @@ class ModelRead(ReadModel):
     parameters: int | None
     size_bytes: int | None
     metrics: dict[str, Any]
+    text_pairs: bool | None = Field(None, description="trained on (text, text_pair) inputs; predict takes the same")
     created_at: datetime
 
 

@@ -16,6 +16,7 @@ class TeacherFromURI(BaseModel):
 
     uri: PlainStr = Field(min_length=1, max_length=4096)
     name: PlainStr | None = Field(None, min_length=1, max_length=200)
+    text_pairs: bool = Field(False, description="the classifier reads (text, text_pair) inputs, e.g. NLI")
 
 
 class TeacherRead(ReadModel):
@@ -28,4 +29,5 @@ class TeacherRead(ReadModel):
     hidden_size: int
     parameters: int | None
     sha256: str
+    text_pairs: bool
     created_at: datetime

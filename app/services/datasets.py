@@ -14,6 +14,7 @@ from app.db import repositories as repo
 from app.db.base import new_id, utcnow
 from app.db.models import Dataset
 from app.errors import Conflict, PayloadTooLarge, Unprocessable, UnsupportedMediaType
+from app.services.library_errors import api_error, api_words
 from app.services.uploads import Upload
 from app.services.uris import check_uri
 from app.settings import Settings
@@ -45,18 +46,23 @@ def _format_of(filename: str, declared: str | None) -> str:
     try:
         return detect_format(filename, declared)
     except DataError as exc:
-        raise UnsupportedMediaType(exc.message, param="format" if declared else "file",
+        raise UnsupportedMediaType(api_words(exc.message), param="format" if declared else "file",
                                    code="unsupported_format") from None
 
 
 def _register(session: Session, store: ArtifactStore, settings: Settings, tenant_id: str, path: Path, *,
               filename: str, name: str | None, choice: ColumnChoice, sha256: str, size: int) -> Dataset:
     from lelp.data import label_counts, read_table
+    from lelp.errors import LELPError
 
     fmt = _format_of(filename, choice.format)
-    table = read_table(path, text_column=choice.text_column, text_pair_column=choice.text_pair_column,
-                       label_column=choice.label_column, max_text_chars=settings.max_text_chars,
-                       max_rows=settings.max_dataset_rows, format=fmt)
+    try:
+        table = read_table(path, text_column=choice.text_column, text_pair_column=choice.text_pair_column,
+                           label_column=choice.label_column, max_text_chars=settings.max_text_chars,
+                           max_rows=settings.max_dataset_rows, format=fmt)
+    except LELPError as exc:  # the library names our temp file and its CLI flags
+        shown = filename or "the upload"
+        raise api_error(exc, shown={str(path): shown, path.name: shown}) from None
     dataset_id = new_id("ds")
     uri = f"datasets/{dataset_id}/data.{fmt}"
     store.put_file(path, uri)

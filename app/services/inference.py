@@ -251,6 +251,7 @@ class ModelRef:
 
     id: str
     uri: str
+    text_pairs: bool | None = None  # None: not recorded (a model older than the flag)
 
 
 class InferenceService:
@@ -278,8 +279,8 @@ class InferenceService:
     def cached_ref(self, tenant_id: str, model_id: str) -> ModelRef | None:
         return self._refs.get((tenant_id, model_id))
 
-    def remember_ref(self, tenant_id: str, model_id: str, uri: str) -> ModelRef:
-        ref = ModelRef(model_id, uri)
+    def remember_ref(self, tenant_id: str, model_id: str, uri: str, text_pairs: bool | None = None) -> ModelRef:
+        ref = ModelRef(model_id, uri, text_pairs)
         self._refs[(tenant_id, model_id)] = ref
         return ref
 

@@ -18,10 +18,13 @@ from sqlalchemy.orm import Session
 
 from app.db import repositories as repo
 from app.db.base import new_id, utcnow
-from app.db.models import Dataset, Job, Teacher
-from app.errors import Conflict, TooManyRequests, Unprocessable, not_found
+from app.db.models import Job
+from app.errors import Conflict, TooManyRequests
 from app.schemas.jobs import JobCreate
+from app.services.base_models import resolve_student_base
+from app.services.job_checks import check_job
 from app.settings import Settings
+from app.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
 
@@ -41,62 +44,30 @@ def _replay(existing: Job, digest: str) -> Job:
     return existing
 
 
-def _label_matches(label: str, teacher: Teacher) -> bool:
-    """Same rule as the library: a name of the teacher, or an index 0..C-1."""
-    if label in teacher.labels:
-        return True
-    return label.isdigit() and int(label) < teacher.num_labels
-
-
-def _check_inputs(session: Session, tenant_id: str, body: JobCreate) -> None:
-    teacher = repo.get_owned(session, Teacher, tenant_id, body.teacher_id)
-    if teacher is None:
-        raise not_found("teacher", body.teacher_id, param="teacher_id")
-    datasets: list[tuple[str, Dataset]] = []
-    for param in ("train_dataset_id", "eval_dataset_id"):
-        dataset_id = getattr(body, param)
-        if dataset_id is None:
-            continue
-        dataset = repo.get_owned(session, Dataset, tenant_id, dataset_id)
-        if dataset is None:
-            raise not_found("dataset", dataset_id, param=param)
-        datasets.append((param, dataset))
-    train = datasets[0][1]
-    for param, dataset in datasets:
-        unknown = sorted(label for label in dataset.label_counts if not _label_matches(label, teacher))
-        if unknown:
-            raise Unprocessable(
-                f"dataset {dataset.id} has labels the teacher does not know: {', '.join(unknown[:10])}; "
-                f"teacher labels: {', '.join(teacher.labels)}", param=param, code="unknown_label")
-        if param == "eval_dataset_id" and (dataset.text_column, dataset.text_pair_column) != (
-                train.text_column, train.text_pair_column):
-            raise Unprocessable("the eval dataset must use the same text columns as the train dataset",
-                                param=param, code="column_mismatch")
-    if body.method == "ce" and train.labelled_rows == 0:
-        raise Unprocessable("method 'ce' trains on labels, but the train dataset has no labelled rows",
-                            param="method", code="labels_required")
-    if body.method == "ce" and len(train.label_counts) < 2:
-        raise Unprocessable(f"method 'ce' trains on labels only, but the train dataset has a single class "
-                            f"({next(iter(train.label_counts))!r}): nothing to learn; use a distillation method "
-                            "(lelp, kd) or add rows of other classes", param="train_dataset_id", code="single_class")
-
-
 def create_job(session: Session, settings: Settings, tenant_id: str, body: JobCreate,
-               idempotency_key: str | None) -> tuple[Job, bool]:
-    """Insert a queued job (committed); returns ``(job, created)``: False for a replay."""
+               idempotency_key: str | None, store: ArtifactStore | None = None) -> tuple[Job, bool]:
+    """Insert a queued job (committed); returns ``(job, created)``: False for a replay.
+
+    ``store`` is needed when ``student.base`` is a URI: it is registered as a base model.
+    """
     digest = request_hash(body)
     if idempotency_key is not None:
         existing = repo.get_job_by_idempotency_key(session, tenant_id, idempotency_key)
         if existing is not None:
             session.commit()  # return the connection now (see app.deps.get_tenant): the reply still waits
             return _replay(existing, digest), False
+    check_job(session, settings, tenant_id, body)  # before the lock: a refusal holds nothing
+    session.commit()  # end the read; an input deleted from here on fails the job as missing_input
+    student = body.student.model_dump(exclude_none=True)
+    if body.student.base:  # outside the lock too: registering a URI copies a whole model
+        student["base"] = resolve_student_base(session, store or ArtifactStore(settings.artifact_url), settings,
+                                               tenant_id, body.student.base)
     repo.lock_tenant(session, tenant_id)
     if idempotency_key is not None:  # re-check under the lock: a twin request may have just committed
         existing = repo.get_job_by_idempotency_key(session, tenant_id, idempotency_key)
         if existing is not None:
             session.commit()  # releases the lock; a rollback would expire ``existing`` and reload it later
             return _replay(existing, digest), False
-    _check_inputs(session, tenant_id, body)
     active = repo.count_active_jobs(session, tenant_id)
     if active >= settings.max_concurrent_jobs_per_tenant:
         session.rollback()
@@ -107,7 +78,7 @@ def create_job(session: Session, settings: Settings, tenant_id: str, body: JobCr
     now = utcnow()
     job = Job(
         id=new_id("job"), tenant_id=tenant_id, teacher_id=body.teacher_id, train_dataset_id=body.train_dataset_id,
-        eval_dataset_id=body.eval_dataset_id, method=body.method, student=body.student.model_dump(exclude_none=True),
+        eval_dataset_id=body.eval_dataset_id, method=body.method, student=student,
         device=body.device, hyperparameters=body.hyperparameters.model_dump(exclude_none=True), status="queued",
         progress={"stage": "queued"}, attempts=0, cancel_requested=False, idempotency_key=idempotency_key,
         request_hash=digest, created_at=now, updated_at=now,

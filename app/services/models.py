@@ -17,8 +17,9 @@ from app.settings import Settings
 from app.storage import ArtifactStore
 
 
-def check_predict_inputs(body: PredictRequest, settings: Settings) -> tuple[list[str], list[str] | None]:
-    """Apply the configured limits (count, length) and split texts from pairs."""
+def check_predict_inputs(body: PredictRequest, settings: Settings,
+                         text_pairs: bool | None = None) -> tuple[list[str], list[str] | None]:
+    """Apply the configured limits (count, length), split texts from pairs, and match the model's input shape."""
     if len(body.inputs) > settings.max_predict_inputs:
         raise Unprocessable(f"{len(body.inputs)} inputs; at most {settings.max_predict_inputs} per request",
                             param="inputs", code="too_many_inputs")
@@ -27,6 +28,10 @@ def check_predict_inputs(body: PredictRequest, settings: Settings) -> tuple[list
         pairs: list[str] | None = [item.text_pair for item in body.inputs]  # type: ignore[union-attr]
     else:
         texts, pairs = list(body.inputs), None  # type: ignore[arg-type]
+    if text_pairs is not None and (pairs is not None) != text_pairs:
+        expected = ('{"text": "...", "text_pair": "..."} objects' if text_pairs else "strings")
+        raise Unprocessable(f"this model was trained on {'text pairs' if text_pairs else 'single texts'}: "
+                            f"send inputs as {expected}", param="inputs", code="text_pairs_mismatch")
     for i, text in enumerate(texts + (pairs or [])):
         if len(text) > settings.max_text_chars:
             index = i % len(texts)
@@ -37,7 +42,7 @@ def check_predict_inputs(body: PredictRequest, settings: Settings) -> tuple[list
 
 async def predict(inference: InferenceService, model: ModelRef, body: PredictRequest,
                   settings: Settings) -> list[dict]:
-    texts, pairs = check_predict_inputs(body, settings)
+    texts, pairs = check_predict_inputs(body, settings, model.text_pairs)
     return await inference.predict(model.id, model.uri, texts, pairs)
 
 

@@ -146,6 +146,19 @@ async def read_multipart(request: Request, *, max_bytes: int, tmp_dir: Path, all
         await form.close()
 
 
+def form_bool(fields: dict[str, str], name: str, default: bool = False) -> bool:
+    """A boolean form field: true/false, 1/0, yes/no (any case); absent or empty means ``default``."""
+    value = fields.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise Unprocessable(f"form field {name!r} must be true or false, got {fields[name]!r}", param=name,
+                        code="invalid_request")
+
+
 def multipart_openapi(fields: dict[str, dict], json_schema_ref: str, description: str) -> dict:
     """``openapi_extra`` that documents both body types of an upload endpoint."""
     return {

@@ -37,18 +37,21 @@ def _local_path(uri: str) -> str:
     return uri[len("file://"):] if uri.startswith("file://") else uri
 
 
-def check_uri(uri: str, allowed_roots: list[str]) -> str:
-    """The resolved path or URL when ``uri`` is under an allowed root; URINotAllowed otherwise."""
+def check_uri(uri: str, allowed_roots: list[str], param: str = "uri") -> str:
+    """The resolved path or URL when ``uri`` is under an allowed root; URINotAllowed otherwise.
+
+    A local root matches on whole path components (``/srv/models`` does not allow ``/srv/models2``).
+    """
     if not allowed_roots:
         raise URINotAllowed("this server takes uploads only: no URI roots are allowed (LELP_ALLOWED_URI_ROOTS)",
-                            param="uri")
+                            param=param)
     forms = _decoded_forms(uri)
     if any("\x00" in form or ".." in re.split(r"[/\\]", form) for form in forms):
-        raise URINotAllowed("URIs may not contain '..' segments (percent-encoded or not)", param="uri")
+        raise URINotAllowed("URIs may not contain '..' segments (percent-encoded or not)", param=param)
     if _is_local(uri):
         path = _local_path(uri)
         if not os.path.isabs(path):
-            raise URINotAllowed(f"a local URI must be an absolute path, got {uri!r}", param="uri")
+            raise URINotAllowed(f"a local URI must be an absolute path, got {uri!r}", param=param)
         real = os.path.realpath(path)
         for root in allowed_roots:
             if _is_local(root):
@@ -59,4 +62,4 @@ def check_uri(uri: str, allowed_roots: list[str]) -> str:
         for root in allowed_roots:
             if not _is_local(root) and uri.startswith(root.rstrip("/") + "/"):
                 return uri
-    raise URINotAllowed(f"{uri!r} is not under an allowed root", param="uri")
+    raise URINotAllowed(f"{uri!r} is not under an allowed root", param=param)

@@ -58,7 +58,7 @@ METHODS = list(GRIDS)
 def splits(dataset: str) -> dict[str, pd.DataFrame]:
     if dataset == "sst2":
         train = pd.read_csv(DATA / "sst2_train.csv", dtype=str).sample(frac=1.0, random_state=0)
-        return {"teacher": train.iloc[:3000], "transfer": train.iloc[3000:13000],
+        return {"teacher": train.iloc[:3000], "transfer": train.iloc[3000:63000],
                 "validation": pd.read_csv(DATA / "sst2_dev.csv", dtype=str),
                 "test": pd.read_csv(DATA / "sst2_test.csv", dtype=str)}
     if dataset == "agnews":
@@ -87,6 +87,33 @@ def small_encoder_dir(layers: int = 3) -> Path:
         model.save_pretrained(out)
         AutoTokenizer.from_pretrained(minilm_dir(), local_files_only=True).save_pretrained(out)
     return out
+
+
+def split_files(dataset: str) -> dict[str, Path]:
+    files = {}
+    for name, frame in splits(dataset).items():
+        files[name] = OUT / f"data/{dataset}_{name}.csv"
+        if not files[name].exists():
+            files[name].parent.mkdir(parents=True, exist_ok=True)
+            frame.to_csv(files[name], index=False)
+    return files
+
+
+def prepare_teacher(dataset: str) -> Path:
+    """The benchmark's teacher: ``lelp make-teacher`` with its defaults on the teacher split."""
+    files = split_files(dataset)
+    teacher_dir = OUT / f"teachers/{dataset}-minilm"
+    if not (teacher_dir / "config.json").exists():
+        t0 = time.time()
+        make_teacher(minilm_dir(), files["teacher"], teacher_dir, config=TeacherTrainingConfig(),
+                     progress=_log_epochs)
+        print(f"teacher fine-tuned in {time.time() - t0:.0f}s", file=sys.stderr)
+    return teacher_dir
+
+
+def _log_epochs(p) -> None:
+    if p.message:
+        print(f"[{time.strftime('%H:%M:%S')}] {p.stage} {p.message}", file=sys.stderr, flush=True)
 
 
 def prepare(dataset: str, student: str, transfer_rows: int | None = None) -> dict:

@@ -33,9 +33,9 @@ from lelp.targets import SUBCLASS_METHODS, Method, parse_method
 # ``patience`` epochs without a better score stop the run and the best epoch's weights ship.
 STUDENT_DEFAULTS = {
     "ngram": {"epochs": 5, "learning_rate": 3e-3, "batch_size": 64, "tau": 1.0, "min_steps": 1500,
-              "max_epochs": 60, "patience": 3},
+              "max_epochs": 100, "patience": 3},
     "static": {"epochs": 5, "learning_rate": 2e-3, "batch_size": 64, "tau": 1.0, "min_steps": 1500,
-               "max_epochs": 40, "patience": 3},
+               "max_epochs": 100, "patience": 3},
     "encoder_mlp": {"epochs": 20, "learning_rate": 1e-3, "batch_size": 64, "tau": 2.0, "min_steps": 2000,
                     "max_epochs": 100, "patience": 5},
     "transformer": {"epochs": 3, "learning_rate": 5e-5, "batch_size": 32, "tau": 2.0, "min_steps": 500,

@@ -114,6 +114,15 @@ def print_report(metrics: dict) -> None:
     console = Console(stderr=False)
     console.print(table)
     console.print(f"agreement with the teacher: {metrics['agreement']:.4f}; chosen: {metrics['chosen']}")
+    training = metrics.get("training") or {}
+    if training.get("best_epoch"):
+        console.print(f"best epoch {training['best_epoch']} of {training['epochs_run']} run "
+                      f"(validation {training['best_val_score']:.4f})")
+    from lelp.evaluate import keeps_line
+
+    line = keeps_line(metrics)
+    if line:
+        console.print(line, markup=False)
     if len(metrics.get("candidates", [])) > 1:
         for c in metrics["candidates"]:
             score = c.get("validation_accuracy")

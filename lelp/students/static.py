@@ -182,7 +182,7 @@ class StaticKind(StudentKind):
     @classmethod
     def load(cls, path: Path, manifest: dict):
         from safetensors.torch import load_file
-        from transformers import AutoTokenizer
+        from transformers import PreTrainedTokenizerFast
 
         from lelp.artifacts import StudentPredictor
 
@@ -190,7 +190,9 @@ class StaticKind(StudentKind):
         state["embeddings.weight"] = state.pop(TABLE_KEY)
         student = StaticStudent(**manifest["spec"])
         student.load_state_dict(state)
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        # tokenizer.json alone: the same fast tokenizer the job used (special tokens are never
+        # added), without AutoTokenizer reading the model2vec config.json beside it
+        tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(path / "tokenizer.json"))
         max_length = int(manifest.get("max_length", 128))
         return StudentPredictor(student, manifest,
                                 lambda texts, pairs: StaticInputs(tokenizer, texts, pairs, max_length))

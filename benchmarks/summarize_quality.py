@@ -53,7 +53,8 @@ def table(results: list[dict]) -> str:
             for method, runs in s["runs"].items():
                 m, se = mean_se([x["test"]["accuracy"] for x in runs])
                 val = np.mean([x["validation"] for x in runs]) * 100
-                epochs = f"{np.mean([x['best_epoch'] for x in runs]):.0f}/{np.mean([x['epochs_run'] for x in runs]):.0f}"
+                best, run = np.mean([x["best_epoch"] for x in runs]), np.mean([x["epochs_run"] for x in runs])
+                epochs = f"{best:.0f}/{run:.0f}"
                 name = method
                 if method == "auto":
                     picks = [x["chosen"] for x in runs]
@@ -70,13 +71,11 @@ def main() -> None:
     results = [r for r in results if "students" in r]
     results.sort(key=lambda r: (r["dataset"] != "sst2", r["dataset"], r["transfer_rows"], r["augment"]))
     print(table(results))
-    for r in results:
-        tt = r.get("teacher_training") or {}
-        if tt:
-            hist = ", ".join(f"{h['epoch']}: {h['val_score'] * 100:.1f}" for h in tt.get("history", []))
-            print(f"\n{r['dataset']} teacher: held-out {tt['held_out_accuracy'] * 100:.2f}% on {tt['held_out_rows']} rows"
-                  f" (epochs: {hist}; best {tt['best_epoch']})")
-        break
+    teachers = {r["dataset"]: r.get("teacher_training") for r in results if r.get("teacher_training")}
+    for dataset, tt in teachers.items():
+        hist = ", ".join(f"{h['epoch']}: {h['val_score'] * 100:.1f}" for h in tt.get("history", []))
+        print(f"\n{dataset} teacher (make-teacher defaults): held-out {tt['held_out_accuracy'] * 100:.2f}% "
+              f"on {tt['held_out_rows']} rows; held-out accuracy by epoch {hist}; best epoch {tt['best_epoch']}")
 
 
 if __name__ == "__main__":

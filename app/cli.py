@@ -211,7 +211,7 @@ def jobs_submit(
     train: Annotated[str, typer.Option(help="Training dataset id.")],
     eval_: Annotated[str | None, typer.Option("--eval", help="Evaluation dataset id.")] = None,
     method: Annotated[str, typer.Option(help="lelp, kd, ce, fitnet, random_subclass, ...")] = "lelp",
-    student: Annotated[str, typer.Option(help="static, ngram, encoder_mlp or transformer.")] = "ngram",
+    student: Annotated[str, typer.Option(help="static, ngram, encoder_mlp or transformer.")] = "static",
     subclasses: Annotated[str | None, typer.Option(help="Sub-classes per class, or auto.")] = None,
     beta: Annotated[float | None, typer.Option(help="Sub-class temperature.")] = None,
     tau: Annotated[float | None, typer.Option(help="Teacher temperature.")] = None,

@@ -42,6 +42,8 @@ STUDENT_DEFAULTS = {
                     "max_epochs": 10, "patience": 1},
 }
 DEFAULT_METHOD = "auto"
+# The static student: best test accuracy at >= 100x the teacher's CPU speed (benchmarks/README.md).
+DEFAULT_STUDENT = "static"
 DEFAULT_SUBCLASSES = 2
 DEFAULT_BETA = 1.0
 # subclasses="auto" searches the grid the benchmark gave every sub-class method (4 configs, as
@@ -62,7 +64,7 @@ class DistillConfig:
     # the eval file's label column; None: the same as label_column, or "label" when that is None
     eval_label_column: str | None = None
     method: str = DEFAULT_METHOD
-    student: str = "ngram"
+    student: str = DEFAULT_STUDENT
     student_base: str | None = None
     subclasses: int | str = "default"
     beta: float | None = None

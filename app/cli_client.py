@@ -36,10 +36,10 @@ Name = Annotated[str | None, typer.Option(metavar="NAME", help="Display name (de
 # The library's benchmarked defaults (lelp.pipeline, which imports torch: too heavy for --help);
 # tests/e2e/test_cli_verbs.py checks these strings against lelp.pipeline.STUDENT_DEFAULTS.
 PER_STUDENT_DEFAULTS = {
-    "epochs": {"ngram": 5, "encoder_mlp": 20, "transformer": 3},
-    "learning_rate": {"ngram": 0.003, "encoder_mlp": 0.001, "transformer": 5e-05},
-    "batch_size": {"ngram": 64, "encoder_mlp": 64, "transformer": 32},
-    "tau": {"ngram": 1.0, "encoder_mlp": 2.0, "transformer": 2.0},
+    "epochs": {"static": 5, "ngram": 5, "encoder_mlp": 20, "transformer": 3},
+    "learning_rate": {"static": 0.002, "ngram": 0.003, "encoder_mlp": 0.001, "transformer": 5e-05},
+    "batch_size": {"static": 64, "ngram": 64, "encoder_mlp": 64, "transformer": 32},
+    "tau": {"static": 1.0, "ngram": 1.0, "encoder_mlp": 2.0, "transformer": 2.0},
 }
 
 
@@ -178,7 +178,8 @@ def jobs_submit(
     method: Annotated[str, typer.Option(
         metavar="METHOD", help="auto, lelp, kd, ce, fitnet, random_subclass, uniform_subclass or "
                                "kmeans_subclass.")] = DEFAULT_METHOD,
-    student: Annotated[str, typer.Option(metavar="KIND", help="ngram, encoder_mlp or transformer.")] = "ngram",
+    student: Annotated[str, typer.Option(metavar="KIND", help="static, ngram, encoder_mlp or transformer.")
+                       ] = "static",
     student_base: Annotated[str | None, typer.Option(metavar="ID", help="Base model or teacher id the student "
                                                      "starts from (encoder_mlp needs one), or a URI under the "
                                                      "server's allowed roots.")] = None,
@@ -198,6 +199,10 @@ def jobs_submit(
     max_length: Annotated[int | None, typer.Option(metavar="N", help="Longest input in tokens.",
                                                    show_default="128")] = None,
     seed: Annotated[int | None, typer.Option(metavar="N", help="Random seed.", show_default="0")] = None,
+    augment: Annotated[int | None, typer.Option(metavar="K", help="Teacher-scored variants per training row.",
+                                                show_default="0")] = None,
+    patience: Annotated[int | None, typer.Option(metavar="N", help="Epochs without a better validation score "
+                                                 "before training stops.")] = None,
     device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu or gpu (gpu needs a live GPU "
                                                                "worker).")] = "auto",
     idempotency_key: Annotated[str | None, typer.Option(metavar="KEY", help="Retry-safe submission key: the "
@@ -206,7 +211,8 @@ def jobs_submit(
 ) -> None:
     """Submit a distillation job (every field of POST /v1/jobs is an option)."""
     hyper = {"subclasses": _subclasses(subclasses), "beta": beta, "tau": tau, "alpha": alpha, "epochs": epochs,
-             "learning_rate": learning_rate, "batch_size": batch_size, "max_length": max_length, "seed": seed}
+             "learning_rate": learning_rate, "batch_size": batch_size, "max_length": max_length, "seed": seed,
+             "augment": augment, "patience": patience}
     with client() as c:
         job = c.create_job(teacher, train, eval_dataset_id=eval_, method=method, student=student,
                            student_base=student_base, device=device, hyperparameters=hyper,

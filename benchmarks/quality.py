@@ -1,17 +1,23 @@
-"""Quality benchmark: teacher vs ce, kd, lelp and the sub-class controls on the same student.
+"""Quality benchmark: accuracy vs CPU speed of every student kind x method, against the teacher.
 
-Protocol (one run of this script = one dataset x student x alpha):
-1. A MiniLM teacher is fine-tuned on a teacher split (``lelp make-teacher`` code path).
-2. Students learn on a transfer split whose rows are labelled by the teacher only (true labels
-   unused: the soft targets plus, when alpha > 0, the teacher's argmax as the hard label).
-3. Every method gets a grid of the same size (GRID_SIZE configs); each config trains once
-   (seed 0) and is scored on the validation split; the best config per method is then trained
-   with ``--seeds`` new seeds and scored on the test split.
-4. Reported: test accuracy mean ± sd over seeds, and the paired difference to kd (same seeds)
-   with its standard error.
+Protocol (one run of this script = one dataset x transfer size x augmentation):
+1. The teacher is all-MiniLM-L6-v2 fine-tuned with ``lelp make-teacher``'s defaults on a teacher
+   split (its own 10% held out, best epoch kept); it is never trained on the other splits.
+2. Students learn on a transfer split whose rows are labelled **by the teacher only** (soft
+   targets, alpha 0; the true labels are never used). With ``--augment K`` every transfer row
+   also gets K teacher-scored variants (``lelp.augment``); validation and test rows never do.
+3. Every student kind x method trains with the library defaults (``STUDENT_DEFAULTS``: the
+   step budget, tau, S = 2, beta = 1) for ``--seeds`` seeds; the best epoch is chosen on the
+   validation split (early stopping), and ``auto`` picks, per seed, the best of kd / lelp /
+   random_subclass on validation (ties to kd), as ``method="auto"`` does. Test accuracy is
+   only read, never used for a choice.
+4. Speed: each kind's kd student (seed 1) is saved as an artifact, loaded back and timed on the
+   test sentences side by side with the teacher, in the same process, same torch threads
+   (``--threads``, default 1), batches of 256 (CPU).
 
-Usage:  python benchmarks/quality.py --dataset sst2 --student ngram --alpha 0 --seeds 5
-Writes ``benchmarks/out/quality-<dataset>-<student>-a<alpha>.json`` and prints a markdown table.
+Usage:  python benchmarks/quality.py --dataset sst2 --transfer-rows 7000 --seeds 3
+Writes ``benchmarks/out/quality-<dataset>-n<rows>-aug<K>.json``; ``summarize_quality.py``
+renders the tables of benchmarks/README.md from those files.
 """
 
 from __future__ import annotations
@@ -32,41 +38,51 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from lelp.augment import AugmentSpec, augment_rows  # noqa: E402
 from lelp.data import encode_labels, read_table  # noqa: E402
-from lelp.evaluate import classification_metrics  # noqa: E402
-from lelp.features import encode_mean_pooled, extract_teacher_features  # noqa: E402
+from lelp.evaluate import classification_metrics, directory_size, sentences_per_second  # noqa: E402
+from lelp.features import extract_teacher_features  # noqa: E402
 from lelp.make_teacher import TeacherTrainingConfig, make_teacher  # noqa: E402
-from lelp.pipeline import STUDENT_DEFAULTS  # noqa: E402
-from lelp.students.base import predict_class_log_probs  # noqa: E402
-from lelp.targets import build_targets  # noqa: E402
+from lelp.pipeline import AUTO_METHOD_RANK, STUDENT_DEFAULTS, DistillConfig, budget_epochs  # noqa: E402
+from lelp.students.base import count_parameters, predict_class_log_probs  # noqa: E402
+from lelp.students.kind import KindContext  # noqa: E402
+from lelp.students.registry import student_kind  # noqa: E402
+from lelp.targets import SUBCLASS_METHODS, build_targets, parse_method  # noqa: E402
 from lelp.teacher import load_teacher  # noqa: E402
 from lelp.train import TrainConfig, train_student  # noqa: E402
 
 DATA = Path(os.environ.get("LELP_SHARED_DATA", ROOT.parent / "shared" / "data"))
 OUT = ROOT / "benchmarks" / "out"
-
-# Same number of configs (4) for every method, so that none wins on validation noise alone.
-GRIDS = {
-    "ce": [{"learning_rate_scale": x} for x in (0.33, 1.0, 3.0, 10.0)],
-    "kd": [{"tau": t} for t in (1.0, 2.0, 4.0, 8.0)],
-    **{m: [{"subclasses": s, "tau": t, "beta": 1.0} for s in (2, 4) for t in (1.0, 2.0)]
-       for m in ("lelp", "random_subclass", "uniform_subclass", "kmeans_subclass")},
-}
-METHODS = list(GRIDS)
+MAX_LENGTH = 64  # the teacher's training length; SST-2 / AG News rows are shorter anyway
+TRAINED_METHODS = ["kd", "lelp", "uniform_subclass", "random_subclass"]
+AUTO_POOL = ("kd", "lelp", "random_subclass")  # what method="auto" trains
+KINDS = ["ngram", "static", "encoder_mlp", "transformer"]
 
 
 def splits(dataset: str) -> dict[str, pd.DataFrame]:
+    """Teacher / transfer (first 7k, then the rest) / validation / test, disjoint."""
     if dataset == "sst2":
         train = pd.read_csv(DATA / "sst2_train.csv", dtype=str).sample(frac=1.0, random_state=0)
-        return {"teacher": train.iloc[:3000], "transfer": train.iloc[3000:13000],
+        return {"teacher": train.iloc[:3000], "transfer_a": train.iloc[3000:10000],
+                "transfer_b": train.iloc[10000:63000],
                 "validation": pd.read_csv(DATA / "sst2_dev.csv", dtype=str),
                 "test": pd.read_csv(DATA / "sst2_test.csv", dtype=str)}
     if dataset == "agnews":
         dev = pd.read_csv(DATA / "agnews_dev.csv", dtype=str).sample(frac=1.0, random_state=0)
         test = pd.read_csv(DATA / "agnews_test.csv", dtype=str).sample(frac=1.0, random_state=0)
-        return {"teacher": dev.iloc[:3000], "transfer": dev.iloc[3000:], "validation": test.iloc[:1000],
-                "test": test.iloc[1000:]}
+        return {"teacher": dev.iloc[:3000], "transfer_a": dev.iloc[3000:], "transfer_b": dev.iloc[:0],
+                "validation": test.iloc[:1000], "test": test.iloc[1000:]}
     raise SystemExit(f"unknown dataset {dataset}")
+
+
+def split_files(dataset: str) -> dict[str, Path]:
+    files = {}
+    for name, frame in splits(dataset).items():
+        files[name] = OUT / f"data/{dataset}_{name}.csv"
+        if not files[name].exists():
+            files[name].parent.mkdir(parents=True, exist_ok=True)
+            frame.to_csv(files[name], index=False)
+    return files
 
 
 def minilm_dir() -> Path:
@@ -89,132 +105,236 @@ def small_encoder_dir(layers: int = 3) -> Path:
     return out
 
 
-def prepare(dataset: str, student: str, transfer_rows: int | None = None) -> dict:
-    parts = splits(dataset)
-    if transfer_rows:
-        parts["transfer"] = parts["transfer"].iloc[:transfer_rows]
-    files = {}
-    for name, frame in parts.items():
-        suffix = f"_{transfer_rows}" if name == "transfer" and transfer_rows else ""
-        files[name] = OUT / f"data/{dataset}_{name}{suffix}.csv"
-        if not files[name].exists():
-            files[name].parent.mkdir(parents=True, exist_ok=True)
-            frame.to_csv(files[name], index=False)
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _log_progress(p) -> None:
+    if p.message:
+        log(f"{p.stage} {p.message}")
+
+
+def prepare_teacher(dataset: str) -> Path:
+    """The benchmark's teacher: ``lelp make-teacher`` with its defaults on the teacher split."""
+    files = split_files(dataset)
     teacher_dir = OUT / f"teachers/{dataset}-minilm"
     if not (teacher_dir / "config.json").exists():
         t0 = time.time()
-        make_teacher(minilm_dir(), files["teacher"], teacher_dir,
-                     config=TeacherTrainingConfig(epochs=1, learning_rate=1e-4, batch_size=16, max_length=64))
-        print(f"teacher fine-tuned in {time.time() - t0:.0f}s", file=sys.stderr)
+        make_teacher(minilm_dir(), files["teacher"], teacher_dir, config=TeacherTrainingConfig(),
+                     progress=_log_progress)
+        log(f"teacher fine-tuned in {time.time() - t0:.0f}s")
+    return teacher_dir
+
+
+def teacher_scored(teacher, texts, sha) -> tuple[np.ndarray, np.ndarray]:
+    feats = extract_teacher_features(teacher, texts, max_length=MAX_LENGTH, cache_dir=OUT / "cache",
+                                     dataset_sha256=sha)
+    return np.asarray(feats.logits, dtype=np.float32), np.asarray(feats.embeddings)
+
+
+def prepare(dataset: str, transfer_rows: int | None, augment: int) -> dict:
+    teacher_dir = prepare_teacher(dataset)
     teacher = load_teacher(teacher_dir)
     labels = list(teacher.info.labels)
-    bundle = {"teacher": teacher, "labels": labels}
-    for name in ("transfer", "validation", "test"):
+    files = split_files(dataset)
+    bundle: dict = {"teacher": teacher, "teacher_dir": teacher_dir, "labels": labels}
+    texts, logits, embeddings = [], [], []
+    for part in ("transfer_a", "transfer_b"):
+        if transfer_rows is not None and len(texts) >= transfer_rows:
+            break
+        data = read_table(files[part])
+        if not data.texts:
+            continue
+        log(f"teacher features: {part} ({len(data.texts)} rows)")
+        lg, em = teacher_scored(teacher, data.texts, data.sha256)
+        texts += data.texts
+        logits.append(lg)
+        embeddings.append(em)
+    n = min(len(texts), transfer_rows or len(texts))
+    texts, logits, embeddings = texts[:n], np.concatenate(logits)[:n], np.concatenate(embeddings)[:n]
+    key = f"{dataset}-transfer-{n}"
+    if augment:
+        aug = augment_rows(texts, None, np.arange(n), AugmentSpec(variants=augment, seed=0,
+                                                                 mask_token=teacher.tokenizer.mask_token),
+                           dataset_sha256=key, cache_dir=OUT / "cache", progress=_log_progress)
+        log(f"teacher features: {len(aug.texts)} augmented rows")
+        lg, em = teacher_scored(teacher, aug.texts, aug.key)
+        texts, logits, embeddings = texts + aug.texts, np.concatenate([logits, lg]), np.concatenate([embeddings, em])
+        key = aug.key
+    bundle["transfer"] = {"texts": texts, "logits": logits, "embeddings": embeddings, "key": key,
+                          "source_rows": n}
+    for name in ("validation", "test"):
         data = read_table(files[name])
-        feats = extract_teacher_features(teacher, data.texts, max_length=64, cache_dir=OUT / "cache",
-                                         dataset_sha256=data.sha256)
-        truth = np.asarray(encode_labels(data.labels, labels))
-        bundle[name] = {"data": data, "features": feats, "truth": truth}
-        if student == "ngram":
-            from lelp.students.ngram import HashedInputs, HashingSpec
-
-            bundle[name]["inputs"] = HashedInputs(HashingSpec(), data.texts)
-        else:
-            from lelp.students.encoder_mlp import DenseInputs
-
-            vectors = encode_mean_pooled(small_encoder_dir(), data.texts, max_length=64, cache_dir=OUT / "cache",
-                                         dataset_sha256=data.sha256)
-            bundle[name]["inputs"] = DenseInputs(vectors)
+        lg, _ = teacher_scored(teacher, data.texts, data.sha256)
+        bundle[name] = {"data": data, "logits": lg, "truth": np.asarray(encode_labels(data.labels, labels))}
     return bundle
 
 
-def predict(model, inputs, subclasses: int) -> np.ndarray:
-    return predict_class_log_probs(model, inputs, subclasses, batch_size=1024).argmax(1)
+def kind_for(bundle: dict, name: str):
+    """The kind object and its inputs for every split (built once per bundle)."""
+    cache = bundle.setdefault("kinds", {})
+    if name not in cache:
+        t0 = time.time()
+        ctx = KindContext(teacher=bundle["teacher"], max_length=128, cache_dir=OUT / "cache",
+                          student_base=str(small_encoder_dir()) if name == "encoder_mlp" else None,
+                          options={"layers": 3} if name == "transformer" else {})
+        kind = student_kind(name)(ctx)
+        inputs = {"transfer": kind.inputs(bundle["transfer"]["texts"], None, bundle["transfer"]["key"])}
+        for split in ("validation", "test"):
+            inputs[split] = kind.inputs(bundle[split]["data"].texts, None, bundle[split]["data"].sha256)
+        cache[name] = (kind, inputs)
+        log(f"{name}: inputs ready in {time.time() - t0:.0f}s")
+    return cache[name]
 
 
-def run_once(bundle: dict, student: str, method: str, config: dict, alpha: float, seed: int,
-             epochs: int | None) -> dict:
+def accuracy(model, inputs, truth, subclasses: int) -> float:
+    pred = predict_class_log_probs(model, inputs, subclasses, batch_size=512).argmax(1)
+    return float((pred == truth).mean())
+
+
+def run_once(bundle: dict, kind_name: str, method: str, seed: int, max_epochs: int | None) -> dict:
+    kind, inputs = kind_for(bundle, kind_name)
     transfer = bundle["transfer"]
-    feats = transfer["features"]
-    hard = feats.logits.argmax(1)  # the teacher labels the transfer rows
-    defaults = STUDENT_DEFAULTS[student]
-    tau = config.get("tau", 1.0)
-    targets, s, _ = build_targets(method, feats.logits, feats.embeddings, hard, subclasses=config.get("subclasses", 1),
-                                  beta=config.get("beta", 1.0), tau=tau, seed=seed,
+    hard = transfer["logits"].argmax(1)  # the teacher labels the transfer rows
+    defaults = STUDENT_DEFAULTS[kind_name]
+    tau = defaults["tau"]
+    s = 2 if parse_method(method) in SUBCLASS_METHODS else 1
+    targets, s, _ = build_targets(method, transfer["logits"], transfer["embeddings"], hard, subclasses=s,
+                                  beta=1.0, tau=tau, seed=seed,
                                   head_weight=bundle["teacher"].head.weight.detach().numpy())
-    outputs = len(bundle["labels"]) * s
     torch.manual_seed(seed)
-    if student == "ngram":
-        from lelp.students.ngram import NgramStudent
+    model = kind.build(len(bundle["labels"]) * s, bundle["labels"], s)
+    epochs = budget_epochs(DistillConfig(teacher_dir="", train_path="", student=kind_name), len(hard))
+    if max_epochs:
+        epochs = min(epochs, max_epochs)
+    val = bundle["validation"]
+    t0 = time.time()
+    result = train_student(model, inputs["transfer"], targets, hard,
+                           TrainConfig(epochs=epochs, learning_rate=defaults["learning_rate"],
+                                       batch_size=defaults["batch_size"], subclasses=s, tau=tau, seed=seed,
+                                       patience=defaults["patience"]),
+                           device="cpu",
+                           evaluate=lambda m: accuracy(m, inputs["validation"], val["truth"], s))
+    test = bundle["test"]
+    pred = predict_class_log_probs(model, inputs["test"], s, batch_size=512).argmax(1)
+    out = {"validation": result.best_score, "test": classification_metrics(test["truth"], pred,
+                                                                          len(bundle["labels"])),
+           "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "planned_epochs": epochs,
+           "train_seconds": time.time() - t0, "subclasses": s}
+    log(f"{kind_name} {method} seed {seed}: val {out['validation']:.4f} test {out['test']['accuracy']:.4f} "
+        f"(best epoch {result.best_epoch}/{result.epochs_run}, {out['train_seconds']:.0f}s)")
+    return out, model
 
-        model = NgramStudent(outputs)
-    else:
-        from lelp.students.encoder_mlp import EncoderMLPStudent
 
-        model = EncoderMLPStudent(outputs, input_size=transfer["inputs"].vectors.shape[1])
-    lr = defaults["learning_rate"] * config.get("learning_rate_scale", 1.0)
-    train_student(model, transfer["inputs"], targets, hard,
-                  TrainConfig(epochs=epochs or defaults["epochs"], learning_rate=lr,
-                              batch_size=defaults["batch_size"], subclasses=s, alpha=alpha, tau=tau, seed=seed),
-                  device="cpu")
-    c = len(bundle["labels"])
-    return {split: classification_metrics(bundle[split]["truth"], predict(model, bundle[split]["inputs"], s), c)
-            for split in ("validation", "test")}
+def measure_speed(bundle: dict, kind_name: str, model, subclasses: int, tag: str) -> dict:
+    """Save the student as an artifact, load it back, time it on the test sentences."""
+    from lelp.artifacts import load_student, save_student
+
+    kind, _ = kind_for(bundle, kind_name)
+    out = OUT / "artifacts" / f"{tag}-{kind_name}"
+    manifest = {"labels": bundle["labels"], "subclasses": subclasses, "method": "kd", "hyperparameters": {},
+                "max_length": 128, "sources": {}}
+    save_student(model.cpu(), out, manifest, kind)
+    predictor = load_student(out)
+    texts = bundle["test"]["data"].texts
+    return {"sentences_per_second": sentences_per_second(predictor.predict_proba, texts, max_rows=2048,
+                                                         max_seconds=5.0),
+            "size_bytes": directory_size(out), "parameters": count_parameters(model)}
+
+
+def teacher_speed(bundle: dict) -> dict:
+    from lelp.artifacts import HFClassifierPredictor
+
+    teacher = bundle["teacher"]
+    predictor = HFClassifierPredictor(teacher.model, teacher.tokenizer, bundle["labels"], max_length=128)
+    texts = bundle["test"]["data"].texts
+    return {"sentences_per_second": sentences_per_second(predictor.predict_proba, texts, max_rows=512,
+                                                         max_seconds=10.0),
+            "size_bytes": sum(f.stat().st_size for f in Path(bundle["teacher_dir"]).iterdir()
+                              if f.is_file() and f.suffix in (".safetensors", ".json", ".txt")),
+            "parameters": count_parameters(teacher.model)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=["sst2", "agnews"], required=True)
-    parser.add_argument("--student", choices=["ngram", "encoder_mlp"], default="ngram")
-    parser.add_argument("--alpha", type=float, default=0.0)
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--methods", nargs="*", default=METHODS)
+    parser.add_argument("--students", nargs="*", default=KINDS, choices=KINDS)
+    parser.add_argument("--methods", nargs="*", default=TRAINED_METHODS, choices=TRAINED_METHODS)
+    parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--transfer-rows", type=int, default=None, help="use only the first N transfer rows")
+    parser.add_argument("--augment", type=int, default=0, help="teacher-scored variants per transfer row")
+    parser.add_argument("--max-epochs", type=int, default=None, help="cap the default budget (say so in reports)")
+    parser.add_argument("--transformer-seeds", type=int, default=None, help="fewer seeds for the slow kind")
+    parser.add_argument("--transformer-methods", nargs="*", default=None)
+    parser.add_argument("--tag", default=None, help="output name (default from the settings)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for everything, timing included (1: a shared machine does not "
+                             "stall on oversubscribed thread pools; teacher and students alike)")
+    parser.add_argument("--prepare-only", action="store_true", help="only fill the caches (teacher, features)")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    torch.set_num_threads(args.threads)
     t0 = time.time()
-    bundle = prepare(args.dataset, args.student, args.transfer_rows)
+    bundle = prepare(args.dataset, args.transfer_rows, args.augment)
+    if args.prepare_only:
+        return
     c = len(bundle["labels"])
-    teacher = {s: classification_metrics(bundle[s]["truth"], bundle[s]["features"].logits.argmax(1), c)
+    teacher = {s: classification_metrics(bundle[s]["truth"], bundle[s]["logits"].argmax(1), c)
                for s in ("validation", "test")}
-    results: dict = {"dataset": args.dataset, "student": args.student, "alpha": args.alpha, "teacher": teacher,
-                     "epochs": args.epochs or STUDENT_DEFAULTS[args.student]["epochs"],
-                     "transfer_rows": len(bundle["transfer"]["truth"]), "methods": {}}
-    for method in args.methods:
-        grid = [(cfg, run_once(bundle, args.student, method, cfg, args.alpha, 0, args.epochs)) for cfg in GRIDS[method]]
-        best_cfg, _ = max(grid, key=lambda g: g[1]["validation"]["accuracy"])
-        seeds = [run_once(bundle, args.student, method, best_cfg, args.alpha, seed, args.epochs)
-                 for seed in range(1, args.seeds + 1)]
-        results["methods"][method] = {
-            "grid": [{"config": cfg, "validation_accuracy": r["validation"]["accuracy"]} for cfg, r in grid],
-            "chosen": best_cfg, "test_accuracy": [r["test"]["accuracy"] for r in seeds],
-            "test_macro_f1": [r["test"]["macro_f1"] for r in seeds]}
-        print(f"{method}: chosen {best_cfg}, test {np.mean(results['methods'][method]['test_accuracy']):.4f} "
-              f"({time.time() - t0:.0f}s)", file=sys.stderr)
-    results["seconds"] = time.time() - t0
-    OUT.mkdir(parents=True, exist_ok=True)
-    suffix = (f"-n{args.transfer_rows}" if args.transfer_rows else "") + (f"-e{args.epochs}" if args.epochs else "")
-    (OUT / f"quality-{args.dataset}-{args.student}-a{args.alpha:g}{suffix}.json").write_text(
-        json.dumps(results, indent=2))
+    tag = args.tag or f"{args.dataset}-n{bundle['transfer']['source_rows']}-aug{args.augment}"
+    path = OUT / f"quality-{tag}.json"
+    results: dict = {"dataset": args.dataset, "transfer_rows": bundle["transfer"]["source_rows"],
+                     "augment": args.augment, "augmented_rows": len(bundle["transfer"]["texts"])
+                     - bundle["transfer"]["source_rows"], "teacher": teacher,
+                     "teacher_training": json.loads((bundle["teacher_dir"] / "lelp_teacher_metrics.json").read_text()),
+                     "max_epochs": args.max_epochs, "threads": args.threads, "students": {}}
+    results["teacher"]["speed"] = teacher_speed(bundle)
+    log(f"teacher: test {teacher['test']['accuracy']:.4f}, {results['teacher']['speed']['sentences_per_second']:.0f}"
+        " sentences/s")
+    for kind_name in args.students:
+        slow = kind_name == "transformer"
+        seeds = range(1, 1 + (args.transformer_seeds if slow and args.transformer_seeds else args.seeds))
+        methods = (args.transformer_methods or args.methods) if slow else args.methods
+        runs: dict = {m: [] for m in methods}
+        speed = None
+        for seed in seeds:
+            for method in methods:
+                run, model = run_once(bundle, kind_name, method, seed, args.max_epochs)
+                runs[method].append(run)
+                if speed is None and method == "kd":
+                    speed = measure_speed(bundle, kind_name, model, run["subclasses"], tag)
+                    speed["teacher_ratio"] = (speed["sentences_per_second"]
+                                              / results["teacher"]["speed"]["sentences_per_second"])
+                    log(f"{kind_name}: {speed['sentences_per_second']:.0f} sentences/s "
+                        f"({speed['teacher_ratio']:.0f}x the teacher), {speed['size_bytes'] / 1e6:.1f} MB")
+        pool = [m for m in AUTO_POOL if m in runs]
+        if pool:  # auto: per seed, the best of its pool on validation, ties to the simpler method
+            runs["auto"] = []
+            for i in range(len(runs[pool[0]])):
+                pick = max(pool, key=lambda m: (runs[m][i]["validation"], -AUTO_METHOD_RANK.get(m, 9)))
+                runs["auto"].append({**runs[pick][i], "chosen": pick})
+        results["students"][kind_name] = {"speed": speed, "runs": runs}
+        results["seconds"] = time.time() - t0
+        OUT.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2))  # after each kind: partial results survive
     print(render(results))
 
 
 def render(results: dict) -> str:
-    kd = np.asarray(results["methods"].get("kd", {}).get("test_accuracy", []))
-    lines = [f"### {results['dataset']} · {results['student']} · alpha={results['alpha']:g} "
-             f"({results['transfer_rows']} transfer rows, {results['epochs']} epochs, "
-             f"teacher test acc {results['teacher']['test']['accuracy']:.4f})", "",
-             "| method | chosen config | test acc (mean ± sd) | macro-F1 | Δ vs kd (± SE) |", "|---|---|---|---|---|"]
-    for method, r in results["methods"].items():
-        acc = np.asarray(r["test_accuracy"]) * 100
-        f1 = np.asarray(r["test_macro_f1"]) * 100
-        delta = "—"
-        if method != "kd" and len(kd) == len(acc):
-            d = acc - kd * 100
-            delta = f"{d.mean():+.2f} ± {d.std(ddof=1) / np.sqrt(len(d)):.2f}"
-        cfg = ", ".join(f"{k}={v:g}" for k, v in r["chosen"].items())
-        lines.append(f"| {method} | {cfg} | {acc.mean():.2f} ± {acc.std(ddof=1):.2f} | {f1.mean():.2f} | {delta} |")
+    t = results["teacher"]
+    lines = [f"### {results['dataset']} · {results['transfer_rows']} transfer rows · augment {results['augment']}"
+             f" · teacher test {t['test']['accuracy'] * 100:.2f}%, {t['speed']['sentences_per_second']:.0f}/s", "",
+             "| student | method | test acc (mean ± SE) | % of teacher | val acc | sentences/s | x teacher | MB |",
+             "|---|---|---|---|---|---|---|---|"]
+    for kind, r in results["students"].items():
+        for method, runs in r["runs"].items():
+            acc = np.asarray([x["test"]["accuracy"] for x in runs]) * 100
+            se = acc.std(ddof=1) / np.sqrt(len(acc)) if len(acc) > 1 else float("nan")
+            val = np.mean([x["validation"] for x in runs]) * 100
+            sp = r["speed"] or {}
+            lines.append(f"| {kind} | {method} | {acc.mean():.2f} ± {se:.2f} | "
+                         f"{acc.mean() / (t['test']['accuracy'] * 100) * 100:.1f}% | {val:.2f} | "
+                         f"{sp.get('sentences_per_second', float('nan')):,.0f} | {sp.get('teacher_ratio', 0):.0f}x | "
+                         f"{sp.get('size_bytes', 0) / 1e6:.1f} |")
     return "\n".join(lines)
 
 

@@ -4,7 +4,9 @@ Layout (``FORMAT_VERSION`` 1)::
 
     lelp_student.json   kind, labels, S, C, method, hyperparameters, sources, format_version
     model.safetensors   the weights (for ``transformer``: a plain Hugging Face model dir,
-                        config.json + tokenizer files beside it)
+                        config.json + tokenizer files beside it; for ``static``: the
+                        table as ``embeddings`` + the head, a model2vec StaticModel dir
+                        with tokenizer.json and a model2vec config.json beside it)
     encoder/            encoder_mlp only: the frozen sentence encoder (HF dir)
     metrics.json        what ``lelp distill`` measured
     README.md           how the S*C outputs fold into C classes
@@ -38,13 +40,6 @@ model = load_student("{name}")
 model.predict(["some text"])   # [{{"label", "score", "probabilities"}}]
 ```
 {extra}"""
-
-_TRANSFORMER_NOTE = """
-This directory is also a plain Hugging Face model:
-`AutoModelForSequenceClassification.from_pretrained(dir)` gives the S*C logits; fold them with
-`logits.view(-1, C, S).logsumexp(-1)`.
-"""
-
 
 def fold_probabilities(probs: np.ndarray, subclasses: int) -> np.ndarray:
     if subclasses == 1:
@@ -94,10 +89,10 @@ class HFClassifierPredictor(Predictor):
 
 
 class StudentPredictor(Predictor):
-    """An ``ngram`` or ``encoder_mlp`` student (the module plus how to featurise text)."""
+    """A student module plus ``make_inputs(texts, text_pairs)``, its kind's featuriser."""
 
-    def __init__(self, student, manifest: dict, encoder=None, batch_size: int = 512):
-        self.student, self.manifest, self.encoder = student.eval(), manifest, encoder
+    def __init__(self, student, manifest: dict, make_inputs, batch_size: int = 512):
+        self.student, self.manifest, self.make_inputs = student.eval(), manifest, make_inputs
         self.labels = list(manifest["labels"])
         self.subclasses = int(manifest["subclasses"])
         self.batch_size = batch_size
@@ -105,12 +100,7 @@ class StudentPredictor(Predictor):
     def predict_proba(self, texts, text_pairs=None) -> np.ndarray:
         from lelp.students.base import predict_class_log_probs
 
-        if self.encoder is not None:
-            from lelp.students.encoder_mlp import DenseInputs
-
-            inputs = DenseInputs(self.encoder.encode(texts, text_pairs))
-        else:
-            inputs = self.student.make_inputs(texts, text_pairs)
+        inputs = self.make_inputs(texts, text_pairs)
         return np.exp(predict_class_log_probs(self.student, inputs, self.subclasses, batch_size=self.batch_size))
 
 
@@ -129,61 +119,33 @@ def read_manifest(path: str | Path) -> dict:
     return manifest
 
 
-def save_student(student, out_dir: str | Path, manifest: dict, *, tokenizer=None,
-                 encoder_dir: str | Path | None = None, metrics: dict | None = None) -> Path:
-    """Write the artifact. ``manifest`` holds labels, subclasses, method, hyperparameters, sources."""
-    from safetensors.torch import save_file
-
+def save_student(student, out_dir: str | Path, manifest: dict, kind, *, metrics: dict | None = None) -> Path:
+    """Write the artifact. ``manifest`` holds labels, subclasses, method, hyperparameters, sources;
+    ``kind`` (a ``StudentKind`` of the job) writes the weights and what else its student needs."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     manifest = {**manifest, "format_version": FORMAT_VERSION, "kind": student.kind, "spec": student.spec()}
-    if student.kind == "transformer":
-        student.save_pretrained(out)
-        tokenizer.save_pretrained(out)
-    else:
-        save_file({k: v.detach().cpu().contiguous() for k, v in student.state_dict().items()},
-                  str(out / "model.safetensors"))
-    if encoder_dir is not None:  # the encoder's own files only, never through a link
-        from lelp.model_files import copy_model_files
-
-        copy_model_files(encoder_dir, out / "encoder")
+    kind.save(student, out)
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
     if metrics is not None:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out / "README.md").write_text(_README.format(
         kind=student.kind, method=manifest.get("method"), labels=", ".join(manifest["labels"]),
         subclasses=manifest["subclasses"], num_classes=len(manifest["labels"]), name=out.name,
-        extra=_TRANSFORMER_NOTE if student.kind == "transformer" else ""))
+        extra=kind.readme_note))
     return out
 
 
 def load_student(path: str | Path) -> Predictor:
-    """Load a student artifact written by :func:`save_student`."""
-    from safetensors.torch import load_file
-
-    from lelp.students.registry import student_class
+    """Load a student artifact written by :func:`save_student` (its kind reads it)."""
+    from lelp.students.registry import student_kind
 
     path = Path(path)
     manifest = read_manifest(path)
     kind = manifest.get("kind")
     try:
-        if kind == "transformer":
-            from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-            model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True,
-                                                                       trust_remote_code=False)
-            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-            return HFClassifierPredictor(model, tokenizer, manifest["labels"], int(manifest["subclasses"]),
-                                         int(manifest.get("max_length", 128)))
-        student = student_class(kind)(**manifest["spec"])
-        student.load_state_dict(load_file(str(path / "model.safetensors")))
-        encoder = None
-        if kind == "encoder_mlp":
-            from lelp.students.encoder_mlp import FrozenEncoder
-
-            encoder = FrozenEncoder(path / "encoder", max_length=int(manifest.get("max_length", 128)))
-        return StudentPredictor(student, manifest, encoder)
-    except (OSError, KeyError, RuntimeError, ValueError) as exc:
+        return student_kind(kind).load(path, manifest)
+    except (OSError, KeyError, RuntimeError, ValueError, TypeError) as exc:
         raise ArtifactError(f"{path}: cannot load the {kind} student: {exc}", param="model") from None
 
 

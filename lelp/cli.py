@@ -114,6 +114,15 @@ def print_report(metrics: dict) -> None:
     console = Console(stderr=False)
     console.print(table)
     console.print(f"agreement with the teacher: {metrics['agreement']:.4f}; chosen: {metrics['chosen']}")
+    training = metrics.get("training") or {}
+    if training.get("best_epoch"):
+        console.print(f"best epoch {training['best_epoch']} of {training['epochs_run']} run "
+                      f"(validation {training['best_val_score']:.4f})")
+    from lelp.evaluate import keeps_line
+
+    line = keeps_line(metrics)
+    if line:
+        console.print(line, markup=False)
     if len(metrics.get("candidates", [])) > 1:
         for c in metrics["candidates"]:
             score = c.get("validation_accuracy")
@@ -134,18 +143,21 @@ def distill_command(
     label_column: Annotated[str, typer.Option(help="'' for unlabelled transfer data")] = "label",
     eval_label_column: Annotated[str | None, typer.Option(help="default: --label-column, or 'label'")] = None,
     method: Annotated[str, typer.Option(help=METHOD_HELP)] = "auto",
-    student: Annotated[str, typer.Option(help="ngram|encoder_mlp|transformer")] = "ngram",
-    student_base: Annotated[Path | None, typer.Option(help="pretrained encoder for encoder_mlp/transformer")] = None,
+    student: Annotated[str, typer.Option(help="static|ngram|encoder_mlp|transformer")] = "static",
+    student_base: Annotated[Path | None, typer.Option(
+        help="pretrained encoder for encoder_mlp/transformer, or whose vocabulary a static student takes")] = None,
     subclasses: Annotated[str, typer.Option(help="sub-classes per class S, or 'auto'", show_default="2")] = "default",
     beta: float | None = None,
     tau: float | None = None,
     alpha: float = 0.0,
-    epochs: int | None = None,
+    epochs: Annotated[int | None, typer.Option(help="default: a budget that fits the data")] = None,
     learning_rate: float | None = None,
     batch_size: int | None = None,
     max_length: int = 128,
     seed: int = 0,
     device: str = "auto",
+    augment: Annotated[int, typer.Option(help="teacher-scored variants per training row (0 = none)")] = 0,
+    patience: Annotated[int | None, typer.Option(help="epochs without a better validation score to stop")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="teacher-feature cache")] = None,
     checkpoint_dir: Annotated[Path | None, typer.Option(help="resume from / write checkpoints here")] = None,
     quiet: bool = False,
@@ -160,7 +172,8 @@ def distill_command(
         eval_label_column=eval_label_column or None, method=method, student=student,
         student_base=str(student_base) if student_base else None,
         subclasses=_subclasses(subclasses), beta=beta, tau=tau, alpha=alpha, epochs=epochs,
-        learning_rate=learning_rate, batch_size=batch_size, max_length=max_length, seed=seed, device=device)
+        learning_rate=learning_rate, batch_size=batch_size, max_length=max_length, seed=seed, device=device,
+        augment=augment, patience=patience)
     bars = ProgressBars(enabled=not quiet)
     try:
         result = distill(config, out, cache_dir=cache_dir or out / ".cache", checkpoint_dir=checkpoint_dir,
@@ -179,15 +192,16 @@ def make_teacher_command(
     text_column: str = "text",
     text_pair_column: str | None = None,
     label_column: str = "label",
-    epochs: int = 1,
-    learning_rate: float = 5e-5,
+    epochs: Annotated[int, typer.Option(help="most epochs; the best on a held-out 10% ships")] = 3,
+    learning_rate: float = 1e-4,
     batch_size: int = 32,
     max_length: int = 64,
     max_rows: int | None = None,
+    patience: Annotated[int, typer.Option(help="epochs without a better held-out score before stopping")] = 1,
     seed: int = 0,
     device: str = "auto",
 ) -> None:
-    """Fine-tune a pretrained encoder into a sequence-classification teacher."""
+    """Fine-tune a pretrained encoder into a sequence-classification teacher (best epoch on held-out rows)."""
     _quiet_transformers()
     from lelp.make_teacher import TeacherTrainingConfig, make_teacher
 
@@ -195,10 +209,17 @@ def make_teacher_command(
     try:
         path = make_teacher(base, train, out, config=TeacherTrainingConfig(
             epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, max_length=max_length,
-            max_rows=max_rows, seed=seed), text_column=text_column, text_pair_column=text_pair_column,
-            label_column=label_column, device=device, progress=bars)
+            max_rows=max_rows, seed=seed, patience=patience), text_column=text_column,
+            text_pair_column=text_pair_column, label_column=label_column, device=device, progress=bars)
     finally:
         bars.close()
+    import json
+
+    from lelp.make_teacher import TEACHER_METRICS
+
+    held = json.loads((path / TEACHER_METRICS).read_text())
+    typer.echo(f"held-out accuracy {held['held_out_accuracy']:.4f} on {held['held_out_rows']} rows "
+               f"(best epoch {held['best_epoch']} of {held['epochs_run']} run)")
     typer.echo(f"teacher written to {path}")
 
 
@@ -252,7 +273,7 @@ def register_commands(app: typer.Typer) -> None:
 
 def build_app() -> typer.Typer:
     app = typer.Typer(help="LELP: distil few-class text classifiers.", no_args_is_help=True,
-                      pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None)
+                      pretty_exceptions_enable=False, add_completion=False)
     register_commands(app)
     return app
 

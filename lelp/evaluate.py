@@ -51,3 +51,16 @@ def sentences_per_second(predict: Callable[[Sequence[str], Sequence[str] | None]
         if time.perf_counter() - start > max_seconds:
             break
     return done / max(time.perf_counter() - start, 1e-9)
+
+
+def keeps_line(metrics: dict) -> str | None:
+    """One sentence a user reads first: accuracy kept, speed-up and size ratio against the teacher."""
+    s, t = metrics.get("student") or {}, metrics.get("teacher") or {}
+    try:
+        kept = 100 * s["accuracy"] / t["accuracy"]
+        faster = s["sentences_per_second"] / t["sentences_per_second"]
+        smaller = t["size_bytes"] / s["size_bytes"]
+    except (KeyError, TypeError, ZeroDivisionError):
+        return None
+    return (f"the student keeps {kept:.1f}% of the teacher's accuracy at {faster:,.0f} times its speed "
+            f"and {smaller:,.0f} times smaller")

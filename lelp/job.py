@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from lelp.data import TextDataset, encode_labels, file_sha256, read_table
-from lelp.errors import ConfigError
+from lelp.augment import AugmentSpec, augment_rows
+from lelp.data import encode_labels, file_sha256, read_table
 from lelp.evaluate import agreement, classification_metrics, directory_size, sentences_per_second
-from lelp.features import encode_mean_pooled, extract_teacher_features
+from lelp.features import extract_teacher_features
 from lelp.pipeline import VALIDATION_FRACTION, Candidate, DistillConfig, effective_hyperparameters, split_rows
 from lelp.progress import CancelCheck, Progress, ProgressCallback, report
 from lelp.students.base import count_parameters, predict_class_log_probs
+from lelp.students.kind import KindContext
+from lelp.students.registry import student_kind
 from lelp.targets import Method, build_targets
 from lelp.teacher import load_teacher
 from lelp.train import TrainConfig, TrainResult, resolve_device, train_student
@@ -77,10 +78,13 @@ class DistillJob:
         else:  # hold out 10% of the labelled training rows as the test split
             self.eval_data = None
             self.train_rows, self.eval_rows = split_rows(self.train_labels, VALIDATION_FRACTION, cfg.seed + 7)
-        self.fit_rows, self.validation_rows = self.train_rows, None
-        if cfg.method == "auto" or cfg.subclasses == "auto":
-            part, held = split_rows(self.train_labels[self.train_rows], VALIDATION_FRACTION, cfg.seed)
-            self.fit_rows, self.validation_rows = self.train_rows[part], self.train_rows[held]
+        # The validation split picks the method / config (auto) and the best epoch of every run.
+        part, held = split_rows(self.train_labels[self.train_rows], VALIDATION_FRACTION, cfg.seed)
+        self.fit_rows, self.validation_rows = self.train_rows[part], self.train_rows[held]
+        self.kind = student_kind(cfg.student)(KindContext(
+            teacher=self.teacher, student_base=cfg.student_base, options=dict(cfg.student_options or {}),
+            max_length=cfg.max_length, device=self.device, cache_dir=self.cache_dir, progress=self.progress,
+            should_cancel=self.should_cancel))
 
     # -------------------------------------------------------------- extract
     def extract(self) -> None:
@@ -94,69 +98,46 @@ class DistillJob:
             self.eval_features = extract_teacher_features(self.teacher, self.eval_data.texts,
                                                           self.eval_data.text_pairs,
                                                           dataset_sha256=self.eval_data.sha256, **common)
-        self.train_inputs = self._inputs(self.train_data)
-        self.eval_inputs = self._inputs(self.eval_data) if self.eval_data is not None else None
-
-    def _inputs(self, data: TextDataset):
-        cfg = self.config
-        if cfg.student == "ngram":
-            from lelp.students.ngram import HashedInputs, HashingSpec
-
-            return HashedInputs(HashingSpec(n_features=self.student_options.get("n_features", 2**18)),
-                                data.texts, data.text_pairs)
-        if cfg.student == "encoder_mlp":
-            from lelp.students.encoder_mlp import DenseInputs
-
-            return DenseInputs(encode_mean_pooled(cfg.student_base, data.texts, data.text_pairs,
-                                                  max_length=cfg.max_length, cache_dir=self.cache_dir,
-                                                  dataset_sha256=data.sha256, device=self.device,
-                                                  progress=self.progress, should_cancel=self.should_cancel))
-        from lelp.students.transformer import TokenInputs
-
-        return TokenInputs(self.student_tokenizer, data.texts, data.text_pairs, cfg.max_length)
-
-    @cached_property  # read from disk once, not per split and again at save time
-    def student_tokenizer(self):
-        if self.config.student_base:
-            from transformers import AutoTokenizer
-
-            return AutoTokenizer.from_pretrained(self.config.student_base, local_files_only=True)
-        return self.teacher.tokenizer
-
-    @property
-    def student_options(self) -> dict:
-        return dict(self.config.student_options or {})
+        self.pool_logits, self.pool_embeddings = self.train_features.logits, self.train_features.embeddings
+        self.pool_labels = self.train_labels
+        texts, pairs, sha = self.train_data.texts, self.train_data.text_pairs, self.train_data.sha256
+        self.augmented_rows = 0
+        if cfg.augment:
+            # Variants of the fit rows only: validation and test rows are never augmented.
+            aug = augment_rows(texts, pairs, self.fit_rows, AugmentSpec(
+                variants=int(cfg.augment), seed=cfg.seed, mask_token=self.teacher.tokenizer.mask_token or "[MASK]"),
+                dataset_sha256=sha, cache_dir=self.cache_dir, progress=self.progress,
+                should_cancel=self.should_cancel)
+            feats = extract_teacher_features(self.teacher, aug.texts, aug.text_pairs, dataset_sha256=aug.key,
+                                             **common)
+            n = len(texts)
+            self.augmented_rows = len(aug.texts)
+            self.aug_source_rows = aug.source_rows
+            self.pool_logits = np.concatenate([np.asarray(self.pool_logits), np.asarray(feats.logits)])
+            self.pool_embeddings = np.concatenate([np.asarray(self.pool_embeddings), np.asarray(feats.embeddings)])
+            self.pool_labels = np.concatenate([self.train_labels, np.full(len(aug.texts), -1)])
+            self.fit_rows = np.concatenate([self.fit_rows, n + np.arange(len(aug.texts))])
+            texts = list(texts) + aug.texts
+            pairs = list(pairs) + aug.text_pairs if pairs is not None else None
+            sha = aug.key + "+" + sha
+        self.train_inputs = self.kind.inputs(texts, pairs, sha)
+        self.eval_inputs = (self.kind.inputs(self.eval_data.texts, self.eval_data.text_pairs, self.eval_data.sha256)
+                            if self.eval_data is not None else None)
 
     def _build_student(self, subclasses: int):
-        cfg, opts = self.config, self.student_options
-        outputs = len(self.labels) * subclasses
-        try:
-            if cfg.student == "ngram":
-                from lelp.students.ngram import NgramStudent
-
-                return NgramStudent(outputs, **opts)
-            if cfg.student == "encoder_mlp":
-                from lelp.students.encoder_mlp import EncoderMLPStudent
-
-                return EncoderMLPStudent(outputs, input_size=self.train_inputs.vectors.shape[1], **opts)
-        except TypeError as exc:
-            raise ConfigError(f"bad student option for {cfg.student}: {exc}", param="student_options") from None
-        from lelp.students.transformer import TransformerStudent, build_transformer_student
-
-        return TransformerStudent(build_transformer_student(self.teacher.model, self.labels, subclasses,
-                                                            layers=opts.get("layers"), base_dir=cfg.student_base))
+        return self.kind.build(len(self.labels) * subclasses, self.labels, subclasses)
 
     # ---------------------------------------------------------------- train
     def train_candidate(self, cand: Candidate, checkpoint: Path | None, on_checkpoint) -> CandidateResult:
         cfg = self.config
-        hp = effective_hyperparameters(cfg, cand)
+        hp = effective_hyperparameters(cfg, cand, rows=len(self.fit_rows))
         report(self.progress, Progress(stage="fit_projector", message=cand.name))
         # Rows held out for validation or test count as unlabelled here: their labels must not
         # shape the targets (the projector assigns them to the teacher's argmax class).
-        target_labels = np.full_like(self.train_labels, -1)
-        target_labels[self.fit_rows] = self.train_labels[self.fit_rows]
+        target_labels = np.full_like(self.pool_labels, -1)
+        target_labels[self.fit_rows] = self.pool_labels[self.fit_rows]
         targets, subclasses, _model = build_targets(
-            cand.method, self.train_features.logits, self.train_features.embeddings, target_labels,
+            cand.method, self.pool_logits, self.pool_embeddings, target_labels,
             subclasses=cand.subclasses, beta=cand.beta, tau=cand.tau, seed=cfg.seed,
             head_weight=self.teacher.head.weight.detach().cpu().numpy(), class_names=self.labels)
         rows = self.fit_rows
@@ -164,15 +145,14 @@ class DistillJob:
         student = self._build_student(subclasses)
         train_cfg = TrainConfig(epochs=hp["epochs"], learning_rate=hp["learning_rate"],
                                 batch_size=hp["batch_size"], subclasses=subclasses, alpha=cfg.alpha,
-                                tau=cand.tau, seed=cfg.seed)
-        fitnet = RowView(self.train_features.embeddings, rows) if cand.method == Method.FITNET.value else None
-        result = train_student(student, RowView(self.train_inputs, rows), targets[rows], self.train_labels[rows],
+                                tau=cand.tau, seed=cfg.seed, patience=hp["patience"])
+        fitnet = RowView(self.pool_embeddings, rows) if cand.method == Method.FITNET.value else None
+        result = train_student(student, RowView(self.train_inputs, rows), targets[rows], self.pool_labels[rows],
                                train_cfg, teacher_embeddings=fitnet, device=self.device,
                                checkpoint_path=checkpoint, progress=self.progress,
-                               should_cancel=self.should_cancel, on_checkpoint=on_checkpoint)
-        score = float("nan")
-        if self.validation_rows is not None:
-            score = self._validation_score(student, subclasses)
+                               should_cancel=self.should_cancel, on_checkpoint=on_checkpoint,
+                               evaluate=lambda model: self._validation_score(model, subclasses))
+        score = float(result.best_score) if result.best_score is not None else float("nan")
         return CandidateResult(cand, student, result, score, {**hp, "subclasses": subclasses})
 
     def _predict_classes(self, student, inputs, subclasses: int) -> np.ndarray:
@@ -212,8 +192,11 @@ class DistillJob:
             "agreement": agreement(student_pred, teacher_pred),
             "chosen": best.hyperparameters,
             "candidates": [{**r.hyperparameters, "validation_accuracy": r.validation_score
-                            if r.validation_score == r.validation_score else None} for r in results],
-            "train_rows": int(len(self.fit_rows)),
+                            if r.validation_score == r.validation_score else None,
+                            "epochs_run": r.train.epochs_run, "best_epoch": r.train.best_epoch} for r in results],
+            "training": best.train.summary(),
+            "train_rows": int(len(self.fit_rows) - self.augmented_rows),
+            "augmented_rows": int(self.augmented_rows),
             "validation_rows": int(len(self.validation_rows)) if self.validation_rows is not None else 0,
             "eval_rows": int(len(labels)),
             "labels": self.labels,
@@ -233,10 +216,7 @@ class DistillJob:
                         "eval_sha256": file_sha256(cfg.eval_path) if cfg.eval_path else None},
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        student = best.student.cpu()
-        tokenizer = self.student_tokenizer if cfg.student == "transformer" else None
-        encoder_dir = cfg.student_base if cfg.student == "encoder_mlp" else None
-        out = save_student(student, out_dir, manifest, tokenizer=tokenizer, encoder_dir=encoder_dir)
+        out = save_student(best.student.cpu(), out_dir, manifest, self.kind)
         texts, pairs = self._eval_texts
         metrics["student"]["size_bytes"] = directory_size(out)
         metrics["student"]["sentences_per_second"] = sentences_per_second(

@@ -12,6 +12,7 @@ validation score is reported, the winner's test metrics too.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,12 +27,23 @@ from lelp.targets import SUBCLASS_METHODS, Method, parse_method
 # validation split picked tau = 1 for the ngram student (every method) and tau >= 2 for
 # encoder_mlp; LELP picked S = 2 in most settings. No setting showed LELP beating KD by more
 # than its noise, so the default method is "auto": KD unless LELP wins on held-out data.
+#
+# The budget fits the data: at least ``epochs`` epochs and ``min_steps`` optimiser steps (so 1,000
+# rows get enough updates), at most ``max_epochs``; every epoch is scored on the validation split,
+# ``patience`` epochs without a better score stop the run and the best epoch's weights ship.
 STUDENT_DEFAULTS = {
-    "ngram": {"epochs": 5, "learning_rate": 3e-3, "batch_size": 64, "tau": 1.0},
-    "encoder_mlp": {"epochs": 20, "learning_rate": 1e-3, "batch_size": 64, "tau": 2.0},
-    "transformer": {"epochs": 3, "learning_rate": 5e-5, "batch_size": 32, "tau": 2.0},
+    "ngram": {"epochs": 5, "learning_rate": 3e-3, "batch_size": 64, "tau": 1.0, "min_steps": 1500,
+              "max_epochs": 100, "patience": 3},
+    "static": {"epochs": 5, "learning_rate": 2e-3, "batch_size": 64, "tau": 1.0, "min_steps": 1500,
+               "max_epochs": 100, "patience": 3},
+    "encoder_mlp": {"epochs": 20, "learning_rate": 1e-3, "batch_size": 64, "tau": 2.0, "min_steps": 2000,
+                    "max_epochs": 100, "patience": 5},
+    "transformer": {"epochs": 3, "learning_rate": 5e-5, "batch_size": 32, "tau": 2.0, "min_steps": 500,
+                    "max_epochs": 10, "patience": 1},
 }
 DEFAULT_METHOD = "auto"
+# The static student: best test accuracy at >= 100x the teacher's CPU speed (benchmarks/README.md).
+DEFAULT_STUDENT = "static"
 DEFAULT_SUBCLASSES = 2
 DEFAULT_BETA = 1.0
 # subclasses="auto" searches the grid the benchmark gave every sub-class method (4 configs, as
@@ -52,7 +64,7 @@ class DistillConfig:
     # the eval file's label column; None: the same as label_column, or "label" when that is None
     eval_label_column: str | None = None
     method: str = DEFAULT_METHOD
-    student: str = "ngram"
+    student: str = DEFAULT_STUDENT
     student_base: str | None = None
     subclasses: int | str = "default"
     beta: float | None = None
@@ -64,6 +76,11 @@ class DistillConfig:
     max_length: int = 128
     seed: int = 0
     device: str = "auto"
+    # teacher-scored variants per training row (lelp.augment); 0 = none
+    augment: int = 0
+    # epochs without a better validation score before stopping; None = the student's default
+    # (with --epochs given: no early stopping, the best epoch still ships)
+    patience: int | None = None
     # constructor options of the student, e.g. {"n_features": 2**16, "embedding_dim": 32} for ngram,
     # {"hidden": 512} for encoder_mlp, {"layers": 3} for transformer
     student_options: dict | None = None
@@ -112,7 +129,9 @@ def validate_config(config: DistillConfig) -> None:
         value = getattr(config, name)
         if value is not None and not value > 0:
             raise ConfigError(f"{name} must be > 0, got {value}", param=name)
-    for name in ("epochs", "batch_size", "max_length"):
+    if not isinstance(config.augment, int) or isinstance(config.augment, bool) or not 0 <= config.augment <= 50:
+        raise ConfigError(f"augment must be an integer within [0, 50], got {config.augment!r}", param="augment")
+    for name in ("epochs", "batch_size", "max_length", "patience"):
         value = getattr(config, name)
         if value is not None and value < 1:
             raise ConfigError(f"{name} must be >= 1, got {value}", param=name)
@@ -203,12 +222,22 @@ def distill(
 AUTO_METHOD_RANK = {Method.KD.value: 0, Method.LELP.value: 1, Method.RANDOM_SUBCLASS.value: 2}
 
 
-def effective_hyperparameters(config: DistillConfig, cand: Candidate) -> dict:
+def budget_epochs(config: DistillConfig, rows: int | None) -> int:
+    """``--epochs`` when given; else enough epochs for ``min_steps`` updates, within the defaults."""
     defaults = STUDENT_DEFAULTS[config.student]
+    if config.epochs:
+        return config.epochs
+    if not rows:
+        return defaults["epochs"]
+    steps_per_epoch = math.ceil(rows / (config.batch_size or defaults["batch_size"]))
+    return min(defaults["max_epochs"], max(defaults["epochs"], math.ceil(defaults["min_steps"] / steps_per_epoch)))
+
+
+def effective_hyperparameters(config: DistillConfig, cand: Candidate, rows: int | None = None) -> dict:
+    defaults = STUDENT_DEFAULTS[config.student]
+    patience = config.patience if config.patience is not None else (None if config.epochs else defaults["patience"])
     return {"method": cand.method, "subclasses": cand.subclasses, "beta": cand.beta, "tau": cand.tau,
-            "alpha": config.alpha, "epochs": config.epochs or defaults["epochs"],
+            "alpha": config.alpha, "epochs": budget_epochs(config, rows),
             "learning_rate": config.learning_rate or defaults["learning_rate"],
             "batch_size": config.batch_size or defaults["batch_size"], "max_length": config.max_length,
-            "seed": config.seed}
-
-
+            "seed": config.seed, "patience": patience, "augment": config.augment}

@@ -14,7 +14,7 @@ from lelp.errors import JobCancelled
 
 @dataclass(frozen=True)
 class Progress:
-    stage: str  # "load" | "extract" | "fit_projector" | "train" | "evaluate" | "save"
+    stage: str  # "load" | "extract" | "augment" | "fit_projector" | "train" | "evaluate" | "save"
     step: int = 0
     total: int = 0
     epoch: int | None = None

@@ -4,6 +4,11 @@ Determinism is by epoch: each epoch seeds its own shuffle and dropout from
 ``(seed, epoch)``, so a run resumed from the checkpoint of epoch e takes exactly the
 steps an uninterrupted run would have taken. A checkpoint is written (atomically)
 after every epoch; a killed job loses at most the epoch in progress.
+
+With a held-out scorer (``evaluate``) every epoch is scored, the best epoch's weights are kept
+(in the checkpoint too, so a resumed run keeps the same best) and are what the call returns;
+``patience`` epochs without improvement stop the run early. The history
+(``[{"epoch", "train_loss", "val_score"}]``) goes into the job's metrics.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from torch import nn
 from lelp.losses import distillation_loss, fitnet_loss
 from lelp.progress import CancelCheck, Progress, ProgressCallback, check_cancelled, report
 from lelp.students.base import Student, StudentInputs, fold_temperature
+from lelp.students.base import output_layer as student_output_layer
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,8 @@ class TrainConfig:
     fitnet_weight: float = 1.0
     seed: int = 0
     cancel_every: int = 10
+    # epochs without a better held-out score before stopping (None: run every epoch)
+    patience: int | None = None
 
 
 @dataclass
@@ -43,6 +51,19 @@ class TrainResult:
     epoch_losses: list[float] = field(default_factory=list)
     resumed_from_epoch: int = 0  # epochs already done when this call started (0 = fresh)
     steps: int = 0
+    history: list[dict] = field(default_factory=list)  # [{"epoch", "train_loss", "val_score"}]
+    best_epoch: int | None = None  # 1-based; None without a held-out scorer
+    best_score: float | None = None
+    stopped_early: bool = False
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.epoch_losses)
+
+    def summary(self) -> dict:
+        """What the job's metrics report about this run (``metrics["training"]``)."""
+        return {"epochs_run": self.epochs_run, "best_epoch": self.best_epoch, "best_val_score": self.best_score,
+                "stopped_early": self.stopped_early, "steps": self.steps, "history": self.history}
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -87,6 +108,26 @@ def _save_checkpoint(path: Path, state: dict, on_checkpoint: Callable[[str], Non
         on_checkpoint(str(path))
 
 
+def _score_folded(student: Student, evaluate: Callable[[Student], float], config: TrainConfig) -> float:
+    """The held-out score of the model as it would ship (temperature folded), weights untouched."""
+    student.eval()
+    if config.subclasses > 1 and config.tau != 1.0:
+        layer = student_output_layer(student)
+        saved = [t.detach().clone() for t in (layer.weight, layer.bias) if t is not None]
+        fold_temperature(student, config.tau)
+        try:
+            return float(evaluate(student))
+        finally:
+            with torch.no_grad():
+                for t, v in zip([t for t in (layer.weight, layer.bias) if t is not None], saved, strict=True):
+                    t.copy_(v)
+    return float(evaluate(student))
+
+
+def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
 def train_student(
     student: Student,
     inputs: StudentInputs,
@@ -100,8 +141,12 @@ def train_student(
     progress: ProgressCallback | None = None,
     should_cancel: CancelCheck | None = None,
     on_checkpoint: Callable[[str], None] | None = None,
+    evaluate: Callable[[Student], float] | None = None,
 ) -> TrainResult:
     """Train in place. ``teacher_embeddings`` switches on the FitNet regression term.
+
+    ``evaluate(student) -> score`` (higher is better), called after every epoch on the model as it
+    would ship, selects the best epoch, whose weights the student holds when this returns.
 
     A sub-class student comes back with 1/tau folded into its output layer (see
     ``fold_temperature``): checkpoints hold the unfolded weights, the returned model the folded.
@@ -134,9 +179,17 @@ def train_student(
                 sch.load_state_dict(s)
             start_epoch = int(state["epoch"])
             result.epoch_losses = list(state["epoch_losses"])
+            result.history = list(state.get("history", []))
+            result.best_epoch, result.best_score = state.get("best_epoch"), state.get("best_score")
+            best_state = state.get("best_student")
             result.resumed_from_epoch = start_epoch
+    else:
+        best_state = None
     step = start_epoch * steps_per_epoch
     for epoch in range(start_epoch, config.epochs):
+        if _patience_spent(result, config):
+            result.stopped_early = True
+            break
         check_cancelled(should_cancel)
         student.train()
         seed = config.seed * 100_003 + epoch
@@ -165,16 +218,35 @@ def train_student(
             report(progress, Progress(stage="train", step=step, total=total, epoch=epoch + 1,
                                       loss=running / count))
         result.epoch_losses.append(running / max(count, 1))
+        score = _score_folded(student, evaluate, config) if evaluate is not None else None
+        result.history.append({"epoch": epoch + 1, "train_loss": result.epoch_losses[-1], "val_score": score})
+        if score is not None and (result.best_score is None or score > result.best_score):
+            result.best_epoch, result.best_score = epoch + 1, score
+            best_state = _cpu_state(student)
+        if evaluate is not None:
+            report(progress, Progress(stage="train", step=step, total=total, epoch=epoch + 1,
+                                      message=f"held-out score {score:.4f} (best {result.best_score:.4f} "
+                                              f"at epoch {result.best_epoch})"))
         if ckpt is not None:
             _save_checkpoint(ckpt, {
                 "epoch": epoch + 1, "rows": n, "config": asdict(config), "student": student.state_dict(),
                 "regressor": regressor.state_dict() if regressor is not None else {},
                 "optimizers": [o.state_dict() for o in optimizers],
                 "schedulers": [s.state_dict() for s in schedulers],
-                "epoch_losses": result.epoch_losses,
+                "epoch_losses": result.epoch_losses, "history": result.history,
+                "best_epoch": result.best_epoch, "best_score": result.best_score, "best_student": best_state,
             }, on_checkpoint)
     result.steps = step
+    if best_state is not None and result.best_epoch != result.epochs_run:
+        student.load_state_dict(best_state)
     student.eval()
     if config.subclasses > 1 and config.tau != 1.0:
         fold_temperature(student, config.tau)
     return result
+
+
+def _patience_spent(result: TrainResult, config: TrainConfig) -> bool:
+    """True when the last ``patience`` scored epochs brought no better held-out score."""
+    if config.patience is None or result.best_epoch is None:
+        return False
+    return result.epochs_run - result.best_epoch >= config.patience

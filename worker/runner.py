@@ -47,7 +47,7 @@ log = logging.getLogger("lelp.worker")
 PROGRESS_INTERVAL_S = 1.0
 CANCEL_CHECK_INTERVAL_S = 1.0
 HYPERPARAMETER_FIELDS = ("subclasses", "beta", "tau", "alpha", "epochs", "learning_rate", "batch_size",
-                         "max_length", "seed")
+                         "max_length", "seed", "augment", "patience")
 
 
 @dataclass

@@ -17,9 +17,10 @@ JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 class StudentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    architecture: Literal["ngram", "transformer", "encoder_mlp"] = "ngram"
+    architecture: Literal["static", "ngram", "transformer", "encoder_mlp"] = "static"
     base: PlainStr | None = Field(None, max_length=4096,
-                             description="transformer/encoder_mlp: a small pretrained model dir to start from")
+                             description="transformer/encoder_mlp: a small pretrained model dir to start from; "
+                                         "static: an encoder whose vocabulary the table takes")
 
 
 class Hyperparameters(BaseModel):
@@ -36,6 +37,8 @@ class Hyperparameters(BaseModel):
     batch_size: int | None = Field(None, ge=1, le=8192)
     max_length: int | None = Field(None, ge=4, le=4096)
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    augment: int | None = Field(None, ge=0, le=50, description="teacher-scored variants per training row")
+    patience: int | None = Field(None, ge=1, le=1000, description="epochs without a better validation score")
 
     @field_validator("subclasses")
     @classmethod

@@ -11,7 +11,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from lelp.errors import ConfigError
 from lelp.students.base import Student, mlp_head
+from lelp.students.kind import StudentKind
 
 
 class DenseInputs:
@@ -66,3 +68,41 @@ class FrozenEncoder:
                                      max_length=self.max_length, padding=True, return_tensors="pt")
                 out.append(mean_pool(self.model(**enc).last_hidden_state, enc["attention_mask"]).numpy())
         return np.concatenate(out) if out else np.zeros((0, self.model.config.hidden_size), np.float32)
+
+
+class EncoderMLPKind(StudentKind):
+    student_class = EncoderMLPStudent
+    name = "encoder_mlp"
+
+    def inputs(self, texts, text_pairs, dataset_sha256):
+        from lelp.features import encode_mean_pooled
+
+        ctx = self.ctx
+        vectors = encode_mean_pooled(ctx.student_base, texts, text_pairs, max_length=ctx.max_length,
+                                     cache_dir=ctx.cache_dir, dataset_sha256=dataset_sha256, device=ctx.device,
+                                     progress=ctx.progress, should_cancel=ctx.should_cancel)
+        self.input_size = int(vectors.shape[1])
+        return DenseInputs(vectors)
+
+    def build(self, num_outputs, labels, subclasses):
+        try:
+            return EncoderMLPStudent(num_outputs, input_size=self.input_size, **self.ctx.options)
+        except TypeError as exc:
+            raise ConfigError(f"bad student option for encoder_mlp: {exc}", param="student_options") from None
+
+    def save(self, student, out):
+        from lelp.model_files import copy_model_files
+
+        super().save(student, out)
+        copy_model_files(self.ctx.student_base, out / "encoder")  # the encoder's own files, never a link
+
+    @classmethod
+    def load(cls, path, manifest):
+        from safetensors.torch import load_file
+
+        from lelp.artifacts import StudentPredictor
+
+        student = EncoderMLPStudent(**manifest["spec"])
+        student.load_state_dict(load_file(str(path / "model.safetensors")))
+        encoder = FrozenEncoder(path / "encoder", max_length=int(manifest.get("max_length", 128)))
+        return StudentPredictor(student, manifest, lambda texts, pairs: DenseInputs(encoder.encode(texts, pairs)))

@@ -15,7 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from lelp.errors import ConfigError
 from lelp.students.base import Student, mlp_head
+from lelp.students.kind import StudentKind
 
 PAIR_SEPARATOR = " [SEP] "
 
@@ -90,3 +92,28 @@ class NgramStudent(Student):
     def spec(self) -> dict:
         return {"num_outputs": self.num_outputs, "embedding_dim": self.embedding_dim, "hidden": self.hidden_size,
                 "dropout": self.dropout, "hashing": asdict(self.hashing)}
+
+
+class NgramKind(StudentKind):
+    student_class = NgramStudent
+    name = "ngram"
+
+    def inputs(self, texts, text_pairs, dataset_sha256):
+        spec = HashingSpec(n_features=self.ctx.options.get("n_features", 2**18))
+        return HashedInputs(spec, texts, text_pairs)
+
+    def build(self, num_outputs, labels, subclasses):
+        try:
+            return NgramStudent(num_outputs, **self.ctx.options)
+        except TypeError as exc:
+            raise ConfigError(f"bad student option for ngram: {exc}", param="student_options") from None
+
+    @classmethod
+    def load(cls, path, manifest):
+        from safetensors.torch import load_file
+
+        from lelp.artifacts import StudentPredictor
+
+        student = NgramStudent(**manifest["spec"])
+        student.load_state_dict(load_file(str(path / "model.safetensors")))
+        return StudentPredictor(student, manifest, student.make_inputs)

@@ -1,4 +1,8 @@
-"""Student kinds by name: one plain mapping, imported lazily (no import-time registration)."""
+"""Student kinds by name: one plain mapping, imported lazily (no import-time registration).
+
+Each entry names a ``StudentKind`` (``lelp.students.kind``): the object that builds the model,
+makes its inputs and writes / reads its artifact. A new kind is its module plus one line here.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,23 @@ import importlib
 
 from lelp.errors import ConfigError
 
-_CLASSES = {
-    "ngram": "lelp.students.ngram:NgramStudent",
-    "encoder_mlp": "lelp.students.encoder_mlp:EncoderMLPStudent",
-    "transformer": "lelp.students.transformer:TransformerStudent",
+_KINDS = {
+    "ngram": "lelp.students.ngram:NgramKind",
+    "static": "lelp.students.static:StaticKind",
+    "encoder_mlp": "lelp.students.encoder_mlp:EncoderMLPKind",
+    "transformer": "lelp.students.transformer:TransformerKind",
 }
-STUDENT_KINDS = tuple(_CLASSES)
+STUDENT_KINDS = tuple(_KINDS)
+
+
+def student_kind(kind: str):
+    """The ``StudentKind`` subclass for ``kind``."""
+    if kind not in _KINDS:
+        raise ConfigError(f"unknown student {kind!r}; choose one of {', '.join(STUDENT_KINDS)}", param="student")
+    module, name = _KINDS[kind].split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def student_class(kind: str):
-    if kind not in _CLASSES:
-        raise ConfigError(f"unknown student {kind!r}; choose one of {', '.join(STUDENT_KINDS)}", param="student")
-    module, name = _CLASSES[kind].split(":")
-    return getattr(importlib.import_module(module), name)
+    """The ``nn.Module`` class of ``kind``."""
+    return student_kind(kind).student_class

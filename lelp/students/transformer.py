@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from lelp.students.base import Student
+from lelp.students.kind import StudentKind
 
 _LAYER_KEY = re.compile(r"(\.layer\.)(\d+)(\.)")
 
@@ -124,3 +125,38 @@ class TransformerStudent(Student):
 
     def save_pretrained(self, out_dir: str | Path) -> None:
         self.model.save_pretrained(out_dir, safe_serialization=True)
+
+
+class TransformerKind(StudentKind):
+    student_class = TransformerStudent
+    name = "transformer"
+    readme_note = """
+This directory is also a plain Hugging Face model:
+`AutoModelForSequenceClassification.from_pretrained(dir)` gives the S*C logits; fold them with
+`logits.view(-1, C, S).logsumexp(-1)`.
+"""
+
+    def inputs(self, texts, text_pairs, dataset_sha256):
+        return TokenInputs(self.ctx.tokenizer, texts, text_pairs, self.ctx.max_length)
+
+    def build(self, num_outputs, labels, subclasses):
+        ctx = self.ctx
+        return TransformerStudent(build_transformer_student(ctx.teacher.model, labels, subclasses,
+                                                            layers=ctx.options.get("layers"),
+                                                            base_dir=ctx.student_base))
+
+    def save(self, student, out):
+        student.save_pretrained(out)
+        self.ctx.tokenizer.save_pretrained(out)
+
+    @classmethod
+    def load(cls, path, manifest):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from lelp.artifacts import HFClassifierPredictor
+
+        model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True,
+                                                                   trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        return HFClassifierPredictor(model, tokenizer, manifest["labels"], int(manifest["subclasses"]),
+                                     int(manifest.get("max_length", 128)))

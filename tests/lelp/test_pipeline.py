@@ -18,14 +18,14 @@ SMALL_NGRAM = {"n_features": 2**12, "embedding_dim": 16, "hidden": 32}
 
 def config_for(teacher, train, eval_, **overrides) -> DistillConfig:
     base = dict(teacher_dir=str(teacher), train_path=str(train), eval_path=str(eval_), subclasses=2, epochs=2,
-                student_options=SMALL_NGRAM, max_length=32)
+                student="ngram", student_options=SMALL_NGRAM, max_length=32)
     base.update(overrides)
     if base.get("student") != "ngram" and "student" in base:
         base["student_options"] = overrides.get("student_options")
     return DistillConfig(**base)
 
 
-@pytest.mark.parametrize("student", ["ngram", "encoder_mlp", "transformer"])
+@pytest.mark.parametrize("student", ["ngram", "static", "encoder_mlp", "transformer"])
 @pytest.mark.parametrize("method", [m.value for m in Method])
 def test_every_method_and_student_trains_saves_and_predicts(method, student, tiny_teacher_dir, tiny_train_csv,
                                                             tiny_eval_csv, tmp_path):
@@ -123,7 +123,7 @@ def test_bad_config_is_refused_before_any_work(tiny_teacher_dir, tiny_train_csv,
     with pytest.raises(ConfigError, match="alpha"):
         distill(DistillConfig(str(tiny_teacher_dir), str(tiny_train_csv), alpha=2.0), tmp_path / "o")
     with pytest.raises(ConfigError, match="subclasses"):
-        distill(DistillConfig(str(tiny_teacher_dir), str(tiny_train_csv), method="lelp", subclasses=64,
+        distill(DistillConfig(str(tiny_teacher_dir), str(tiny_train_csv), method="lelp", subclasses=64, student="ngram",
                               student_options=SMALL_NGRAM), tmp_path / "o")  # D=32 < S + C
 
 
@@ -171,7 +171,7 @@ def test_auto_on_unlabelled_transfer_data_scores_candidates_by_agreement(tiny_te
 
     transfer = write_csv(tmp_path / "transfer.csv", make_text_rows(160, seed=11), columns=("text",))
     cfg = DistillConfig(str(tiny_teacher_dir), str(transfer), label_column=None, method="auto", subclasses=2,
-                        epochs=1, student_options=SMALL_NGRAM, max_length=32)
+                        epochs=1, student="ngram", student_options=SMALL_NGRAM, max_length=32)
     result = distill(cfg, tmp_path / "out")
     candidates = {c["method"]: c for c in result.metrics["candidates"]}
     assert set(candidates) == {"kd", "lelp", "random_subclass"}

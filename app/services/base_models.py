@@ -18,7 +18,6 @@ from app.db import repositories as repo
 from app.db.base import new_id, utcnow
 from app.db.models import BaseModelRow, Teacher
 from app.errors import Conflict, not_found
-from app.services.library_errors import api_error
 from app.services.model_dirs import archive_model_dir, default_name, put_model_dir, uri_model_dir, validate_model_dir
 from app.services.uploads import Upload
 from app.settings import Settings

@@ -307,7 +307,7 @@ def main() -> None:
                     log(f"{kind_name}: {speed['sentences_per_second']:.0f} sentences/s "
                         f"({speed['teacher_ratio']:.0f}x the teacher), {speed['size_bytes'] / 1e6:.1f} MB")
         pool = [m for m in AUTO_POOL if m in runs]
-        if pool:  # auto: per seed, the best of its pool on validation, ties to the simpler method
+        if len(pool) > 1:  # auto: per seed, the best of its pool on validation, ties to the simpler method
             runs["auto"] = []
             for i in range(len(runs[pool[0]])):
                 pick = max(pool, key=lambda m: (runs[m][i]["validation"], -AUTO_METHOD_RANK.get(m, 9)))

@@ -51,6 +51,8 @@ def table(results: list[dict]) -> str:
             sp = s.get("speed") or {}
             kd = s["runs"].get("kd", [])
             for method, runs in s["runs"].items():
+                if method == "auto" and len(s["runs"]) <= 2:  # a pool of one method: nothing chosen
+                    continue
                 m, se = mean_se([x["test"]["accuracy"] for x in runs])
                 val = np.mean([x["validation"] for x in runs]) * 100
                 best, run = np.mean([x["best_epoch"] for x in runs]), np.mean([x["epochs_run"] for x in runs])

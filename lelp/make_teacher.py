@@ -37,7 +37,7 @@ TEACHER_METRICS = "lelp_teacher_metrics.json"
 
 
 def teacher_holdout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train rows, held-out rows) of the labelled rows, seeded and stratified-free (uniform draw)."""
+    """(train rows, held-out rows) of the labelled rows, a seeded uniform draw (not stratified)."""
     from lelp.pipeline import split_rows
 
     labelled = np.flatnonzero(labels >= 0)

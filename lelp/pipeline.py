@@ -42,7 +42,8 @@ STUDENT_DEFAULTS = {
                     "max_epochs": 10, "patience": 1},
 }
 DEFAULT_METHOD = "auto"
-# The static student: best test accuracy at >= 100x the teacher's CPU speed (benchmarks/README.md).
+# The static student: best test accuracy at >= 100x the teacher's CPU speed on SST-2 with 7k and
+# 60k transfer rows (92.4% / 95.2% of the teacher with kd; ngram 85.1% / 92.3%; benchmarks/README.md).
 DEFAULT_STUDENT = "static"
 DEFAULT_SUBCLASSES = 2
 DEFAULT_BETA = 1.0

@@ -176,7 +176,7 @@ async function loadJob(id) {
   const fraction = jobFraction(job);
   $("job-bar").style.width = Math.round(fraction * 100) + "%";
   let line = FINISHED.has(job.status) ? "finished " + when(job.finished_at)
-    : "stage " + (p.stage || "waiting for a worker") + (p.epoch ? ", epoch " + p.epoch : "")
+    : "stage " + (job.status === "queued" ? "waiting for a worker" : p.stage) + (p.epoch ? ", epoch " + p.epoch : "")
       + (p.loss != null ? ", loss " + p.loss.toFixed(4) : "") + " \u00b7 " + pct(fraction, 0) + " of the stage"
       + (p.eta_s != null ? " \u00b7 about " + Math.round(p.eta_s) + " s left in it" : "");
   if (job.error) line += " \u00b7 " + job.error.code + ": " + job.error.message;

@@ -152,7 +152,7 @@ def label_counts(names: list[str], splits: dict[str, list[int]]) -> str:
     ax.set_yticks(np.arange(len(names)) + height * (len(splits) - 1) / 2, names)
     ax.invert_yaxis()
     ax.set_xlabel("rows")
-    ax.legend(frameon=False)
+    ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _uri(fig)
 
 

@@ -110,11 +110,14 @@ def _subclass_section(data: dict, method: str, plots) -> dict:
 
 def _data_section(data: dict, labels: list[str], plots) -> dict:
     d = data.get("data") or {}
-    splits = {"train": [int(d.get("train_label_counts", {}).get(name, 0)) for name in labels]}
-    if d.get("eval_label_counts"):
-        splits["eval"] = [int(d["eval_label_counts"].get(name, 0)) for name in labels]
+    splits = {}  # a split without labels (unlabelled transfer data) has no bars
+    for split in ("train", "eval"):
+        counts = [int((d.get(f"{split}_label_counts") or {}).get(name, 0)) for name in labels]
+        if sum(counts):
+            splits[split] = counts
     lengths = d.get("token_lengths") or []
-    return {**d, "counts_figure": plots.label_counts(labels, splits),
+    return {**d, "counts_figure": plots.label_counts(labels, splits) if splits else None,
+            "train_labelled": sum((d.get("train_label_counts") or {}).values()),
             "lengths_figure": plots.token_lengths(lengths, d.get("max_length", 0)) if lengths else None,
             "median_tokens": float(np.median(lengths)) if lengths else None,
             "length_sample": len(lengths)}

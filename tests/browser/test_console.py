@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import pytest
 from selenium.webdriver.common.by import By
@@ -13,6 +15,13 @@ from tests.browser.conftest import console_errors, requested_urls
 from tests.tiny import make_text_rows, write_csv
 
 pytestmark = [pytest.mark.browser, pytest.mark.service, pytest.mark.timeout(400)]
+
+
+def _shot(driver, name: str) -> None:
+    """With LELP_BROWSER_SHOTS=DIR, keep a screenshot of each step (to look at a failure)."""
+    if os.environ.get("LELP_BROWSER_SHOTS"):
+        Path(os.environ["LELP_BROWSER_SHOTS"]).mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(Path(os.environ["LELP_BROWSER_SHOTS"]) / f"{name}.png"))
 
 
 def _wait(driver, timeout: float = 30):
@@ -65,6 +74,7 @@ def test_console_signs_in_lists_jobs_shows_progress_report_and_predicts(browser,
     browser.find_element(By.CSS_SELECTOR, "#login-form button").click()
     error = _wait(browser).until(ec.visibility_of_element_located((By.ID, "login-error")))
     assert "not accepted" in error.text and "invalid_api_key" in error.text
+    _shot(browser, "1-wrong-key")
     assert browser.find_element(By.ID, "login-view").is_displayed()
     console_errors(browser)  # the refused request's 401 is logged by the browser: expected here
 
@@ -76,6 +86,7 @@ def test_console_signs_in_lists_jobs_shows_progress_report_and_predicts(browser,
     _wait(browser).until(ec.visibility_of_element_located((By.CSS_SELECTOR, row)))
     _wait(browser).until(_text_is(f"{row} td:nth-child(2)", "succeeded"))
     assert browser.find_element(By.CSS_SELECTOR, f"{row} td:nth-child(4)").text.strip() == "100%"
+    _shot(browser, "2-jobs")
     assert service_api_key not in browser.current_url
     assert browser.execute_script("return sessionStorage.getItem('lelp_api_key')") == service_api_key
 
@@ -91,6 +102,7 @@ def test_console_signs_in_lists_jobs_shows_progress_report_and_predicts(browser,
         _wait(browser).until(_text_is("#job-status", "running"))
         _wait(browser).until(lambda d: "epoch" in d.find_element(By.ID, "job-progress").text)
         _wait(browser).until(lambda d: d.find_element(By.ID, "job-report").get_attribute("srcdoc"))
+        _shot(browser, "3-running-job")
         browser.switch_to.frame(browser.find_element(By.ID, "job-report"))
         try:
             assert _text_is("#stage", "train")(browser) and "of this stage" in browser.find_element(
@@ -106,6 +118,7 @@ def test_console_signs_in_lists_jobs_shows_progress_report_and_predicts(browser,
     _wait(browser).until(lambda d: "succeeded" in d.find_element(By.ID, "events-table").text)
     _wait(browser).until(lambda d: "<!doctype html>" in (d.find_element(By.ID, "job-report").get_attribute("srcdoc")
                                                          or "").lower())
+    _shot(browser, "4-finished-job")
     browser.switch_to.frame(browser.find_element(By.ID, "job-report"))
     try:
         headline = browser.find_element(By.ID, "headline").text
@@ -121,6 +134,7 @@ def test_console_signs_in_lists_jobs_shows_progress_report_and_predicts(browser,
     _wait(browser).until(ec.visibility_of_element_located((By.ID, "predict-table")))
     labels = [td.text for td in browser.find_elements(By.CSS_SELECTOR, "#predict-table td.label")]
     assert len(labels) == 2 and set(labels) <= {"negative", "positive"}
+    _shot(browser, "5-model")
 
     assert console_errors(browser) == []
     origin, urls = api_server.rstrip("/"), requested_urls(browser)

@@ -178,7 +178,7 @@ async function loadJob(id) {
   let line = FINISHED.has(job.status) ? "finished " + when(job.finished_at)
     : "stage " + (job.status === "queued" ? "waiting for a worker" : p.stage) + (p.epoch ? ", epoch " + p.epoch : "")
       + (p.loss != null ? ", loss " + p.loss.toFixed(4) : "") + " \u00b7 " + pct(fraction, 0) + " of the stage"
-      + (p.eta_s != null ? " \u00b7 about " + Math.round(p.eta_s) + " s left in it" : "");
+      + (p.eta_s != null && fraction >= 0.01 ? " \u00b7 about " + Math.round(p.eta_s) + " s left in it" : "");
   if (job.error) line += " \u00b7 " + job.error.code + ": " + job.error.message;
   $("job-progress").textContent = line;
   $("job-model").hidden = !job.model_id;

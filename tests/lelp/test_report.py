@@ -154,3 +154,22 @@ def test_lelp_report_imports_no_torch(artifact):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     (artifact / "again.html").unlink()
+
+
+def test_report_of_an_unlabelled_evaluation_and_no_search(artifact, tmp_path):
+    """Without eval labels there is no accuracy: the page says so instead of failing."""
+    from lelp.report import write_report
+
+    copy = shutil.copytree(artifact, tmp_path / "copy", ignore=shutil.ignore_patterns("model.safetensors"))
+    data = json.loads((copy / "report_data.json").read_text())
+    data["eval"]["labels"] = [-1] * len(data["eval"]["labels"])
+    (copy / "report_data.json").write_text(json.dumps(data))
+    metrics = json.loads((copy / "metrics.json").read_text())
+    for side in ("student", "teacher"):
+        metrics[side]["accuracy"] = metrics[side]["macro_f1"] = None
+    (copy / "metrics.json").write_text(json.dumps(metrics))
+    page = write_report(copy).read_text()
+    assert "calibration cannot be measured" in page and 'data-metric="keeps"' not in page
+    # the disagreement matrix, training, one per class, the two data figures; no search chart
+    assert page.count("<img") == 1 + 1 + len(metrics["labels"]) + 2
+    assert "No search" in page

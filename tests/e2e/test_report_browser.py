@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.browser.conftest import console_errors, ink_share, requested_urls
+from tests.browser_support import console_errors, ink_share, requested_urls
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 

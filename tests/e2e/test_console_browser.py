@@ -11,7 +11,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.browser.conftest import console_errors, requested_urls
+from tests.browser_support import console_errors, requested_urls
 from tests.tiny import make_text_rows, write_csv
 
 pytestmark = [pytest.mark.browser, pytest.mark.service, pytest.mark.timeout(400)]

@@ -1,9 +1,13 @@
-"""A headless Debian chromium driven through its chromedriver (selenium), and the service fixtures.
+"""A headless Debian chromium driven through its chromedriver (selenium): the ``browser`` fixture.
 
 Nothing is downloaded: the browser is the distribution's package (``scripts/browser.sh``
 installs it). Without it these tests skip, unless ``LELP_REQUIRE_BROWSER=1`` (set by
 ``scripts/test.sh``, so CI fails instead). The browser's own background traffic is switched
 off, so every request in its log comes from the page under test.
+
+The browser tests live in ``tests/e2e`` (its conftest imports ``browser``): the console test
+needs the real service, and a second set of service fixtures in another directory would start
+a second worker on the same Redis broker, stealing the other's jobs.
 """
 
 from __future__ import annotations
@@ -17,8 +21,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from tests.service_fixtures import *  # noqa: F403  (pytest fixtures)
 
 CHROMIUM = os.environ.get("LELP_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("LELP_CHROMEDRIVER", "/usr/bin/chromedriver")

@@ -17,8 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app import __version__
-from app.api import base_models, datasets, jobs, models, ops, teachers
+from app import __version__, ui
+from app.api import base_models, datasets, jobs, models, ops, reports, teachers
 from app.db.session import make_engine, make_sessionmaker
 from app.errors import AppError
 from app.metrics import Metrics, MetricsMiddleware
@@ -131,8 +131,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.inference = inference
     install_error_handlers(app)
-    for module in (models, jobs, teachers, base_models, datasets, ops):  # predict's router first: it is the hot path
+    for module in (models, jobs, teachers, base_models, datasets, ops, reports):  # predict's router first: hot path
         app.include_router(module.router)
+    ui.install(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics, route_of=_route_template)
     return app
 

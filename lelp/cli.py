@@ -1,4 +1,4 @@
-"""The library's command line: ``distill``, ``make-teacher``, ``predict``, ``evaluate``.
+"""The library's command line: ``distill``, ``make-teacher``, ``predict``, ``evaluate``, ``report``.
 
 ``register_commands`` adds them to any typer app, so the service's ``lelp`` script
 offers them beside ``serve`` and the client verbs. Imports of torch happen inside the
@@ -181,7 +181,8 @@ def distill_command(
     finally:
         bars.close()
     print_report(result.metrics)
-    typer.echo(f"student written to {result.artifact_dir}")
+    typer.echo(f"student written to {result.artifact_dir}; open {Path(result.artifact_dir) / 'report.html'} "
+               "in a browser for the report")
 
 
 @user_errors
@@ -264,11 +265,23 @@ def evaluate_command(
     typer.echo(json.dumps(result))
 
 
+@user_errors
+def report_command(
+    dir: Annotated[Path, typer.Argument(help="a student artifact written by `lelp distill`")],
+    out: Annotated[Path | None, typer.Option(help="where to write the page; default DIR/report.html")] = None,
+) -> None:
+    """Redraw a student's report.html from its own files (metrics.json, report_data.json): no teacher needed."""
+    from lelp.report import write_report
+
+    typer.echo(f"report written to {write_report(dir, out)}")
+
+
 def register_commands(app: typer.Typer) -> None:
     app.command("distill")(distill_command)
     app.command("make-teacher")(make_teacher_command)
     app.command("predict")(predict_command)
     app.command("evaluate")(evaluate_command)
+    app.command("report")(report_command)
 
 
 def build_app() -> typer.Typer:

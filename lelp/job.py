@@ -19,6 +19,7 @@ from lelp.evaluate import agreement, classification_metrics, directory_size, sen
 from lelp.features import extract_teacher_features
 from lelp.pipeline import VALIDATION_FRACTION, Candidate, DistillConfig, effective_hyperparameters, split_rows
 from lelp.progress import CancelCheck, Progress, ProgressCallback, report
+from lelp.projection import softmax_rows
 from lelp.students.base import count_parameters, predict_class_log_probs
 from lelp.students.kind import KindContext
 from lelp.students.registry import student_kind
@@ -51,6 +52,7 @@ class CandidateResult:
     train: TrainResult
     validation_score: float
     hyperparameters: dict
+    subclass_view: dict | None = None  # for the report: lelp.report.collect.subclass_section
 
 
 class DistillJob:
@@ -153,7 +155,20 @@ class DistillJob:
                                should_cancel=self.should_cancel, on_checkpoint=on_checkpoint,
                                evaluate=lambda model: self._validation_score(model, subclasses))
         score = float(result.best_score) if result.best_score is not None else float("nan")
-        return CandidateResult(cand, student, result, score, {**hp, "subclasses": subclasses})
+        view = self._subclass_view(targets, subclasses, target_labels)
+        return CandidateResult(cand, student, result, score, {**hp, "subclasses": subclasses}, view)
+
+    def _subclass_view(self, targets: np.ndarray, subclasses: int, target_labels: np.ndarray) -> dict:
+        """The report's "inside each class" sample of the training rows (augmented variants left out);
+        rows belong to the class their targets were built for."""
+        from lelp.report.collect import null_space_projector, subclass_section
+
+        if not hasattr(self, "_null_basis"):
+            self._null_basis = null_space_projector(self.teacher.head.weight.detach().cpu().numpy())
+        n = len(self.train_data)
+        classes = np.where(target_labels[:n] >= 0, target_labels[:n], np.asarray(self.pool_logits[:n]).argmax(1))
+        return subclass_section(targets[:n], classes, subclasses, self.train_features.embeddings, self._null_basis,
+                                self.train_data.texts, self.labels, seed=self.config.seed)
 
     def _predict_classes(self, student, inputs, subclasses: int) -> np.ndarray:
         return predict_class_log_probs(student, inputs, subclasses, self.device).argmax(1)
@@ -177,10 +192,13 @@ class DistillJob:
             logits = self.train_features.logits[rows]
             texts = [self.train_data.texts[i] for i in rows]
             pairs = [self.train_data.text_pairs[i] for i in rows] if self.train_data.text_pairs else None
-        student_pred = self._predict_classes(best.student, inputs, best.hyperparameters["subclasses"])
+        student_probs = np.exp(predict_class_log_probs(best.student, inputs, best.hyperparameters["subclasses"],
+                                                       self.device))
+        student_pred = student_probs.argmax(1)
         teacher_pred = np.asarray(logits).argmax(1)
         c = len(self.labels)
         self._eval_texts = (texts, pairs)
+        self._eval_rows = (labels, student_probs, softmax_rows(logits))
         return {
             "method": best.candidate.method,
             "student": {**classification_metrics(labels, student_pred, c), "architecture": self.config.student,
@@ -200,6 +218,30 @@ class DistillJob:
             "validation_rows": int(len(self.validation_rows)) if self.validation_rows is not None else 0,
             "eval_rows": int(len(labels)),
             "labels": self.labels,
+        }
+
+    # --------------------------------------------------------------- report
+    def _counts(self, encoded: np.ndarray) -> dict[str, int]:
+        return {name: int((encoded == c).sum()) for c, name in enumerate(self.labels)}
+
+    def report_data(self, best: CandidateResult) -> dict:
+        """What ``report.html`` needs beyond ``metrics.json`` (bounded; see lelp.report.collect)."""
+        import lelp
+        from lelp.report.collect import REPORT_DATA_FORMAT, data_section, eval_section, token_lengths
+
+        labels, student_probs, teacher_probs = self._eval_rows
+        texts, pairs = self._eval_texts
+        train = self.train_data
+        lengths = token_lengths(self.teacher.tokenizer, train.texts, train.text_pairs, seed=self.config.seed)
+        return {
+            "format": REPORT_DATA_FORMAT, "labels": self.labels,
+            "eval": eval_section(labels, student_probs, teacher_probs, texts, pairs, self.labels,
+                                 seed=self.config.seed),
+            "subclasses": best.subclass_view,
+            "data": data_section(self._counts(self.train_labels), len(train), self._counts(labels), len(labels),
+                                 lengths, self.config.max_length),
+            "provenance": {"library_version": lelp.__version__, "student": self.config.student,
+                           "teacher_name": Path(self.config.teacher_dir).name},
         }
 
     # ----------------------------------------------------------------- save

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import math
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,6 +178,15 @@ def _json_default(value):
     raise TypeError(f"not JSON serialisable: {type(value)}")
 
 
+@contextmanager
+def _timed(seconds: dict[str, float], stage: str):
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - start
+
+
 def distill(
     config: DistillConfig,
     out_dir: str | Path,
@@ -188,18 +199,23 @@ def distill(
 ) -> DistillResult:
     """Run a whole distillation job and write the student artifact to ``out_dir``."""
     from lelp.job import DistillJob
+    from lelp.report import write_report, write_report_data
 
     validate_config(config)
     report(progress, Progress(stage="load", message="reading the teacher and the data"))
     job = DistillJob(config, cache_dir=cache_dir, progress=progress, should_cancel=should_cancel)
-    job.load()
-    job.extract()
+    seconds: dict[str, float] = {}  # stage -> wall seconds, shown in the report
+    with _timed(seconds, "load"):
+        job.load()
+    with _timed(seconds, "extract"):
+        job.extract()
     results, refused = [], []
     candidates = candidates_for(config)
     for i, cand in enumerate(candidates):
         ckpt = Path(checkpoint_dir) / f"{i:02d}-{cand.name}.pt" if checkpoint_dir else None
         try:
-            results.append(job.train_candidate(cand, ckpt, on_checkpoint))
+            with _timed(seconds, "train"):
+                results.append(job.train_candidate(cand, ckpt, on_checkpoint))
         except ConfigError as exc:
             # A search goes on without a candidate the data cannot support (e.g. a class the
             # teacher never predicts has no rows to split); a single chosen config fails loudly.
@@ -210,12 +226,18 @@ def distill(
         raise ConfigError("no candidate could be trained: " + "; ".join(r["error"] for r in refused))
     best = max(results, key=lambda r: (r.validation_score, -AUTO_METHOD_RANK.get(r.candidate.method, 9)))
     report(progress, Progress(stage="evaluate", message=f"evaluating {best.candidate.name}"))
-    metrics = job.evaluate(best, results)
+    with _timed(seconds, "evaluate"):
+        metrics = job.evaluate(best, results)
     metrics["candidates"] += refused
     report(progress, Progress(stage="save"))
-    out = job.save(best, out_dir, metrics)
+    with _timed(seconds, "save"):
+        out = job.save(best, out_dir, metrics)
+    metrics["stage_seconds"] = {k: round(v, 3) for k, v in seconds.items()}
     metrics = json.loads(json.dumps(metrics, default=_json_default))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    report(progress, Progress(stage="save", message="writing report.html"))
+    write_report_data(out, json.loads(json.dumps(job.report_data(best), default=_json_default)))
+    write_report(out)
     return DistillResult(str(out), metrics, resumed_from_epoch=max(r.train.resumed_from_epoch for r in results))
 
 

@@ -4,7 +4,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/services.sh
+scripts/browser.sh
 . .venv/bin/activate
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+# CI must run the browser tests: without chromium they fail instead of being skipped
+export LELP_REQUIRE_BROWSER=1
 # pytest exits 5 when it collects no test: that counts as a failure here, as any non-zero code.
 exec python -m pytest -q -p no:cacheprovider "$@"

@@ -46,6 +46,7 @@ log = logging.getLogger("lelp.worker")
 
 PROGRESS_INTERVAL_S = 1.0
 CANCEL_CHECK_INTERVAL_S = 1.0
+HISTORY_POINTS = 500  # per-epoch loss points kept in a job's progress (bounded: 1000-epoch jobs exist)
 HYPERPARAMETER_FIELDS = ("subclasses", "beta", "tau", "alpha", "epochs", "learning_rate", "batch_size",
                          "max_length", "seed", "augment", "patience")
 
@@ -167,6 +168,8 @@ class ProgressWriter:
         self._stage: str | None = None
         self._stage_started = time.monotonic()
         self.resumed_epochs: list[int] = []
+        self.history: list[dict[str, Any]] = []  # loss per (candidate, epoch) so far: the live report's curve
+        self._candidate: str | None = None
 
     def record_resume(self, epoch: int) -> None:
         """Log that training continued after ``epoch`` finished epochs (read from a checkpoint)."""
@@ -175,8 +178,22 @@ class ProgressWriter:
             repo.add_event(session, self.job_id, "resumed", f"resumed from the checkpoint of epoch {epoch}",
                            {"epoch": epoch})
 
+    def _track_history(self, progress: Any) -> None:
+        """Every report (throttled or not) updates the running epoch's loss; the last is its mean."""
+        if progress.stage == "fit_projector":
+            self._candidate = progress.message
+        elif progress.stage == "train" and progress.epoch is not None and progress.loss is not None:
+            point = {"candidate": self._candidate, "epoch": int(progress.epoch),
+                     "train_loss": round(float(progress.loss), 6)}
+            last = self.history[-1] if self.history else None
+            if last is not None and (last["candidate"], last["epoch"]) == (point["candidate"], point["epoch"]):
+                self.history[-1] = point
+            elif len(self.history) < HISTORY_POINTS:
+                self.history.append(point)
+
     def __call__(self, progress: Any) -> None:
         now = time.monotonic()
+        self._track_history(progress)
         new_stage = progress.stage != self._stage
         if not new_stage and now - self._last_write < self.interval_s:
             return
@@ -191,7 +208,8 @@ class ProgressWriter:
         eta = elapsed * (1 - fraction) / fraction if fraction and fraction > 0 else None
         body = {"stage": progress.stage, "epoch": progress.epoch, "step": progress.step,
                 "total_steps": progress.total, "fraction": fraction, "loss": progress.loss,
-                "eta_s": round(eta, 1) if eta is not None else None, "message": progress.message}
+                "eta_s": round(eta, 1) if eta is not None else None, "message": progress.message,
+                "history": list(self.history)}
         with session_scope(self.url) as session:
             repo.update_progress(session, self.job_id, body)
             if new_stage:

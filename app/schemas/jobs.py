@@ -69,6 +69,8 @@ class JobProgress(BaseModel):
     eta_s: float | None = None
     loss: float | None = None
     message: str | None = None
+    # train loss per epoch so far: [{"candidate", "epoch", "train_loss"}] (the live report's curve)
+    history: list[dict[str, Any]] | None = None
 
 
 class JobError(BaseModel):

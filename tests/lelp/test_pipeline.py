@@ -40,6 +40,7 @@ def test_every_method_and_student_trains_saves_and_predicts(method, student, tin
         assert metrics[side]["parameters"] > 0
         assert metrics[side]["sentences_per_second"] > 0
     assert 0.0 <= metrics["agreement"] <= 1.0
+    assert (tmp_path / "out" / "report.html").is_file() and (tmp_path / "out" / "report_data.json").is_file()
     manifest = read_manifest(result.artifact_dir)
     expected_s = 2 if method in {"lelp", "random_subclass", "uniform_subclass", "kmeans_subclass"} else 1
     assert manifest["subclasses"] == expected_s and manifest["method"] == method and manifest["kind"] == student

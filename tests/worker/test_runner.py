@@ -35,6 +35,13 @@ def test_job_runs_to_a_stored_model(worker_settings, make_job, store):
         assert model.job_id == job_id and model.labels == ["negative", "positive"]
         assert model.uri == f"models/{job.model_id}" and model.size_bytes > 0
     assert "metrics.json" in store.list_files(model.uri)
+    assert {"report.html", "report_data.json"} <= set(store.list_files(model.uri))
+    history = job.progress["history"]  # the live report's curve: one point per (candidate, epoch)
+    epochs = job.metrics["chosen"]["epochs"]
+    assert [p["epoch"] for p in history][-epochs:] == list(range(1, epochs + 1))
+    assert all(p["candidate"] and p["train_loss"] > 0 for p in history)
+    trained = [h["train_loss"] for h in job.metrics["training"]["history"]]
+    assert [p["train_loss"] for p in history][-epochs:] == pytest.approx(trained, abs=1e-5)
     assert store.list_files(f"checkpoints/{job_id}") == [], "checkpoints are dropped once the model is stored"
     types = [t for t, _ in events(worker_settings, job_id)]
     assert types[0] == "started" and "stage" in types and types[-1] == "succeeded"

@@ -1,0 +1,89 @@
+"""Job and model reports: the stored ``report.html`` of a student, or a live page while a job runs.
+
+The finished report is drawn by the library when the job ends (``lelp.report``, in the
+worker); the API only reads the file back, so it never needs matplotlib or torch. The live
+page is a Jinja2 template over the job row: stage, progress, ETA and the loss curve so far
+(the worker keeps ``progress["history"]``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.db import repositories as repo
+from app.db.base import utcnow
+from app.db.models import Job, Model
+from app.errors import NotFound
+from app.storage import ArtifactStore
+from app.ui import templates
+
+REPORT_FILE = "report.html"  # the name lelp.report writes (lelp.report.files.REPORT_FILE)
+LIVE_EVENTS = 20
+CURVE_W, CURVE_H = 480, 160
+
+
+def stored_report(store: ArtifactStore, model: Model) -> str:
+    """The model's ``report.html`` from the artifact store."""
+    path = f"{model.uri}/{REPORT_FILE}"
+    if not store.exists(path):
+        raise NotFound(f"model {model.id!r} has no report.html: it was trained before reports were written",
+                       code="report_not_found")
+    with store.open(path, "rb") as fh:
+        return fh.read().decode("utf-8")
+
+
+def job_report(session: Session, store: ArtifactStore, job: Job) -> tuple[str, bool]:
+    """(html, live): the student's report once the job succeeded, else the live page."""
+    if job.status == "succeeded" and job.model_id:
+        model = repo.get_owned(session, Model, job.tenant_id, job.model_id)
+        session.commit()
+        if model is not None:
+            return stored_report(store, model), False
+    events = repo.list_events(session, job.id, after=None, limit=500)[-LIVE_EVENTS:]
+    session.commit()
+    return live_page(job, events), True
+
+
+def curves(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per training run (candidate): its per-epoch train loss as SVG polyline points in one shared box.
+
+    A sparkline of a few dozen points, drawn here rather than with a plotting library because the
+    API process must stay light (matplotlib belongs to the worker, which draws the final report).
+    """
+    runs: dict[str, list[tuple[int, float]]] = {}
+    for point in history:
+        loss = point.get("train_loss")
+        if isinstance(loss, int | float) and isinstance(point.get("epoch"), int):
+            runs.setdefault(str(point.get("candidate") or "training"), []).append((point["epoch"], float(loss)))
+    if not runs:
+        return []
+    losses = [loss for run in runs.values() for _, loss in run]
+    last_epoch = max(epoch for run in runs.values() for epoch, _ in run)
+    low, high = min(losses), max(losses)
+    span = (high - low) or 1.0
+    out = []
+    for name, run in runs.items():
+        pts = [(8 + (CURVE_W - 16) * ((e - 1) / max(last_epoch - 1, 1)),
+                8 + (CURVE_H - 16) * (1 - (loss - low) / span)) for e, loss in run]
+        out.append({"name": name, "points": " ".join(f"{x:.1f},{y:.1f}" for x, y in pts),
+                    "last": run[-1], "dots": pts})
+    return out
+
+
+def _age(at: datetime | None) -> str:
+    if at is None:
+        return ""
+    seconds = max(0, int((utcnow() - at).total_seconds()))
+    return f"{seconds // 60} min {seconds % 60} s ago" if seconds >= 60 else f"{seconds} s ago"
+
+
+def live_page(job: Job, events: list) -> str:
+    progress = dict(job.progress or {})
+    history = progress.get("history") or []
+    return templates.get_template("job_report.html").render(
+        job=job, progress=progress, fraction=progress.get("fraction"), eta_s=progress.get("eta_s"),
+        curves=curves(history if isinstance(history, list) else []), width=CURVE_W, height=CURVE_H,
+        events=events, updated=_age(job.updated_at), generated_at=utcnow().strftime("%Y-%m-%d %H:%M:%S UTC"))

@@ -25,7 +25,8 @@ def artifact(tiny_teacher_dir, tiny_train_csv, tiny_eval_csv, tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "student"
     distill(DistillConfig(teacher_dir=str(tiny_teacher_dir), train_path=str(tiny_train_csv),
                           eval_path=str(tiny_eval_csv), method="lelp", subclasses=2, epochs=2, max_length=16,
-                          student_options=SMALL_NGRAM, device="cpu"), out, cache_dir=out.parent / "cache")
+                          student="ngram", student_options=SMALL_NGRAM, device="cpu"), out,
+            cache_dir=out.parent / "cache")
     return out
 
 

@@ -89,3 +89,14 @@ def compare(torch_probs: np.ndarray, fp32_probs: np.ndarray, int8_probs: np.ndar
 def score(predict_proba, rows: CheckRows) -> np.ndarray:
     return np.asarray(predict_proba(rows.texts, rows.text_pairs), dtype=np.float32)
 
+
+
+def rows_from_table(path, labels: list[str], *, text_column: str = "text", text_pair_column: str | None = None,
+                    label_column: str | None = "label", max_rows: int | None = None) -> CheckRows:
+    """Check rows from a data file (its label names must be the model's; empty labels are unlabelled)."""
+    from lelp.data import encode_labels, read_table
+
+    data = read_table(path, text_column=text_column, text_pair_column=text_pair_column, label_column=label_column)
+    n = len(data.texts) if max_rows is None else min(max_rows, len(data.texts))
+    ids = np.asarray(encode_labels(data.labels[:n], labels, source=str(getattr(path, "name", path))))
+    return CheckRows(data.texts[:n], data.text_pairs[:n] if data.text_pairs is not None else None, ids, "eval")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
@@ -21,6 +21,8 @@ class ModelRead(ReadModel):
     size_bytes: int | None
     metrics: dict[str, Any]
     created_at: datetime
+    #: what a predict is served on: "onnxruntime" or "torch" (the loaded copy's, else the planned one)
+    runtime: str | None = None
 
 
 class TextPair(BaseModel):
@@ -36,6 +38,8 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     inputs: list[StrictStr] | list[TextPair] = Field(min_length=1)
+    #: "int8": serve this request on the model's int8 onnxruntime export (only when asked for)
+    quantize: Literal["int8"] | None = None
 
 
 class Prediction(BaseModel):

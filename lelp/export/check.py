@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 FP32_TOLERANCE = 1e-4
+#: the most check rows scored (both runtimes run all of them; a few hundred give stable figures)
+MAX_CHECK_ROWS = 1000
 
 #: rows for a check when the caller has no eval data: label-free figures only (diff, agreement)
 PROBE_TEXTS = [

@@ -25,13 +25,11 @@ import zipfile
 from pathlib import Path
 
 from lelp.errors import ArtifactError, ConfigError
-from lelp.export.check import CheckRows, compare, score
+from lelp.export.check import MAX_CHECK_ROWS, CheckRows, compare, score
 from lelp.export.runtime import EXTRA_HINT, ONNX_FORMAT_VERSION, ONNX_MANIFEST, OnnxPredictor
 
 OPSET = 17
 QUANTIZE_CHOICES = ("int8",)
-#: the most check rows scored (both runtimes run all of them; a few hundred give stable figures)
-MAX_CHECK_ROWS = 1000
 
 _README = """# {kind} student exported to ONNX ({variant})
 

@@ -23,9 +23,22 @@ ONNX_FORMAT_VERSION = 1
 EXTRA_HINT = "install the optional extra: pip install 'lelp-distill[onnx]'"
 
 
+#: the student kinds ``lelp.export.graphs.GRAPHS`` exports (kept here, torch-free, for the service;
+#: a test checks the two agree)
+ONNX_KINDS = ("ngram", "encoder_mlp", "transformer")
+RUNTIME_CHOICES = ("auto", "torch", "onnxruntime")
+
+
 def onnxruntime_available() -> bool:
     """True when onnxruntime can be imported (checked without importing it)."""
     return importlib.util.find_spec("onnxruntime") is not None
+
+
+def serving_runtime(kind: str, requested: str = "auto") -> str:
+    """``onnxruntime`` for a kind that exports, when onnxruntime is installed and torch is not asked for."""
+    if requested != "torch" and kind in ONNX_KINDS and onnxruntime_available():
+        return "onnxruntime"
+    return "torch"
 
 
 def read_onnx_manifest(package_dir: str | Path) -> dict:

@@ -44,7 +44,24 @@ def eval_rows(path, labels) -> CheckRows:
 
 
 def test_every_student_kind_has_an_exporter():
+    from lelp.export.runtime import ONNX_KINDS
+
     assert set(GRAPHS) == set(STUDENT_KINDS)  # a new kind (static) needs one more GRAPHS entry
+    assert set(ONNX_KINDS) == set(GRAPHS)  # the service's torch-free copy of the list
+
+
+def test_hf_pipeline_names_every_output_and_two_lines_fold_them(students):
+    from collections import Counter
+
+    from transformers import pipeline
+
+    classifier = pipeline("text-classification", model=str(students["transformer"]), top_k=None)
+    scores = classifier(["good great film"])[0]
+    assert sorted(s["label"] for s in scores) == ["negative/0", "negative/1", "positive/0", "positive/1"]
+    probs = Counter()  # the README's two lines:
+    for s in scores: probs[s["label"].rsplit("/", 1)[0]] += s["score"]  # noqa: E701
+    want = load_student(students["transformer"]).predict_proba(["good great film"])[0]
+    assert [probs["negative"], probs["positive"]] == pytest.approx(list(want), abs=1e-5)
 
 
 @pytest.mark.parametrize("kind", list(GRAPHS))

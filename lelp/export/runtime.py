@@ -72,17 +72,15 @@ class HashingFeatures:
     """The n-gram student's hashing (scikit-learn, MurmurHash3) as EmbeddingBag inputs."""
 
     def __init__(self, _package_dir: Path, spec: dict, _input_names: list[str]):
-        from lelp.students.ngram import HashingSpec, join_pairs
+        from lelp.students.ngram import FastHasher, HashingSpec, join_pairs
 
         self.join_pairs = join_pairs
         fields = {k: spec[k] for k in ("n_features", "ngram_min", "ngram_max", "lowercase", "token_pattern")}
-        self.vectorizer = HashingSpec(**fields).vectorizer()
+        self.hasher = FastHasher(HashingSpec(**fields))
 
     def __call__(self, texts, text_pairs) -> dict[str, np.ndarray]:
-        matrix = self.vectorizer.transform(self.join_pairs(texts, text_pairs)).tocsr()
-        matrix.sort_indices()
-        return {"ids": matrix.indices.astype(np.int64), "offsets": matrix.indptr[:-1].astype(np.int64),
-                "weights": matrix.data.astype(np.float32, copy=False)}
+        indptr, indices, data = self.hasher.transform(self.join_pairs(texts, text_pairs))
+        return {"ids": indices.astype(np.int64), "offsets": indptr[:-1].astype(np.int64), "weights": data}
 
 
 FEATURISERS = {"tokenizer": TokenizerFeatures, "hashing": HashingFeatures}

@@ -130,3 +130,17 @@ def test_bad_requests_are_user_errors(students, tmp_path):
     with pytest.raises(ConfigError, match="non-empty"):
         export_onnx(students["ngram"], tmp_path / "busy")
     assert (tmp_path / "busy" / "mine.txt").read_text() == "keep me"
+
+
+def test_fast_hasher_gives_the_vectorizers_rows():
+    from lelp.students.ngram import FastHasher, HashingSpec
+
+    texts = ["a lovely warm film", "", "!!! ?? the the the", "Ünïcode wörds and CAPS", "one", "x y " * 50]
+    spec = HashingSpec(n_features=2**10)
+    want = spec.vectorizer().transform(texts).tocsr()
+    want.sort_indices()
+    indptr, indices, data = FastHasher(spec).transform(texts)
+    np.testing.assert_array_equal(indptr, want.indptr)
+    np.testing.assert_array_equal(indices, want.indices)
+    np.testing.assert_allclose(data, want.data, rtol=1e-6)
+    assert data.dtype == np.float32

@@ -150,7 +150,10 @@ def start(command: list[str], env: dict[str, str], url: str, log: Path) -> subpr
 
 
 def uvicorn_flags() -> list[str]:
-    return [*(["--loop", "uvloop"] if FAST_LOOP else []), *(["--http", "httptools"] if FAST_HTTP else [])]
+    # keep-alive 120 s: a client that finished its warm-up waits idle for the slowest one, and
+    # uvicorn's default of 5 s closed those connections on slow models (64-input requests on torch)
+    return [*(["--loop", "uvloop"] if FAST_LOOP else []), *(["--http", "httptools"] if FAST_HTTP else []),
+            "--timeout-keep-alive", "120"]
 
 
 def http_request(url: str, headers: dict[str, str], body: dict) -> tuple[tuple[str, int], bytes]:

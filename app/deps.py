@@ -116,10 +116,15 @@ def _find_model(make_session: Callable[[], Session], tenant_id: str, model_id: s
         return row
 
 
-async def valid_model_ref(request: Request, tenant: TenantDep,
-                          model_id: Annotated[str, Path(max_length=64)]) -> ModelRef:
+async def valid_model_ref(request: Request, model_id: Annotated[str, Path(max_length=64)]) -> ModelRef:
     """Predict's model lookup: (tenant, id) -> id + artifact URI, cached for a short TTL by the
-    inference service (deleting a model evicts it), so a predict usually queries nothing."""
+    inference service (deleting a model evicts it), so a predict usually queries nothing.
+
+    The same ``bearer`` and ``get_tenant`` as every route, called here directly: FastAPI's
+    per-dependency bookkeeping was a tenth of the event loop's time per predict (py-spy, see
+    benchmarks/README.md), and this is predict's only dependency. The route declares the
+    bearer scheme in its OpenAPI (``PREDICT_SECURITY``)."""
+    tenant = await get_tenant(request, await bearer(request))
     inference: InferenceService = request.app.state.inference
     ref = inference.cached_ref(tenant.id, model_id)
     if ref is None:
@@ -131,3 +136,5 @@ async def valid_model_ref(request: Request, tenant: TenantDep,
 
 
 ModelRefDep = Annotated[ModelRef, Depends(valid_model_ref)]
+#: the OpenAPI security of a route whose only dependency is ``valid_model_ref``
+PREDICT_SECURITY = {"security": [{"HTTPBearer": []}]}

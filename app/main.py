@@ -22,6 +22,7 @@ from app.api import base_models, datasets, jobs, models, ops, reports, teachers
 from app.db.session import make_engine, make_sessionmaker
 from app.errors import AppError
 from app.metrics import Metrics, MetricsMiddleware
+from app.services.exports import OnnxExports
 from app.services.inference import InferenceService
 from app.services.library_errors import api_error
 from app.settings import Settings, get_settings
@@ -111,9 +112,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     engine = make_engine(settings.database_url)
     store = ArtifactStore(settings.artifact_url)
     metrics = Metrics()
+    sessionmaker = make_sessionmaker(engine)
+    exports = OnnxExports(store, sessionmaker, settings.data_dir / "tmp")
     inference = InferenceService(store, cache_dir=settings.data_dir / "cache" / "models",
                                  cache_size=settings.model_cache_size, max_batch=settings.predict_max_batch,
-                                 window_ms=settings.predict_batch_window_ms, metrics=metrics)
+                                 window_ms=settings.predict_batch_window_ms, metrics=metrics,
+                                 runtime=settings.predict_runtime, exports=exports)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -126,7 +130,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               "`Authorization: Bearer <api key>`.")
     app.state.settings = settings
     app.state.engine = engine
-    app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.sessionmaker = sessionmaker
+    app.state.exports = exports
     app.state.store = store
     app.state.metrics = metrics
     app.state.inference = inference

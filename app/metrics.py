@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -47,6 +48,9 @@ class MetricsMiddleware:
 
     def __init__(self, app: ASGIApp, metrics: Metrics, route_of: Callable[[Scope], str]) -> None:
         self.app, self.metrics, self.route_of = app, metrics, route_of
+        # labelled children by label values: ``labels()`` takes a lock and builds a key per call
+        self._counters: dict[tuple[str, str, str], Any] = {}
+        self._timers: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -64,6 +68,13 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = self.route_of(scope)
-            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
-            self.metrics.latency.labels(scope["method"], route).observe(time.perf_counter() - start)
+            route, method = self.route_of(scope), scope["method"]
+            counter = self._counters.get((method, route, str(status)))
+            if counter is None:
+                counter = self._counters[method, route, str(status)] = self.metrics.requests.labels(
+                    method, route, str(status))
+            timer = self._timers.get((method, route))
+            if timer is None:
+                timer = self._timers[method, route] = self.metrics.latency.labels(method, route)
+            counter.inc()
+            timer.observe(time.perf_counter() - start)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     predict_max_batch: int = Field(64, gt=0, description="Most rows the micro-batcher runs in one forward.")
     predict_batch_window_ms: float = Field(5.0, ge=0, description="How long the micro-batcher waits to fill a batch.")
     model_cache_size: int = Field(8, gt=0, description="Loaded models kept in memory (LRU).")
+    predict_runtime: Literal["auto", "torch", "onnxruntime"] = Field(
+        "auto", description="Serve students on onnxruntime where it is installed (auto), or always on torch.")
     job_time_limit_s: int = Field(24 * 3600, gt=0, description="Hard time limit of one job attempt.")
     job_max_attempts: int = Field(3, gt=0, description="Deliveries of one job before it fails.")
     heartbeat_stale_s: int = Field(120, gt=0, description="A running job silent this long is requeued.")

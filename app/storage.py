@@ -93,10 +93,12 @@ class ArtifactStore:
         return written
 
     def put_file(self, local_file: str | Path, path: str) -> None:
-        if self.is_local:
+        if self.is_local:  # copy beside, then rename: a reader never sees half a file
             target = Path(self._full(path))
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(local_file, target)
+            partial = target.with_name(f".{target.name}.partial")
+            shutil.copyfile(local_file, partial)
+            partial.replace(target)
         else:
             self.fs.put_file(str(local_file), self._full(path))
 

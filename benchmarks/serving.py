@@ -16,6 +16,11 @@ It shares the machine's cores with the servers: say so when quoting the numbers.
     python benchmarks/serving.py                           # both models
     python benchmarks/serving.py --models ngram --seconds 3
     python benchmarks/serving.py --model path/to/student   # any artifact / teacher dir
+    python benchmarks/serving.py --suite runtimes           # torch vs onnxruntime fp32 vs int8 per student
+                                                            # (benchmarks/serving_runtimes.py)
+
+The ``ngram`` rows also measure the multi-input case: 4 clients posting 64 sentences each
+(sentences/s), beside the one-sentence rows.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 SENTENCES = ["a lovely warm film with a great cast", "the plot was dull and the acting awful",
              "quite a good story", "a sad and grim scene", "the team won the match"]
+MULTI_INPUTS = 64
 FAST_LOOP = importlib.util.find_spec("uvloop") is not None
 FAST_HTTP = importlib.util.find_spec("httptools") is not None
 
@@ -144,7 +150,10 @@ def start(command: list[str], env: dict[str, str], url: str, log: Path) -> subpr
 
 
 def uvicorn_flags() -> list[str]:
-    return [*(["--loop", "uvloop"] if FAST_LOOP else []), *(["--http", "httptools"] if FAST_HTTP else [])]
+    # keep-alive 120 s: a client that finished its warm-up waits idle for the slowest one, and
+    # uvicorn's default of 5 s closed those connections on slow models (64-input requests on torch)
+    return [*(["--loop", "uvloop"] if FAST_LOOP else []), *(["--http", "httptools"] if FAST_HTTP else []),
+            "--timeout-keep-alive", "120"]
 
 
 def http_request(url: str, headers: dict[str, str], body: dict) -> tuple[tuple[str, int], bytes]:
@@ -171,9 +180,14 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
 
 
 async def load(url: str, headers: dict[str, str], clients: int, seconds: float, max_requests: int,
-               warmup: int = 20) -> dict:
-    """``clients`` keep-alive connections posting one sentence each, until the time or count bound."""
-    address_and_requests = [http_request(url, headers, {"inputs": [s]}) for s in SENTENCES]
+               warmup: int = 20, texts: list[str] | None = None, per_request: int = 1,
+               extra: dict | None = None) -> dict:
+    """``clients`` keep-alive connections posting ``per_request`` sentences each (cycling through
+    ``texts``), until the time or count bound; ``extra`` is merged into each body."""
+    texts = texts or SENTENCES
+    bodies = [{"inputs": [texts[(i * per_request + j) % len(texts)] for j in range(per_request)], **(extra or {})}
+              for i in range(min(len(texts), 64))]
+    address_and_requests = [http_request(url, headers, body) for body in bodies]
     address = address_and_requests[0][0]
     requests = [r for _, r in address_and_requests]
     latencies: list[float] = []
@@ -283,6 +297,10 @@ def main() -> None:
                         help="OMP_NUM_THREADS of every server (the same for ours and naive; on 2 shared cores "
                              "torch's default of one thread per core thrashes: ~20 ms instead of 0.5 ms per "
                              "ngram forward)")
+    parser.add_argument("--suite", choices=["serving", "runtimes"], default="serving",
+                        help="serving: ours vs naive vs trivial; runtimes: torch vs onnxruntime vs int8 per student")
+    parser.add_argument("--kinds", default="transformer,encoder_mlp,static", help="students of --suite runtimes")
+    parser.add_argument("--students-dir", help="--suite runtimes: build the students here once and reuse them")
     parser.add_argument("--serve", choices=["naive", "trivial"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -299,6 +317,11 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="lelp-serving-bench-"))
     processes: list[subprocess.Popen] = []
     try:
+        if args.suite == "runtimes":
+            from benchmarks.serving_runtimes import run
+
+            run(sys.modules[__name__], args, work)
+            return
         if args.model:
             models = {args.model.name: args.model}
         else:
@@ -314,6 +337,7 @@ def main() -> None:
         ours_port = port
         levels = [int(c) for c in args.clients.split(",")]
         results: dict[tuple[str, str, int], dict] = {}
+        multi: dict[tuple[str, str], dict] = {}
         for index, (model, model_dir) in enumerate(models.items()):
             targets = {"ours": (f"http://127.0.0.1:{ours_port}/v1/models/{model_ids[model]}/predict",
                                 {"Authorization": f"Bearer {key}"})}
@@ -332,10 +356,20 @@ def main() -> None:
                     print(f"  {model:8s} {NAMES[kind]:28s} clients={clients:3d} {r['rps']:8.0f} req/s  "
                           f"p50 {r['p50']:.1f} ms  p99 {r['p99']:.1f} ms  n={r['n']} errors={r['errors']}",
                           file=sys.stderr, flush=True)
+            for kind in ("ours", "naive"):  # the multi-input case: 64 sentences per request, 4 clients
+                url, headers = targets[kind]
+                r = multi[model, kind] = run_load(url, headers, 4, args.seconds, args.max_requests, 8, SENTENCES,
+                                                  MULTI_INPUTS)
+                print(f"  {model:8s} {NAMES[kind]:28s} 64 inputs x 4 clients {r['rps'] * MULTI_INPUTS:8.0f} "
+                      f"sentences/s  p50 {r['p50']:.1f} ms", file=sys.stderr, flush=True)
             for process in bare:  # free the cores (and memory) before the next model
                 process.terminate()
                 process.wait(timeout=10)
         print_tables(results, levels, args.seconds, args.max_requests, args.torch_threads)
+        print(f"\n| model | endpoint | {MULTI_INPUTS} inputs per request, 4 clients: sentences/s | p50 ms | "
+              "p99 ms |\n|---|---|---|---|---|")
+        for (model, kind), r in multi.items():
+            print(f"| {model} | {NAMES[kind]} | {r['rps'] * MULTI_INPUTS:,.0f} | {r['p50']:.1f} | {r['p99']:.1f} |")
     finally:
         for process in processes:
             if process.poll() is None:

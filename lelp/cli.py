@@ -1,4 +1,4 @@
-"""The library's command line: ``distill``, ``make-teacher``, ``predict``, ``evaluate``, ``report``.
+"""The library's command line: ``distill``, ``make-teacher``, ``predict``, ``evaluate``, ``report``, ``export``.
 
 ``register_commands`` adds them to any typer app, so the service's ``lelp`` script
 offers them beside ``serve`` and the client verbs. Imports of torch happen inside the
@@ -276,12 +276,45 @@ def report_command(
     typer.echo(f"report written to {write_report(dir, out)}")
 
 
+@user_errors
+def export_command(
+    model: Annotated[Path, typer.Argument(help="a student artifact directory")],
+    out: Annotated[Path, typer.Option(help="a .zip file, or else a directory")],
+    format: Annotated[str, typer.Option(help="onnx (the only format so far)")] = "onnx",
+    quantize: Annotated[str | None, typer.Option(help="int8: onnxruntime dynamic quantization")] = None,
+    eval: Annotated[Path | None, typer.Option(help="labelled rows to check the export on (default: a small "
+                                                   "built-in probe set, without accuracy)")] = None,
+    text_column: str = "text",
+    text_pair_column: str | None = None,
+    label_column: str = "label",
+) -> None:
+    """Export a student to ONNX (class probabilities out), check it on onnxruntime, record the figures."""
+    _quiet_transformers()
+    from lelp.errors import ConfigError
+
+    if format != "onnx":
+        raise ConfigError(f"unknown export format {format!r}; the only one is onnx", param="format")
+    from lelp.artifacts import read_manifest
+    from lelp.export import export_onnx, record_export
+    from lelp.export.check import rows_from_table
+
+    manifest = read_manifest(model)
+    rows = None
+    if eval is not None:
+        rows = rows_from_table(eval, list(manifest["labels"]), text_column=text_column,
+                               text_pair_column=text_pair_column, label_column=label_column or None)
+    package = export_onnx(model, out, quantize=quantize, rows=rows)
+    record_export(model, package)
+    typer.echo(json.dumps({"out": str(out), "variant": package["variant"], "check": package["check"]}))
+
+
 def register_commands(app: typer.Typer) -> None:
     app.command("distill")(distill_command)
     app.command("make-teacher")(make_teacher_command)
     app.command("predict")(predict_command)
     app.command("evaluate")(evaluate_command)
     app.command("report")(report_command)
+    app.command("export")(export_command)
 
 
 def build_app() -> typer.Typer:

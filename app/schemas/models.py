@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
@@ -22,6 +22,8 @@ class ModelRead(ReadModel):
     metrics: dict[str, Any]
     text_pairs: bool | None = Field(None, description="trained on (text, text_pair) inputs; predict takes the same")
     created_at: datetime
+    #: what a predict is served on: "onnxruntime" or "torch" (the loaded copy's, else the planned one)
+    runtime: str | None = None
 
 
 class TextPair(BaseModel):
@@ -37,6 +39,8 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     inputs: list[StrictStr] | list[TextPair] = Field(min_length=1)
+    #: "int8": serve this request on the model's int8 onnxruntime export (only when asked for)
+    quantize: Literal["int8"] | None = None
 
 
 class Prediction(BaseModel):

@@ -16,6 +16,10 @@ Why it is shaped this way (measured with ``benchmarks/serving.py``):
   more than the forward, so the batch runs on the event loop itself.
 * **Cheap lookups.** Loaded models sit in a bounded LRU; model rows (tenant + id -> id and
   artifact URI) sit in a short TTL cache so a predict does not query the database.
+* **A runtime per model.** With ``runtime="auto"`` a student whose kind exports to ONNX is
+  served on onnxruntime when it is installed (the checked fp32 package of
+  ``app.services.exports``), anything else on torch; a failed export falls back to torch.
+  int8 is served only to requests that ask for it (``quantize="int8"``), as its own LRU entry.
 
 ``lelp.artifacts`` (and so torch) is imported only when a model is loaded.
 """
@@ -235,6 +239,7 @@ def _model_thread(name: str) -> ModelThread:
 class _Loaded:
     predictor: Any
     labels: list[str]
+    runtime: str = "torch"
     executor: ModelThread = field(default_factory=lambda: _model_thread("model"))
     batchers: dict[tuple[bool, int], MicroBatcher] = field(default_factory=dict)
 
@@ -259,7 +264,7 @@ class InferenceService:
 
     def __init__(self, store: ArtifactStore, *, cache_dir: Path, cache_size: int, max_batch: int,
                  window_ms: float = 0.0, metrics: Any = None, ref_ttl_s: float = 30.0,
-                 inline_below_s: float = INLINE_BELOW_S) -> None:
+                 inline_below_s: float = INLINE_BELOW_S, runtime: str = "auto", exports: Any = None) -> None:
         # ``window_ms`` is kept for the settings' sake: continuous batching needs no timer
         # (requests wait at most for the batch in flight), so it is not used.
         self.store = store
@@ -269,6 +274,8 @@ class InferenceService:
         self.window_ms = window_ms
         self.metrics = metrics
         self.inline_below_s = inline_below_s
+        self.runtime = runtime      # "auto" | "torch" | "onnxruntime" (settings.predict_runtime)
+        self.exports = exports      # app.services.exports.OnnxExports, or None: torch only
         self._models: OrderedDict[str, _Loaded] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
         self._refs: TTLCache[tuple[str, str], ModelRef] = TTLCache(maxsize=4096, ttl=ref_ttl_s)
@@ -286,34 +293,73 @@ class InferenceService:
 
     # --- loaded models ------------------------------------------------------------------------------
 
+    def planned_runtime(self, architecture: str) -> str:
+        """The runtime a model of this kind is served on here (before it is loaded)."""
+        from lelp.export.runtime import serving_runtime  # torch-free
+
+        return serving_runtime(architecture, self.runtime if self.exports is not None else "torch")
+
+    def runtime_of(self, model_id: str) -> str | None:
+        """The runtime of the loaded copy in this process (None when not loaded)."""
+        loaded = self._models.get(model_id)
+        return loaded.runtime if loaded is not None else None
+
+    def _load_onnx(self, model_id: str, quantize: str | None) -> _Loaded:
+        from lelp.export.runtime import OnnxPredictor
+
+        package = self.exports.package_dir(model_id, quantize, self.cache_dir)
+        predictor = OnnxPredictor(package)
+        return _Loaded(predictor=predictor, labels=[str(label) for label in predictor.labels],
+                       runtime=f"onnxruntime-{quantize}" if quantize else "onnxruntime",
+                       executor=_model_thread(model_id))
+
+    def _load_quantized(self, model_id: str, quantize: str) -> _Loaded:
+        """A model's quantized onnxruntime export: only for requests that ask for it."""
+        if self.exports is None:
+            raise Unprocessable("this server serves no quantized models", param="quantize", code="onnx_unavailable")
+        return self._load_onnx(model_id, quantize)
+
     def _load_sync(self, model_id: str, uri: str) -> _Loaded:
         from lelp.artifacts import (
+            MANIFEST,
             load_predictor,  # imports torch: only here, only once per model
         )
 
         local = self.store.local_path(uri)
         if local is None:
             local = self.store.get_dir(uri, self.cache_dir / model_id)
+        if self.exports is not None and self.runtime != "torch" and (local / MANIFEST).is_file():
+            import json
+
+            kind = json.loads((local / MANIFEST).read_text()).get("kind", "")
+            if self.planned_runtime(kind) == "onnxruntime":
+                try:
+                    return self._load_onnx(model_id, None)
+                except Exception as exc:  # noqa: BLE001 - any export failure: torch still serves the model
+                    log.warning("model %s: no onnxruntime export (%s); serving it on torch", model_id,
+                                getattr(exc, "message", repr(exc)))
         predictor = load_predictor(local)
         return _Loaded(predictor=predictor, labels=[str(label) for label in predictor.labels],
                        executor=_model_thread(model_id))
 
-    async def _get(self, model_id: str, uri: str) -> _Loaded:
-        loaded = self._models.get(model_id)
+    async def _get(self, model_id: str, uri: str, quantize: str | None = None) -> _Loaded:
+        key = model_id if quantize is None else f"{model_id}#{quantize}"
+        loaded = self._models.get(key)
         if loaded is not None:
-            self._models.move_to_end(model_id)
+            self._models.move_to_end(key)
             return loaded
-        lock = self._locks.setdefault(model_id, asyncio.Lock())
+        lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
-            loaded = self._models.get(model_id)
+            loaded = self._models.get(key)
             if loaded is None:
-                loaded = await asyncio.to_thread(self._load_sync, model_id, uri)
-                self._models[model_id] = loaded
+                loaded = await (asyncio.to_thread(self._load_sync, model_id, uri) if quantize is None else
+                                asyncio.to_thread(self._load_quantized, model_id, quantize))
+                self._models[key] = loaded
                 while len(self._models) > self.cache_size:
                     old_id, old = self._models.popitem(last=False)
                     old.close()
                     self._locks.pop(old_id, None)
-        self._models.move_to_end(model_id)
+        self._models.move_to_end(key)
         return loaded
 
     def loaded_ids(self) -> list[str]:
@@ -332,14 +378,14 @@ class InferenceService:
             loaded.batchers[key] = batcher
         return batcher
 
-    async def predict_proba(self, model_id: str, uri: str, texts: list[str],
-                            pairs: list[str] | None = None) -> tuple[Any, list[str]]:
+    async def predict_proba(self, model_id: str, uri: str, texts: list[str], pairs: list[str] | None = None,
+                            quantize: str | None = None) -> tuple[Any, list[str]]:
         """Class probabilities (n, C) and the label names, micro-batched with other requests."""
         if model_id in self._failed:
             raise ModelFailed(f"model {model_id} was unloaded after its code crashed ({self._failed[model_id]}); "
                               "it is refused until the service restarts: distil it again from a fixed teacher",
                               param="model_id")
-        loaded = await self._get(model_id, uri)
+        loaded = await self._get(model_id, uri, quantize)
         probs = await self._batcher(model_id, loaded, pairs is not None).submit(texts, pairs)
         return probs, loaded.labels
 
@@ -351,11 +397,11 @@ class InferenceService:
         if loaded is not None:
             loaded.close()
 
-    async def predict(self, model_id: str, uri: str, texts: Sequence[str],
-                      pairs: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    async def predict(self, model_id: str, uri: str, texts: Sequence[str], pairs: Sequence[str] | None = None,
+                      quantize: str | None = None) -> list[dict[str, Any]]:
         """One ``{"label", "score", "probabilities"}`` per input, in order."""
         probs, labels = await self.predict_proba(model_id, uri, list(texts),
-                                                 list(pairs) if pairs is not None else None)
+                                                 list(pairs) if pairs is not None else None, quantize)
         if len(probs) != len(texts) or (len(probs) and len(probs[0]) != len(labels)):
             raise Unprocessable("the model returned an unexpected number of scores", code="invalid_artifact")
         if self.metrics is not None:
@@ -371,9 +417,8 @@ class InferenceService:
         """Forget a model (deleted): its loaded copy and every cached row of it."""
         for key in [key for key in list(self._refs.keys()) if key[1] == model_id]:
             self._refs.pop(key, None)
-        loaded = self._models.pop(model_id, None)
-        if loaded is not None:
-            loaded.close()
+        for key in [key for key in self._models if key == model_id or key.startswith(f"{model_id}#")]:
+            self._models.pop(key).close()
 
     def close(self) -> None:
         for loaded in self._models.values():

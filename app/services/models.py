@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tarfile
 import tempfile
 from pathlib import Path
@@ -11,7 +12,8 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Model
 from app.errors import Unprocessable
-from app.schemas.models import PredictRequest, TextPair
+from app.schemas.models import ModelRead, PredictRequest, TextPair
+from app.services.exports import OnnxExports
 from app.services.inference import InferenceService, ModelRef
 from app.settings import Settings
 from app.storage import ArtifactStore
@@ -43,7 +45,27 @@ def check_predict_inputs(body: PredictRequest, settings: Settings,
 async def predict(inference: InferenceService, model: ModelRef, body: PredictRequest,
                   settings: Settings) -> list[dict]:
     texts, pairs = check_predict_inputs(body, settings, model.text_pairs)
-    return await inference.predict(model.id, model.uri, texts, pairs)
+    return await inference.predict(model.id, model.uri, texts, pairs, body.quantize)
+
+
+def model_read(inference: InferenceService, model: Model) -> ModelRead:
+    """The API body of a model row, with the runtime its predictions are served on."""
+    read = ModelRead.model_validate(model)
+    read.runtime = inference.runtime_of(model.id) or inference.planned_runtime(model.architecture)
+    return read
+
+
+def onnx_export_file(exports: OnnxExports, model: Model, quantize: str | None, tmp_dir: Path) -> tuple[Path, bool]:
+    """A local file of the model's ONNX package (built and checked on first use) and whether it is a temp copy."""
+    uri = exports.ensure(model.id, quantize)
+    local = exports.store.local_path(uri)
+    if local is not None:
+        return local, False
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f"{model.id}-", suffix=".zip", dir=tmp_dir)
+    with os.fdopen(fd, "wb") as out, exports.store.open(uri, "rb") as src:
+        shutil.copyfileobj(src, out, 1 << 20)
+    return Path(name), True
 
 
 def build_artifact_tarball(store: ArtifactStore, model: Model, tmp_dir: Path) -> Path:
@@ -67,7 +89,10 @@ def build_artifact_tarball(store: ArtifactStore, model: Model, tmp_dir: Path) ->
 
 
 def delete_model(session: Session, store: ArtifactStore, inference: InferenceService, model: Model) -> None:
+    from app.services.exports import export_uri
+
     session.delete(model)
     session.commit()
     inference.evict(model.id)
     store.delete(model.uri)
+    store.delete(export_uri(model.id, None).rsplit("/", 1)[0])  # exports/{id}/: every cached variant

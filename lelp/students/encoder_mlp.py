@@ -105,4 +105,6 @@ class EncoderMLPKind(StudentKind):
         student = EncoderMLPStudent(**manifest["spec"])
         student.load_state_dict(load_file(str(path / "model.safetensors")))
         encoder = FrozenEncoder(path / "encoder", max_length=int(manifest.get("max_length", 128)))
-        return StudentPredictor(student, manifest, lambda texts, pairs: DenseInputs(encoder.encode(texts, pairs)))
+        predictor = StudentPredictor(student, manifest, lambda texts, pairs: DenseInputs(encoder.encode(texts, pairs)))
+        predictor.encoder = encoder  # ONNX export traces the encoder and the head as one graph
+        return predictor

@@ -194,8 +194,10 @@ class StaticKind(StudentKind):
         # added), without AutoTokenizer reading the model2vec config.json beside it
         tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(path / "tokenizer.json"))
         max_length = int(manifest.get("max_length", 128))
-        return StudentPredictor(student, manifest,
-                                lambda texts, pairs: StaticInputs(tokenizer, texts, pairs, max_length))
+        predictor = StudentPredictor(student, manifest,
+                                     lambda texts, pairs: StaticInputs(tokenizer, texts, pairs, max_length))
+        predictor.tokenizer, predictor.max_length = tokenizer, max_length  # what ONNX export ships beside the graph
+        return predictor
 
     readme_note = """
 This directory is also a model2vec `StaticModel`: `StaticModel.from_pretrained(dir)` gives the

@@ -133,7 +133,13 @@ class TransformerKind(StudentKind):
     readme_note = """
 This directory is also a plain Hugging Face model:
 `AutoModelForSequenceClassification.from_pretrained(dir)` gives the S*C logits; fold them with
-`logits.view(-1, C, S).logsumexp(-1)`.
+`logits.view(-1, C, S).logsumexp(-1)`. In a pipeline each output is named `class/sub-class`:
+
+```python
+scores = pipeline("text-classification", model=dir, top_k=None)(["some text"])[0]
+probs = Counter()
+for s in scores: probs[s["label"].rsplit("/", 1)[0]] += s["score"]
+```
 """
 
     def inputs(self, texts, text_pairs, dataset_sha256):

@@ -106,3 +106,20 @@ def test_make_teacher_builds_a_loadable_classifier(tiny_teacher_dir, tiny_train_
 
     info = read_teacher_config(out)
     assert info.labels == ["negative", "positive"] and info.num_labels == 2
+
+
+def test_export_writes_a_checked_onnx_package_and_records_it(student_dir, tiny_eval_csv, tmp_path):
+    pytest.importorskip("onnxruntime")
+    result = invoke("export", student_dir, "--format", "onnx", "--quantize", "int8", "--out", tmp_path / "s.zip",
+                    "--eval", tiny_eval_csv)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["variant"] == "onnx-int8" and report["check"]["rows"] == 40 and report["check"]["passed"]
+    assert (tmp_path / "s.zip").stat().st_size > 0
+    metrics = json.loads((student_dir / "metrics.json").read_text())
+    assert metrics["export"]["onnx-int8"]["int8"]["accuracy"] == report["check"]["int8"]["accuracy"]
+
+
+def test_export_mistakes_are_one_line_errors(student_dir, tmp_path):
+    _one_line_error(invoke("export", student_dir, "--format", "tflite", "--out", tmp_path / "x.zip"), "format")
+    _one_line_error(invoke("export", tmp_path, "--out", tmp_path / "x.zip"), "not a LELP student artifact")

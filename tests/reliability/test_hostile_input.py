@@ -290,10 +290,12 @@ def test_hostile_dataset_uploads(sweep, auth_a, tmp_path, figures) -> None:
 
 def test_hostile_predictions(sweep, auth_a, figures) -> None:
     s = sweep()
-    s.snapshot()
     url = f"/v1/models/{s.resources['model']}/predict"
     ok = s.client.post(url, headers=auth_a, json={"inputs": ["a good film"]})
     assert ok.status_code == 200, ok.text  # the real student answers before and after
+    # after the first predict: loading a student on onnxruntime stores its checked export (and its
+    # figures in the model's metrics) once; the hostile requests below must change nothing
+    s.snapshot()
     cases = {
         "empty_list": ({"inputs": []}, 422, "invalid_request"),
         "too_many_inputs": ({"inputs": ["x"] * 257}, 422, "too_many_inputs"),

@@ -1,0 +1,137 @@
+"""ONNX downloads (built once, checked, cached, tenant-scoped) and serving on onnxruntime."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def ngram_student(tiny_teacher_dir, tiny_train_csv, tiny_eval_csv, tmp_path_factory) -> Path:
+    from lelp.pipeline import DistillConfig, distill
+
+    out = tmp_path_factory.mktemp("service-students") / "ngram"
+    distill(DistillConfig(teacher_dir=str(tiny_teacher_dir), train_path=str(tiny_train_csv),
+                          eval_path=str(tiny_eval_csv), student="ngram", method="lelp", subclasses=2, epochs=1, max_length=32,
+                          student_options={"n_features": 2**12, "embedding_dim": 16, "hidden": 32}), out)
+    return out
+
+
+@pytest.fixture
+def make_student_model(db, ngram_student):  # noqa: ANN001, ANN201
+    """A finished job of ``client`` whose model files are a real ngram student."""
+
+    def make(client, headers: dict, body: dict) -> dict:  # noqa: ANN001
+        from app.db import repositories as repo
+        from app.db.models import Job
+
+        job = client.post("/v1/jobs", headers=headers, json=body).json()
+        assert repo.mark_running(db, job["id"])
+        model_id = f"mdl_{job['id'][4:]}"
+        client.app.state.store.put_dir(ngram_student, f"models/{model_id}")
+        metrics = json.loads((ngram_student / "metrics.json").read_text())
+        assert repo.finish_job(db, job["id"], "succeeded", metrics=metrics, model_id=model_id)
+        repo.create_model(db, tenant_id=db.get(Job, job["id"]).tenant_id, job_id=job["id"],
+                          teacher_id=job["teacher_id"], method="lelp", architecture="ngram",
+                          labels=["negative", "positive"], uri=f"models/{model_id}", metrics=metrics,
+                          parameters=1, size_bytes=1, model_id=model_id)
+        db.commit()
+        return client.get(f"/v1/models/{model_id}", headers=headers).json()
+
+    return make
+
+
+def _unzip(content: bytes, target: Path) -> Path:
+    with zipfile.ZipFile(io.BytesIO(content)) as archive:
+        archive.extractall(target)
+    return target
+
+
+def test_onnx_download_is_checked_recorded_and_cached(client, auth_a, auth_b, job_body, make_student_model,
+                                                      ngram_student, tmp_path) -> None:  # noqa: ANN001
+    from lelp.artifacts import load_student
+    from lelp.export import OnnxPredictor
+
+    model = make_student_model(client, auth_a, job_body)
+    url = f"/v1/models/{model['id']}/artifact?format=onnx"
+    assert client.get(url, headers=auth_b).status_code == 404  # another tenant's model does not exist
+    r = client.get(url, headers=auth_a)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/zip"
+    package = _unzip(r.content, tmp_path / "pkg")
+    texts = ["good great film", "bad awful plot", "the match"]
+    np.testing.assert_allclose(OnnxPredictor(package).predict_proba(texts),
+                               load_student(ngram_student).predict_proba(texts), atol=1e-4)
+
+    check = client.get(f"/v1/models/{model['id']}", headers=auth_a).json()["metrics"]["export"]["onnx-fp32"]
+    assert check["passed"] and check["rows"] == 160  # the job's (train) dataset: every row, labelled
+    assert check["rows_source"] == f"train dataset {job_body['train_dataset_id']}"
+    assert client.app.state.store.exists(f"exports/{model['id']}/onnx-fp32.zip")
+    assert client.get(url, headers=auth_a).content == r.content  # cached: the same file again
+
+    r8 = client.get(url + "&quantize=int8", headers=auth_a)
+    assert r8.status_code == 200 and r8.content != r.content
+    metrics = client.get(f"/v1/models/{model['id']}", headers=auth_a).json()["metrics"]
+    assert set(metrics["export"]) == {"onnx-fp32", "onnx-int8"} and metrics["student"]  # figures kept
+    assert metrics["export"]["onnx-int8"]["int8"]["accuracy"] is not None
+
+    assert client.delete(f"/v1/models/{model['id']}", headers=auth_a).status_code == 204
+    assert client.app.state.store.list_files(f"exports/{model['id']}") == []
+
+
+@pytest.mark.parametrize("query, param", [("format=tflite", "format"), ("format=onnx&quantize=int4", "quantize"),
+                                          ("quantize=int8", "quantize")])
+def test_bad_export_requests_are_422(client, auth_a, job_body, make_student_model, query, param) -> None:  # noqa: ANN001
+    model = make_student_model(client, auth_a, job_body)
+    r = client.get(f"/v1/models/{model['id']}/artifact?{query}", headers=auth_a)
+    assert r.status_code == 422 and r.json()["error"]["param"] == param, r.text
+
+
+def test_a_directory_that_is_no_student_cannot_export(client, auth_a, job_body, make_model) -> None:  # noqa: ANN001
+    model = make_model(auth_a, job_body)  # its files are a teacher directory
+    r = client.get(f"/v1/models/{model['id']}/artifact?format=onnx", headers=auth_a)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_artifact"
+    r = client.post(f"/v1/models/{model['id']}/predict", headers=auth_a, json={"inputs": ["a good film"]})
+    assert r.status_code == 200  # served on torch as before
+    assert client.get(f"/v1/models/{model['id']}", headers=auth_a).json()["runtime"] == "torch"
+
+
+def test_students_are_served_on_onnxruntime_and_int8_only_when_asked(client, auth_a, job_body, make_student_model,
+                                                                     ngram_student) -> None:  # noqa: ANN001
+    from lelp.artifacts import load_student
+
+    model = make_student_model(client, auth_a, job_body)
+    assert model["runtime"] == "onnxruntime"
+    texts = ["good great film", "bad awful plot", "the match"]
+    r = client.post(f"/v1/models/{model['id']}/predict", headers=auth_a, json={"inputs": texts})
+    assert r.status_code == 200, r.text
+    got = np.array([[p["probabilities"][c] for c in ("negative", "positive")] for p in r.json()["predictions"]])
+    np.testing.assert_allclose(got, load_student(ngram_student).predict_proba(texts), atol=1e-4)
+    inference = client.app.state.inference
+    assert inference.runtime_of(model["id"]) == "onnxruntime" and inference.loaded_ids() == [model["id"]]
+    assert not client.app.state.store.exists(f"exports/{model['id']}/onnx-int8.zip")  # int8 not made unasked
+
+    r8 = client.post(f"/v1/models/{model['id']}/predict", headers=auth_a, json={"inputs": texts, "quantize": "int8"})
+    assert r8.status_code == 200, r8.text
+    assert inference.loaded_ids() == [model["id"], f"{model['id']}#int8"]
+    assert [p["label"] for p in r8.json()["predictions"]] == [p["label"] for p in r.json()["predictions"]]
+    bad = client.post(f"/v1/models/{model['id']}/predict", headers=auth_a, json={"inputs": texts, "quantize": "int4"})
+    assert bad.status_code == 422 and bad.json()["error"]["param"] == "quantize"
+
+
+def test_torch_runtime_setting(make_client, auth_a, make_student_model, upload_teacher, upload_dataset) -> None:  # noqa: ANN001
+    client = make_client(predict_runtime="torch")
+    body = {"teacher_id": upload_teacher(auth_a)["id"], "train_dataset_id": upload_dataset(auth_a)["id"],
+            "method": "lelp", "student": {"architecture": "ngram"}}
+    model = make_student_model(client, auth_a, body)
+    assert model["runtime"] == "torch"
+    assert client.post(f"/v1/models/{model['id']}/predict", headers=auth_a, json={"inputs": ["ok"]}).status_code == 200
+    assert client.app.state.inference.runtime_of(model["id"]) == "torch"
+    assert client.get("/v1/models", headers=auth_a).json()["data"][0]["runtime"] == "torch"

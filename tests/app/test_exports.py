@@ -19,7 +19,8 @@ def ngram_student(tiny_teacher_dir, tiny_train_csv, tiny_eval_csv, tmp_path_fact
 
     out = tmp_path_factory.mktemp("service-students") / "ngram"
     distill(DistillConfig(teacher_dir=str(tiny_teacher_dir), train_path=str(tiny_train_csv),
-                          eval_path=str(tiny_eval_csv), student="ngram", method="lelp", subclasses=2, epochs=1, max_length=32,
+                          eval_path=str(tiny_eval_csv), student="ngram", method="lelp", subclasses=2, epochs=1,
+                          max_length=32,
                           student_options={"n_features": 2**12, "embedding_dim": 16, "hidden": 32}), out)
     return out
 

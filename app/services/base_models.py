@@ -18,7 +18,7 @@ from app.db import repositories as repo
 from app.db.base import new_id, utcnow
 from app.db.models import BaseModelRow, Teacher
 from app.errors import Conflict, not_found
-from app.services.model_dirs import archive_model_dir, default_name, put_model_dir, uri_model_dir, validate_model_dir
+from app.services.model_dirs import archive_model_dir, default_name, store_model_row, uri_model_dir, validate_model_dir
 from app.services.uploads import Upload
 from app.settings import Settings
 from app.storage import ArtifactStore
@@ -34,18 +34,10 @@ def _register(session: Session, store: ArtifactStore, settings: Settings, tenant
     info = validate_model_dir(model_dir, settings, read_base_config, shown_as=shown_as, param=param)
     base_id = new_id("bm")
     uri = f"base_models/{base_id}"
-    put_model_dir(store, model_dir, uri, shown_as)
     row = BaseModelRow(id=base_id, tenant_id=tenant_id, name=name[:200], uri=uri, architecture=info.architecture,
                        model_type=info.model_type, hidden_size=info.hidden_size, parameters=info.parameters,
                        sha256=info.sha256, created_at=utcnow())
-    session.add(row)
-    try:
-        session.commit()
-    except BaseException:
-        session.rollback()
-        store.delete(uri)
-        raise
-    return row
+    return store_model_row(session, store, model_dir, row, shown_as)
 
 
 def create_from_archive(session: Session, store: ArtifactStore, settings: Settings, tenant_id: str,

@@ -14,7 +14,9 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from sqlalchemy.orm import Session
 
 from app.archives import find_model_dir, safe_extract
 from app.errors import Unprocessable
@@ -45,6 +47,19 @@ def put_model_dir(store: ArtifactStore, source: Path, uri: str, shown_as: str) -
     except LELPError as exc:
         store.delete(uri)
         raise api_error(exc, shown={str(source): shown_as}) from None
+
+
+def store_model_row(session: Session, store: ArtifactStore, model_dir: Path, row: Any, shown_as: str) -> Any:
+    """Copy the model's files to ``row.uri``, then insert ``row``; a failed insert leaves no files behind."""
+    put_model_dir(store, model_dir, row.uri, shown_as)
+    session.add(row)
+    try:
+        session.commit()
+    except BaseException:
+        session.rollback()
+        store.delete(row.uri)
+        raise
+    return row
 
 
 @contextmanager

@@ -10,7 +10,7 @@ from app.db import repositories as repo
 from app.db.base import new_id, utcnow
 from app.db.models import Teacher
 from app.errors import Conflict
-from app.services.model_dirs import archive_model_dir, default_name, put_model_dir, uri_model_dir, validate_model_dir
+from app.services.model_dirs import archive_model_dir, default_name, store_model_row, uri_model_dir, validate_model_dir
 from app.services.uploads import Upload
 from app.settings import Settings
 from app.storage import ArtifactStore
@@ -24,21 +24,13 @@ def _register(session: Session, store: ArtifactStore, settings: Settings, tenant
     info = validate_model_dir(model_dir, settings, read_teacher_config, shown_as=shown_as, param=param)
     teacher_id = new_id("tch")
     uri = f"teachers/{teacher_id}"
-    put_model_dir(store, model_dir, uri, shown_as)
     teacher = Teacher(
         id=teacher_id, tenant_id=tenant_id, name=name[:200], uri=uri, architecture=info.architecture,
         model_type=info.model_type, num_labels=info.num_labels, labels=list(info.labels),
         hidden_size=info.hidden_size, parameters=info.parameters, sha256=info.sha256, text_pairs=text_pairs,
         created_at=utcnow(),
     )
-    session.add(teacher)
-    try:
-        session.commit()
-    except BaseException:
-        session.rollback()
-        store.delete(uri)
-        raise
-    return teacher
+    return store_model_row(session, store, model_dir, teacher, shown_as)
 
 
 def create_from_archive(session: Session, store: ArtifactStore, settings: Settings, tenant_id: str,

@@ -38,6 +38,17 @@ class Student(nn.Module):
         raise NotImplementedError
 
 
+def csr_rows(indptr: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the chosen CSR rows' entries sit, and each row's start in the batch: an EmbeddingBag's
+    (ids, offsets) layout for the rows ``indices`` of a CSR matrix with row pointers ``indptr``."""
+    starts, ends = indptr[indices], indptr[indices + 1]
+    lengths = ends - starts
+    offsets = torch.zeros_like(lengths)
+    offsets[1:] = torch.cumsum(lengths, 0)[:-1]
+    positions = torch.repeat_interleave(starts - offsets, lengths) + torch.arange(int(lengths.sum()))
+    return positions, offsets
+
+
 def output_layer(student: nn.Module) -> nn.Linear:
     """The S*C output layer: the last ``nn.Linear`` registered (true of every student kind)."""
     return [m for m in student.modules() if isinstance(m, nn.Linear)][-1]

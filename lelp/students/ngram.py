@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from lelp.errors import ConfigError
-from lelp.students.base import Student, mlp_head
+from lelp.students.base import Student, csr_rows, mlp_head
 from lelp.students.kind import StudentKind
 
 PAIR_SEPARATOR = " [SEP] "
@@ -84,11 +84,7 @@ class HashedInputs:
         return len(self.indptr) - 1
 
     def batch(self, indices: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
-        starts, ends = self.indptr[indices], self.indptr[indices + 1]
-        lengths = ends - starts
-        offsets = torch.zeros_like(lengths)
-        offsets[1:] = torch.cumsum(lengths, 0)[:-1]
-        positions = torch.repeat_interleave(starts - offsets, lengths) + torch.arange(int(lengths.sum()))
+        positions, offsets = csr_rows(self.indptr, indices)
         return {"ids": self.indices[positions].to(device), "offsets": offsets.to(device),
                 "weights": self.data[positions].to(device)}
 

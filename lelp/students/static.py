@@ -30,7 +30,7 @@ from torch import nn
 
 from lelp.errors import ConfigError
 from lelp.progress import Progress, check_cancelled, report
-from lelp.students.base import Student
+from lelp.students.base import Student, csr_rows
 from lelp.students.kind import StudentKind
 
 TABLE_KEY = "embeddings"  # the name model2vec's StaticModel reads
@@ -53,11 +53,7 @@ class StaticInputs:
         return len(self.indptr) - 1
 
     def batch(self, indices: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
-        starts, ends = self.indptr[indices], self.indptr[indices + 1]
-        lengths = ends - starts
-        offsets = torch.zeros_like(lengths)
-        offsets[1:] = torch.cumsum(lengths, 0)[:-1]
-        positions = torch.repeat_interleave(starts - offsets, lengths) + torch.arange(int(lengths.sum()))
+        positions, offsets = csr_rows(self.indptr, indices)
         return {"ids": self.indices[positions].to(device), "offsets": offsets.to(device)}
 
 

@@ -28,8 +28,8 @@ def _seed(sessionmaker) -> str:  # noqa: ANN001
                             labels=["negative", "positive"], hidden_size=32, parameters=1, sha256="0" * 64,
                             created_at=now))
         session.add(Dataset(id="ds_burst" + tenant.id[-6:], tenant_id=tenant.id, name="d", uri="datasets/x",
-                            format="csv", text_column="text", text_pair_column=None, label_column="label", rows=10,
-                            labelled_rows=10, label_counts={"negative": 5, "positive": 5}, columns=["text", "label"],
+                            format="csv", text_column="text", text_pair_column=None, label_column="label", rows=100,
+                            labelled_rows=100, label_counts={"negative": 50, "positive": 50}, columns=["text", "label"],
                             sha256="0" * 64, size_bytes=10, created_at=now))
         session.commit()
         return tenant.id

@@ -25,7 +25,7 @@ def tar_gz(directory: Path) -> bytes:
     return buf.getvalue()
 
 
-def _edit_config(model: Path, **changes: object) -> None:
+def edit_config(model: Path, **changes: object) -> None:
     config = json.loads((model / "config.json").read_text())
     for key, value in changes.items():
         if value is None:
@@ -50,21 +50,21 @@ def _deep(n: int) -> str:
 
 
 CASES: dict[str, Callable[[Path], None]] = {
-    "num_labels_10_million": lambda m: _edit_config(m, num_labels=10_000_000, id2label=None, label2id=None),
-    "hidden_size_8192_x_48_layers": lambda m: _edit_config(m, hidden_size=8192, num_hidden_layers=48,
+    "num_labels_10_million": lambda m: edit_config(m, num_labels=10_000_000, id2label=None, label2id=None),
+    "hidden_size_8192_x_48_layers": lambda m: edit_config(m, hidden_size=8192, num_hidden_layers=48,
                                                            intermediate_size=32768),
-    "hidden_size_negative": lambda m: _edit_config(m, hidden_size=-5),
+    "hidden_size_negative": lambda m: edit_config(m, hidden_size=-5),
     "hidden_size_1e20_int": lambda m: (m / "config.json").write_text(
         (m / "config.json").read_text().replace('"hidden_size": 32', '"hidden_size": 100000000000000000000')),
-    "hidden_size_1e20_float": lambda m: _edit_config(m, hidden_size=1e20),
-    "layers_zero": lambda m: _edit_config(m, num_hidden_layers=0),
-    "duplicate_labels_casefold": lambda m: _edit_config(m, id2label={"0": "Positive", "1": "positive"}),
+    "hidden_size_1e20_float": lambda m: edit_config(m, hidden_size=1e20),
+    "layers_zero": lambda m: edit_config(m, num_hidden_layers=0),
+    "duplicate_labels_casefold": lambda m: edit_config(m, id2label={"0": "Positive", "1": "positive"}),
     "config_200k_deep": lambda m: _append_raw(m, _deep(200_000)),
     "config_100_deep": lambda m: _append_raw(m, _deep(100)),
     "auto_map_in_tokenizer_config": lambda m: (m / "tokenizer_config.json").write_text(json.dumps({
         **json.loads((m / "tokenizer_config.json").read_text()),
         "auto_map": {"AutoTokenizer": ["evil.EvilTokenizer", None]}})),
-    "auto_map_in_nested_text_config": lambda m: _edit_config(m, text_config={"model_type": "bert", "auto_map": {
+    "auto_map_in_nested_text_config": lambda m: edit_config(m, text_config={"model_type": "bert", "auto_map": {
         "AutoModel": "evil.Evil"}}),
     "safetensors_overlapping_offsets": lambda m: _safetensors(m, {
         "a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},

@@ -19,6 +19,7 @@ from lelp import jsonsafe
 from lelp.errors import TeacherError
 from lelp.model_limits import ModelLimits, check_model_config, estimate_model_size
 from lelp.teacher import _safetensors_parameters, read_model_config, read_teacher_config
+from tests.hostile_models import edit_config
 from tests.tiny import make_tiny_teacher
 
 
@@ -61,13 +62,7 @@ def test_estimate_is_exact_for_the_tiny_berts(tmp_path, kwargs) -> None:  # noqa
 def test_config_sizes_are_bounded_and_the_field_is_named(tiny_teacher_dir, tmp_path, changes, field) -> None:  # noqa: ANN001
     model = tmp_path / "m"
     shutil.copytree(tiny_teacher_dir, model)
-    config = json.loads((model / "config.json").read_text())
-    for key, value in changes.items():
-        if value is None:
-            config.pop(key, None)
-        else:
-            config[key] = value
-    (model / "config.json").write_text(json.dumps(config))
+    edit_config(model, **changes)
     started = time.perf_counter()
     with pytest.raises(TeacherError) as caught:
         read_teacher_config(model)

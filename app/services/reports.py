@@ -32,7 +32,12 @@ def stored_report(store: ArtifactStore, model: Model) -> str:
         raise NotFound(f"model {model.id!r} has no report.html: it was trained before reports were written",
                        code="report_not_found")
     with store.open(path, "rb") as fh:
-        return fh.read().decode("utf-8")
+        html = fh.read().decode("utf-8")
+    # Exports are made after the page was drawn: the row's figures replace the page's section
+    # (Jinja2 only; lelp.report.exports imports neither torch nor matplotlib).
+    from lelp.report.exports import splice_exports
+
+    return splice_exports(html, model.metrics or {})
 
 
 def job_report(session: Session, store: ArtifactStore, job: Job) -> tuple[str, bool]:

@@ -19,6 +19,7 @@ Package layout (a directory, or the same files in a ``.zip``)::
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import zipfile
@@ -211,9 +212,17 @@ def export_onnx(artifact_dir: str | Path, out: str | Path, *, quantize: str | No
 
 
 def record_export(artifact_dir: str | Path, manifest: dict) -> dict:
-    """Put an export's check figures into the artifact's ``metrics.json`` (key ``export``); returns the metrics."""
+    """Put an export's check figures into the artifact's ``metrics.json`` (key ``export``) and its report's
+    exports section; returns the metrics."""
     file = Path(artifact_dir) / "metrics.json"
     metrics = json.loads(file.read_text()) if file.is_file() else {}
     metrics.setdefault("export", {})[manifest["variant"]] = manifest["check"]
     file.write_text(json.dumps(metrics, indent=2))
+    report = Path(artifact_dir) / "report.html"
+    if report.is_file():  # the page's exports section, redrawn alone (no figures to redraw)
+        from lelp.report.exports import splice_exports
+
+        tmp = report.with_name(".report.html.tmp")
+        tmp.write_text(splice_exports(report.read_text(encoding="utf-8"), metrics), encoding="utf-8")
+        os.replace(tmp, report)
     return metrics

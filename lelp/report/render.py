@@ -10,7 +10,8 @@ from functools import cache
 
 import numpy as np
 
-from lelp.report import analysis
+from lelp.report import analysis, exports
+from lelp.report.exports import export_rows
 
 STAGES = (("load", "loading the teacher and the data"), ("extract", "teacher features"),
           ("train", "training (all candidates)"), ("evaluate", "evaluation"), ("save", "saving, speed test"))
@@ -155,6 +156,7 @@ def build_context(metrics: dict, data: dict, manifest: dict) -> dict:
         "search": _search_section(metrics, plots),
         "inside": _subclass_section(data, method, plots),
         "data": _data_section(data, labels, plots),
+        "exports": {"rows": export_rows(metrics), "start": exports.START, "end": exports.END},
         "provenance": _provenance(metrics, data, manifest),
         "created_at": manifest.get("created_at", ""),
     }

@@ -82,6 +82,9 @@ def test_onnx_download_is_checked_recorded_and_cached(client, auth_a, auth_b, jo
     metrics = client.get(f"/v1/models/{model['id']}", headers=auth_a).json()["metrics"]
     assert set(metrics["export"]) == {"onnx-fp32", "onnx-int8"} and metrics["student"]  # figures kept
     assert metrics["export"]["onnx-int8"]["int8"]["accuracy"] is not None
+    report = client.get(f"/v1/models/{model['id']}/report", headers=auth_a)  # drawn before the exports
+    assert report.status_code == 200 and "No export yet" not in report.text
+    assert '<tr data-variant="onnx-fp32">' in report.text and '<tr data-variant="onnx-int8">' in report.text
 
     assert client.delete(f"/v1/models/{model['id']}", headers=auth_a).status_code == 204
     assert client.app.state.store.list_files(f"exports/{model['id']}") == []

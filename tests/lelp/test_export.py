@@ -122,6 +122,28 @@ def test_record_export_puts_the_figures_in_metrics(students, tmp_path):
     assert "student" in saved  # the distillation's own figures are kept
 
 
+def test_the_report_shows_each_export_and_its_cost(students, tmp_path):
+    import re
+    import shutil
+
+    artifact = shutil.copytree(students["ngram"], tmp_path / "ngram")
+    page = (artifact / "report.html").read_text()
+    assert 'id="exports"' in page and "No export yet" in page and 'data-variant=' not in page
+    figures = page.count("data:image/svg+xml")
+    eval_csv = tmp_path / "eval.csv"
+    eval_csv.write_text("text,label\ngood great film,positive\nbad awful plot,negative\n")
+    rows = eval_rows(eval_csv, ["negative", "positive"])
+    for quantize in (None, "int8"):
+        record_export(artifact, export_onnx(artifact, tmp_path / f"pkg-{quantize}", quantize=quantize, rows=rows))
+    page = (artifact / "report.html").read_text()
+    assert "No export yet" not in page and page.count('id="exports"') == 1
+    assert page.count("data:image/svg+xml") == figures  # only the section changed
+    int8 = json.loads((artifact / "metrics.json").read_text())["export"]["onnx-int8"]["int8"]
+    row = re.search(r'<tr data-variant="onnx-int8">.*?</tr>', page, re.S).group(0)
+    assert f"{100 * int8['accuracy_delta_vs_fp32']:+.2f}" in row and f"{100 * int8['accuracy']:.2f}%" in row
+    assert '<tr data-variant="onnx-fp32">' in page
+
+
 def test_bad_requests_are_user_errors(students, tmp_path):
     with pytest.raises(ConfigError, match="quantization"):
         export_onnx(students["ngram"], tmp_path / "x.zip", quantize="int4")

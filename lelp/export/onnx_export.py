@@ -86,10 +86,21 @@ def _trace(graph, path: Path) -> None:
                           do_constant_folding=True, dynamo=False)
 
 
-def _quantize_int8(source: Path, target: Path) -> None:
+# onnxruntime ``quantize_dynamic`` settings compared by ``benchmarks/quantize.py`` (accuracy cost
+# and speed side by side on one student); ``INT8_RECIPE`` is the one every int8 export uses.
+INT8_RECIPES: dict[str, dict] = {
+    "all": {},                                          # every op onnxruntime can quantize, per tensor
+    "per_channel": {"per_channel": True},               # one scale per output channel of each weight
+    "matmul": {"op_types_to_quantize": ["MatMul"]},     # embeddings (Gather) stay fp32
+    "matmul_per_channel": {"op_types_to_quantize": ["MatMul"], "per_channel": True},
+}
+INT8_RECIPE = "all"
+
+
+def quantize_int8(source: Path, target: Path, recipe: str = INT8_RECIPE) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, **INT8_RECIPES[recipe])
 
 
 def _figures(check: dict) -> str:
@@ -154,7 +165,8 @@ def build_package(artifact_dir: str | Path, work: Path, *, quantize: str | None 
         graph.tokenizer.save_pretrained(work)
     (work / ONNX_MANIFEST).write_text(json.dumps(manifest, indent=2))
     if quantize == "int8":
-        _quantize_int8(fp32, work / "model.onnx")
+        quantize_int8(fp32, work / "model.onnx")
+        manifest["int8_recipe"] = {"name": INT8_RECIPE, **INT8_RECIPES[INT8_RECIPE]}
 
     fp32_probs = score(OnnxPredictor(work, model_file=fp32.name).predict_proba, rows)
     int8_probs = score(OnnxPredictor(work).predict_proba, rows) if quantize else None

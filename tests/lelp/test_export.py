@@ -16,6 +16,7 @@ from lelp.data import encode_labels, read_table  # noqa: E402
 from lelp.errors import ConfigError  # noqa: E402
 from lelp.export import FP32_TOLERANCE, CheckRows, OnnxPredictor, export_onnx, record_export  # noqa: E402
 from lelp.export.graphs import GRAPHS  # noqa: E402
+from lelp.export.onnx_export import INT8_RECIPE, INT8_RECIPES, quantize_int8  # noqa: E402
 from lelp.pipeline import DistillConfig, distill  # noqa: E402
 from lelp.students.registry import STUDENT_KINDS  # noqa: E402
 
@@ -90,6 +91,23 @@ def test_export_matches_the_torch_student_on_onnxruntime(kind, quantize, student
         assert np.abs(got - want).max() < 0.2  # quantized, not broken
     assert onnx.predict(["good film"])[0]["label"] in predictor.labels
     assert onnx.predict_proba([]).shape == (0, 2)
+
+
+@pytest.mark.parametrize("recipe", list(INT8_RECIPES))
+def test_every_int8_recipe_gives_a_working_graph(recipe, students, tmp_path):
+    """The recipes benchmarks/quantize.py compares all quantize the same fp32 graph into one that runs."""
+    manifest = export_onnx(students["transformer"], tmp_path / "pkg")
+    target = tmp_path / "pkg" / f"model-{recipe}.onnx"
+    quantize_int8(tmp_path / "pkg" / "model.onnx", target, recipe)
+    assert 0 < target.stat().st_size < (tmp_path / "pkg" / "model.onnx").stat().st_size  # int8 weights
+    texts = ["good film", "bad plot", "a plain sentence"]
+    fp32 = OnnxPredictor(tmp_path / "pkg").predict_proba(texts)
+    int8 = OnnxPredictor(tmp_path / "pkg", model_file=target.name).predict_proba(texts)
+    assert int8.shape == fp32.shape and np.abs(int8 - fp32).max() < 0.2
+    assert manifest.get("int8_recipe") is None
+    if recipe == INT8_RECIPE:
+        int8_manifest = export_onnx(students["transformer"], tmp_path / "pkg8", quantize="int8")
+        assert int8_manifest["int8_recipe"] == {"name": recipe, **INT8_RECIPES[recipe]}
 
 
 def test_zip_package_runs_with_onnxruntime_alone(students, tmp_path):

@@ -17,7 +17,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 
 from lelp.errors import ConfigError, DataError
+from lelp.gpu import choose_precision, enable_tf32, to_device
 from lelp.progress import CancelCheck, Progress, ProgressCallback, check_cancelled, report
 from lelp.teacher import (
     Teacher,
@@ -203,13 +203,6 @@ def tokenize_rows(
     return TokenizedRows(flat={k: np.concatenate(v) for k, v in parts.items()}, offsets=offsets)
 
 
-def _autocast(device: torch.device) -> Any:
-    if device.type != "cuda":
-        return nullcontext()  # CPU autocast is slower than fp32 for these models
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
-
-
 def run_length_sorted(
     tokenizer: Any,
     texts: Sequence[str],
@@ -236,12 +229,14 @@ def run_length_sorted(
     tokens = tokenize_rows(tokenizer, texts, text_pairs, max_length)
     order = np.argsort(-tokens.lengths, kind="stable")  # longest first: a memory error shows at once
     done = 0
-    with torch.inference_mode(), _autocast(device):
+    enable_tf32(device)
+    # bf16 (fp16) autocast on CUDA; fp32 on the CPU, where autocast is slower for these models
+    with torch.inference_mode(), choose_precision(device, "teacher").autocast(device):
         for start in range(0, n, batch_size):
             check_cancelled(should_cancel)
             rows = order[start : start + batch_size]
             batch = tokenizer.pad(tokens.batch(rows), return_tensors="pt")
-            result = forward({k: v.to(device) for k, v in batch.items()})
+            result = forward({k: to_device(v, device) for k, v in batch.items()})
             for name, array in outputs.items():
                 array[rows] = result[name].float().cpu().numpy().astype(array.dtype, copy=False)
             done += len(rows)

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lelp import distributed
 from lelp.errors import ConfigError, DataError
 from lelp.gpu import choose_precision, enable_tf32, to_device
 from lelp.progress import CancelCheck, Progress, ProgressCallback, check_cancelled, report
@@ -143,6 +144,47 @@ def cached_arrays(
     result = _open_complete(final, spec)
     if result is None:
         raise RuntimeError(f"feature cache {final} could not be read back after writing")
+    return result
+
+
+def sharded_arrays(cache_dir: str | Path, key: str, spec: ArraySpec,
+                   fill: Callable[[dict[str, np.ndarray], np.ndarray], None], copy_rows: int = 65_536
+                   ) -> dict[str, np.ndarray]:
+    """``cached_arrays`` split over the ranks of a DDP run: each rank fills its rows (every
+    world-th, ``distributed.shard_rows``) into files of its own, rank 0 gathers them into the cache
+    entry and publishes it, every rank then reads the entry. ``cache_dir`` is shared by the ranks."""
+    root = Path(cache_dir)
+    hit = _open_complete(root / key, spec)
+    if distributed.sum_floats(float(hit is None))[0] == 0:
+        return hit
+    n, rank, world = next(iter(spec.values()))[0][0], distributed.rank(), distributed.world_size()
+    shards = root / f".shards-{key}"
+    shards.mkdir(parents=True, exist_ok=True)
+    rows = distributed.shard_rows(n)
+    mine = {name: np.lib.format.open_memmap(shards / f"{name}-{rank}.npy", mode="w+", dtype=dt,
+                                            shape=(len(rows), *shape[1:])) for name, (shape, dt) in spec.items()}
+    fill(mine, rows)
+    for array in mine.values():
+        array.flush()
+    del mine
+    distributed.barrier()  # every shard is written
+    if distributed.is_main():
+        def gather(arrays: dict[str, np.ndarray]) -> None:
+            for r in range(world):
+                their = distributed.shard_rows(n, r, world)
+                for name in spec:
+                    part = np.load(shards / f"{name}-{r}.npy", mmap_mode="r")
+                    for a in range(0, len(their), copy_rows):  # bounded memory on a million rows
+                        arrays[name][their[a:a + copy_rows]] = part[a:a + copy_rows]
+
+        try:
+            cached_arrays(root, key, spec, gather)
+        finally:
+            shutil.rmtree(shards, ignore_errors=True)
+    distributed.barrier()  # the entry is published
+    result = _open_complete(root / key, spec)
+    if result is None:
+        raise RuntimeError(f"feature cache {root / key} could not be read after the ranks wrote it")
     return result
 
 
@@ -293,13 +335,20 @@ def extract_teacher_features(
             hook.remove()
         return {"embeddings": captured[-1], "logits": logits}
 
-    def fill(arrays: dict[str, np.ndarray]) -> None:
+    def fill(arrays: dict[str, np.ndarray], rows: np.ndarray | None = None) -> None:
+        sub_texts, sub_pairs = texts, text_pairs
+        if rows is not None:  # one rank's shard
+            sub_texts = [texts[i] for i in rows]
+            sub_pairs = [text_pairs[i] for i in rows] if text_pairs is not None else None
         run_length_sorted(
-            teacher.tokenizer, texts, text_pairs, forward, arrays, max_length=max_length, batch_size=batch_size,
+            teacher.tokenizer, sub_texts, sub_pairs, forward, arrays, max_length=max_length, batch_size=batch_size,
             device=run_device, progress=progress, should_cancel=should_cancel,
         )
 
-    arrays = cached_arrays(cache_dir, key, spec, fill)
+    if distributed.world_size() > 1 and cache_dir is not None:
+        arrays = sharded_arrays(cache_dir, key, spec, fill)
+    else:
+        arrays = cached_arrays(cache_dir, key, spec, fill)
     return TeacherFeatures(embeddings=arrays["embeddings"], logits=arrays["logits"])
 
 

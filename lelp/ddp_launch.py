@@ -25,7 +25,6 @@ from dataclasses import asdict, replace
 from datetime import timedelta
 from pathlib import Path
 
-from lelp import errors
 from lelp.errors import ConfigError, JobCancelled, LELPError
 from lelp.progress import CancelCheck, Progress, ProgressCallback
 
@@ -34,9 +33,17 @@ POLL_S = 0.5
 STOP_GRACE_S = 15.0
 
 
+# torchrun must stop when the job's process dies (a Celery time limit SIGKILLs it): a parent-death
+# signal, set by a tiny exec wrapper (it survives exec; a preexec_fn is unsafe in a threaded worker).
+_DIE_WITH_PARENT = ("import ctypes, os, signal, sys\n"
+                    "try:\n    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG\n"
+                    "except (OSError, AttributeError):\n    pass\n"
+                    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])\n")
+
+
 def torchrun_command(spec_path: Path, processes: int) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-            "--max-restarts=0", "-m", "lelp.ddp_launch", str(spec_path)]
+    return [sys.executable, "-c", _DIE_WITH_PARENT, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc-per-node={processes}", "--max-restarts=0", "-m", "lelp.ddp_launch", str(spec_path)]
 
 
 def check_devices(config) -> None:
@@ -51,16 +58,6 @@ def check_devices(config) -> None:
     if visible < config.gpus:
         raise ConfigError(f"the job asks for {config.gpus} GPUs but this worker sees {visible} "
                           "(start it with `lelp worker --gpus 0,1 --gpus-per-worker 2`)", param="gpus")
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """torchrun stops when the job's process dies (a Celery time limit kills it with SIGKILL)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 class _Events:
@@ -99,15 +96,23 @@ def _stop(process: subprocess.Popen) -> None:
             continue
 
 
+def _error_class(code: str) -> type[LELPError]:
+    """The library error class of ``code`` (any subclass of LELPError, the GPU's included)."""
+    import lelp.gpu  # noqa: F401  (GPUMemoryError)
+
+    pending, seen = [LELPError], []
+    while pending:
+        cls = pending.pop()
+        seen.append(cls)
+        pending += cls.__subclasses__()
+    return next((c for c in seen if c.code == code), LELPError)
+
+
 def _raise_rank_error(run_dir: Path, returncode: int) -> None:
     errs = sorted(run_dir.glob(f"{ERROR}.*"))
     if errs:
         info = json.loads(errs[0].read_text())
-        cls = next((c for c in vars(errors).values()
-                    if isinstance(c, type) and issubclass(c, LELPError) and c.code == info["code"]), LELPError)
-        if info["code"] == "gpu_out_of_memory":
-            from lelp.gpu import GPUMemoryError as cls
-        raise cls(info["message"], param=info.get("param"))
+        raise _error_class(info["code"])(info["message"], param=info.get("param"))
     log = (run_dir / LOG).read_text(errors="replace")[-4000:] if (run_dir / LOG).exists() else ""
     raise RuntimeError(f"torchrun exited with status {returncode}:\n{log}")
 
@@ -129,7 +134,7 @@ def launch(config, out_dir, *, cache_dir=None, checkpoint_dir=None, progress: Pr
         events = _Events(run_dir / EVENTS, progress, on_checkpoint)
         with (run_dir / LOG).open("wb") as log:
             process = subprocess.Popen(torchrun_command(spec_path, config.gpus), stdout=log, stderr=subprocess.STDOUT,
-                                       start_new_session=True, preexec_fn=_die_with_parent)
+                                       start_new_session=True)
             try:
                 while process.poll() is None:
                     events.drain()

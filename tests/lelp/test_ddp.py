@@ -19,6 +19,7 @@ import torch
 from lelp.artifacts import load_student
 from lelp.ddp_launch import ERROR, _raise_rank_error
 from lelp.errors import ConfigError, JobCancelled
+from lelp.gpu import GPUMemoryError
 from lelp.pipeline import DistillConfig, distill
 
 TEXTS = ["good great film", "bad awful plot", "the story was quite dull", "a wonderful, moving story"]
@@ -84,6 +85,9 @@ def test_a_rank_error_comes_back_as_the_same_library_error(tmp_path):
     with pytest.raises(ConfigError, match="bad") as info:
         _raise_rank_error(tmp_path, 3)
     assert info.value.param == "x"
+    (tmp_path / f"{ERROR}.1").write_text(json.dumps({"code": "gpu_out_of_memory", "message": "m", "param": None}))
+    with pytest.raises(GPUMemoryError):
+        _raise_rank_error(tmp_path, 3)
     (tmp_path / f"{ERROR}.1").unlink()
     (tmp_path / "torchrun.log").write_text("Traceback: boom")
     with pytest.raises(RuntimeError, match="boom"):

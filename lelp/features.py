@@ -27,7 +27,7 @@ import torch
 
 from lelp import distributed
 from lelp.errors import ConfigError, DataError
-from lelp.gpu import choose_precision, enable_tf32, to_device
+from lelp.gpu import choose_precision, enable_tf32, fit_batch_size, to_device
 from lelp.progress import CancelCheck, Progress, ProgressCallback, check_cancelled, report
 from lelp.teacher import (
     Teacher,
@@ -274,6 +274,12 @@ def run_length_sorted(
     enable_tf32(device)
     # bf16 (fp16) autocast on CUDA; fp32 on the CPU, where autocast is slower for these models
     with torch.inference_mode(), choose_precision(device, "teacher").autocast(device):
+        if device.type == "cuda":  # the longest rows come first: the batch that fits them fits all
+            def attempt(size: int) -> None:
+                batch = tokenizer.pad(tokens.batch(order[:size]), return_tensors="pt")
+                forward({k: to_device(v, device) for k, v in batch.items()})
+
+            batch_size = fit_batch_size(attempt, batch_size)
         for start in range(0, n, batch_size):
             check_cancelled(should_cancel)
             rows = order[start : start + batch_size]

@@ -157,9 +157,9 @@ def training(teacher_dir: Path, texts: list[str], precision: str, batch_size: in
     targets = rng.dirichlet([1.0, 1.0], size=len(texts)).astype(np.float32)
     labels = rng.integers(0, 2, size=len(texts))
     config = TrainConfig(epochs=1, learning_rate=5e-5, batch_size=batch_size)
-    patch = mock.patch("lelp.train.choose_precision", return_value=FP32) if precision == "fp32" else _nothing()
+    patch = mock.patch("lelp.train_state.choose_precision", return_value=FP32) if precision == "fp32" else _nothing()
     if DEVICE == "cpu" and precision != "fp32":
-        patch = mock.patch("lelp.train.choose_precision", return_value=Precision(torch.bfloat16))
+        patch = mock.patch("lelp.train_state.choose_precision", return_value=Precision(torch.bfloat16))
     with patch:
         torch.manual_seed(0)
         train_student(kind.build(2, ["negative", "positive"], 1), inputs, targets[:batch_size * 4],

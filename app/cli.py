@@ -81,13 +81,33 @@ def worker(
     concurrency: Annotated[int, typer.Option(help="Jobs run at once (one process each).")] = 1,
     pool: Annotated[str, typer.Option(help="Celery pool: prefork (time limits enforced) or solo.")] = "prefork",
     loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+    gpus: Annotated[str | None, typer.Option(
+        help="GPU indices, e.g. 0,1: one worker process per GPU, pinned with CUDA_VISIBLE_DEVICES.")] = None,
+    gpus_per_worker: Annotated[int, typer.Option(
+        help="With --gpus: GPUs per worker process (2 for jobs with hyperparameters.gpus: 2).")] = 1,
 ) -> None:
-    """Run only a Celery worker (replaces this process, so signals reach Celery directly)."""
+    """Run only a Celery worker (replaces this process, so signals reach Celery directly).
+
+    With --gpus: one Celery worker per GPU (group), each with --concurrency 1, started and
+    supervised by this process, which never touches CUDA (app.gpu_workers).
+    """
+    from functools import partial
+
     from app.embedded import child_env, worker_command
     from app.settings import get_settings
 
-    command = worker_command(queues=queues, concurrency=concurrency, pool=pool, loglevel=loglevel)
-    os.execve(command[0], command, child_env(get_settings()))
+    if gpus is None:
+        command = worker_command(queues=queues, concurrency=concurrency, pool=pool, loglevel=loglevel)
+        os.execve(command[0], command, child_env(get_settings()))
+    from app.gpu_workers import gpu_groups, gpu_workers, supervise
+
+    try:
+        groups = gpu_groups(gpus, gpus_per_worker)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    workers = gpu_workers(groups, partial(worker_command, pool=pool, loglevel=loglevel), queues)
+    raise typer.Exit(supervise(workers, child_env(get_settings())))
 
 
 # --- database and admin --------------------------------------------------------------------------

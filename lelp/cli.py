@@ -158,6 +158,7 @@ def distill_command(
     device: str = "auto",
     augment: Annotated[int, typer.Option(help="teacher-scored variants per training row (0 = none)")] = 0,
     patience: Annotated[int | None, typer.Option(help="epochs without a better validation score to stop")] = None,
+    gpus: Annotated[int, typer.Option(help="GPUs to train on with DDP (torchrun); > 1: transformer only")] = 1,
     cache_dir: Annotated[Path | None, typer.Option(help="teacher-feature cache")] = None,
     checkpoint_dir: Annotated[Path | None, typer.Option(help="resume from / write checkpoints here")] = None,
     quiet: bool = False,
@@ -173,7 +174,7 @@ def distill_command(
         student_base=str(student_base) if student_base else None,
         subclasses=_subclasses(subclasses), beta=beta, tau=tau, alpha=alpha, epochs=epochs,
         learning_rate=learning_rate, batch_size=batch_size, max_length=max_length, seed=seed, device=device,
-        augment=augment, patience=patience)
+        augment=augment, patience=patience, gpus=gpus)
     bars = ProgressBars(enabled=not quiet)
     try:
         result = distill(config, out, cache_dir=cache_dir or out / ".cache", checkpoint_dir=checkpoint_dir,

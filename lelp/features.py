@@ -17,7 +17,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -26,7 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from lelp import distributed
 from lelp.errors import ConfigError, DataError
+from lelp.gpu import choose_precision, enable_tf32, fit_batch_size, to_device
 from lelp.progress import CancelCheck, Progress, ProgressCallback, check_cancelled, report
 from lelp.teacher import (
     Teacher,
@@ -146,6 +147,47 @@ def cached_arrays(
     return result
 
 
+def sharded_arrays(cache_dir: str | Path, key: str, spec: ArraySpec,
+                   fill: Callable[[dict[str, np.ndarray], np.ndarray], None], copy_rows: int = 65_536
+                   ) -> dict[str, np.ndarray]:
+    """``cached_arrays`` split over the ranks of a DDP run: each rank fills its rows (every
+    world-th, ``distributed.shard_rows``) into files of its own, rank 0 gathers them into the cache
+    entry and publishes it, every rank then reads the entry. ``cache_dir`` is shared by the ranks."""
+    root = Path(cache_dir)
+    hit = _open_complete(root / key, spec)
+    if distributed.sum_floats(float(hit is None))[0] == 0:
+        return hit
+    n, rank, world = next(iter(spec.values()))[0][0], distributed.rank(), distributed.world_size()
+    shards = root / f".shards-{key}"
+    shards.mkdir(parents=True, exist_ok=True)
+    rows = distributed.shard_rows(n)
+    mine = {name: np.lib.format.open_memmap(shards / f"{name}-{rank}.npy", mode="w+", dtype=dt,
+                                            shape=(len(rows), *shape[1:])) for name, (shape, dt) in spec.items()}
+    fill(mine, rows)
+    for array in mine.values():
+        array.flush()
+    del mine
+    distributed.barrier()  # every shard is written
+    if distributed.is_main():
+        def gather(arrays: dict[str, np.ndarray]) -> None:
+            for r in range(world):
+                their = distributed.shard_rows(n, r, world)
+                for name in spec:
+                    part = np.load(shards / f"{name}-{r}.npy", mmap_mode="r")
+                    for a in range(0, len(their), copy_rows):  # bounded memory on a million rows
+                        arrays[name][their[a:a + copy_rows]] = part[a:a + copy_rows]
+
+        try:
+            cached_arrays(root, key, spec, gather)
+        finally:
+            shutil.rmtree(shards, ignore_errors=True)
+    distributed.barrier()  # the entry is published
+    result = _open_complete(root / key, spec)
+    if result is None:
+        raise RuntimeError(f"feature cache {root / key} could not be read after the ranks wrote it")
+    return result
+
+
 # --------------------------------------------------------------------------- batched loop
 
 
@@ -203,13 +245,6 @@ def tokenize_rows(
     return TokenizedRows(flat={k: np.concatenate(v) for k, v in parts.items()}, offsets=offsets)
 
 
-def _autocast(device: torch.device) -> Any:
-    if device.type != "cuda":
-        return nullcontext()  # CPU autocast is slower than fp32 for these models
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
-
-
 def run_length_sorted(
     tokenizer: Any,
     texts: Sequence[str],
@@ -236,12 +271,20 @@ def run_length_sorted(
     tokens = tokenize_rows(tokenizer, texts, text_pairs, max_length)
     order = np.argsort(-tokens.lengths, kind="stable")  # longest first: a memory error shows at once
     done = 0
-    with torch.inference_mode(), _autocast(device):
+    enable_tf32(device)
+    # bf16 (fp16) autocast on CUDA; fp32 on the CPU, where autocast is slower for these models
+    with torch.inference_mode(), choose_precision(device, "teacher").autocast(device):
+        if device.type == "cuda":  # the longest rows come first: the batch that fits them fits all
+            def attempt(size: int) -> None:
+                batch = tokenizer.pad(tokens.batch(order[:size]), return_tensors="pt")
+                forward({k: to_device(v, device) for k, v in batch.items()})
+
+            batch_size = fit_batch_size(attempt, batch_size)
         for start in range(0, n, batch_size):
             check_cancelled(should_cancel)
             rows = order[start : start + batch_size]
             batch = tokenizer.pad(tokens.batch(rows), return_tensors="pt")
-            result = forward({k: v.to(device) for k, v in batch.items()})
+            result = forward({k: to_device(v, device) for k, v in batch.items()})
             for name, array in outputs.items():
                 array[rows] = result[name].float().cpu().numpy().astype(array.dtype, copy=False)
             done += len(rows)
@@ -298,13 +341,20 @@ def extract_teacher_features(
             hook.remove()
         return {"embeddings": captured[-1], "logits": logits}
 
-    def fill(arrays: dict[str, np.ndarray]) -> None:
+    def fill(arrays: dict[str, np.ndarray], rows: np.ndarray | None = None) -> None:
+        sub_texts, sub_pairs = texts, text_pairs
+        if rows is not None:  # one rank's shard
+            sub_texts = [texts[i] for i in rows]
+            sub_pairs = [text_pairs[i] for i in rows] if text_pairs is not None else None
         run_length_sorted(
-            teacher.tokenizer, texts, text_pairs, forward, arrays, max_length=max_length, batch_size=batch_size,
+            teacher.tokenizer, sub_texts, sub_pairs, forward, arrays, max_length=max_length, batch_size=batch_size,
             device=run_device, progress=progress, should_cancel=should_cancel,
         )
 
-    arrays = cached_arrays(cache_dir, key, spec, fill)
+    if distributed.world_size() > 1 and cache_dir is not None:
+        arrays = sharded_arrays(cache_dir, key, spec, fill)
+    else:
+        arrays = cached_arrays(cache_dir, key, spec, fill)
     return TeacherFeatures(embeddings=arrays["embeddings"], logits=arrays["logits"])
 
 

@@ -23,7 +23,7 @@ from lelp.projection import softmax_rows
 from lelp.students.base import count_parameters, predict_class_log_probs
 from lelp.students.kind import KindContext
 from lelp.students.registry import student_kind
-from lelp.targets import Method, build_targets
+from lelp.targets import build_hint, build_targets
 from lelp.teacher import load_teacher
 from lelp.train import TrainConfig, TrainResult, resolve_device, train_student
 
@@ -43,6 +43,11 @@ class RowView:
 
     def batch(self, indices: torch.Tensor, device: torch.device):
         return self.array.batch(torch.from_numpy(self.rows[indices.numpy()]), device)
+
+    def __getattr__(self, name: str):
+        if name == "row_lengths" and hasattr(self.array, "row_lengths"):  # what the GPU batch finder fits
+            return lambda: np.asarray(self.array.row_lengths())[self.rows]
+        raise AttributeError(name)
 
 
 @dataclass
@@ -148,9 +153,9 @@ class DistillJob:
         train_cfg = TrainConfig(epochs=hp["epochs"], learning_rate=hp["learning_rate"],
                                 batch_size=hp["batch_size"], subclasses=subclasses, alpha=cfg.alpha,
                                 tau=cand.tau, seed=cfg.seed, patience=hp["patience"])
-        fitnet = RowView(self.pool_embeddings, rows) if cand.method == Method.FITNET.value else None
+        hint = build_hint(cand.method, student.hidden_size, RowView(self.pool_embeddings, rows))
         result = train_student(student, RowView(self.train_inputs, rows), targets[rows], self.pool_labels[rows],
-                               train_cfg, teacher_embeddings=fitnet, device=self.device,
+                               train_cfg, hint=hint, device=self.device,
                                checkpoint_path=checkpoint, progress=self.progress,
                                should_cancel=self.should_cancel, on_checkpoint=on_checkpoint,
                                evaluate=lambda model: self._validation_score(model, subclasses))

@@ -7,8 +7,10 @@ its sub-class log-probabilities. With S = 1 everything reduces to Hinton's KD.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 def class_log_probs(logits: torch.Tensor, subclasses: int) -> torch.Tensor:
@@ -59,3 +61,22 @@ def fitnet_loss(student_hidden_projected: torch.Tensor, teacher_embeddings: torc
     The caller owns the linear map ``W_r`` (it trains with the student); this is the MSE.
     """
     return F.mse_loss(student_hidden_projected, teacher_embeddings.to(student_hidden_projected.dtype))
+
+
+class FitNetHint(nn.Linear):
+    """FitNet's hint term as a module: ``fitnet_loss(W_r h, e_rows)`` with the regressor ``W_r``
+    (this Linear, trained with the student) and the teacher embeddings ``e`` of the batch's rows.
+
+    A module so that DDP can wrap it and its weights go into the checkpoint (``weight``/``bias``,
+    as the plain regressor always did); ``embeddings`` may be a float16 memmap, read per batch.
+    """
+
+    def __init__(self, hidden_size: int, embeddings) -> None:
+        super().__init__(hidden_size, embeddings.shape[1])
+        self.embeddings = embeddings
+
+    def forward(self, hidden: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        from lelp.gpu import to_device
+
+        teacher_rows = torch.from_numpy(np.asarray(self.embeddings[rows.cpu().numpy()], dtype=np.float32))
+        return fitnet_loss(super().forward(hidden), to_device(teacher_rows, hidden.device))

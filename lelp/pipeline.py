@@ -87,6 +87,14 @@ class DistillConfig:
     # constructor options of the student, e.g. {"n_features": 2**16, "embedding_dim": 32} for ngram,
     # {"hidden": 512} for encoder_mlp, {"layers": 3} for transformer
     student_options: dict | None = None
+    # GPUs one job trains on: > 1 runs the job under torchrun with DDP (lelp.ddp_launch); the
+    # transformer student only (the others are too small to gain). Without CUDA the N ranks are
+    # gloo processes sharing the CPU, which only tests pay for.
+    gpus: int = 1
+
+
+MULTI_GPU_STUDENTS = ("transformer",)
+MAX_GPUS = 64
 
 
 @dataclass
@@ -134,6 +142,11 @@ def validate_config(config: DistillConfig) -> None:
             raise ConfigError(f"{name} must be > 0, got {value}", param=name)
     if not isinstance(config.augment, int) or isinstance(config.augment, bool) or not 0 <= config.augment <= 50:
         raise ConfigError(f"augment must be an integer within [0, 50], got {config.augment!r}", param="augment")
+    if isinstance(config.gpus, bool) or not isinstance(config.gpus, int) or not 1 <= config.gpus <= MAX_GPUS:
+        raise ConfigError(f"gpus must be an integer within [1, {MAX_GPUS}], got {config.gpus!r}", param="gpus")
+    if config.gpus > 1 and config.student not in MULTI_GPU_STUDENTS:
+        raise ConfigError(f"gpus > 1 trains the transformer student only, not {config.student!r} "
+                          "(the other students are too small to gain from several GPUs)", param="gpus")
     for name in ("epochs", "batch_size", "max_length", "patience"):
         value = getattr(config, name)
         if value is not None and value < 1:
@@ -197,11 +210,21 @@ def distill(
     should_cancel: CancelCheck | None = None,
     on_checkpoint=None,
 ) -> DistillResult:
-    """Run a whole distillation job and write the student artifact to ``out_dir``."""
+    """Run a whole distillation job and write the student artifact to ``out_dir``.
+
+    With ``config.gpus > 1`` this process starts torchrun and waits (``lelp.ddp_launch``); each
+    rank comes back here, trains its share, and rank 0 alone evaluates and saves.
+    """
+    from lelp import distributed
     from lelp.job import DistillJob
     from lelp.report import write_report, write_report_data
 
     validate_config(config)
+    if config.gpus > 1 and not distributed.active():
+        from lelp.ddp_launch import launch
+
+        return launch(config, out_dir, cache_dir=cache_dir, checkpoint_dir=checkpoint_dir, progress=progress,
+                      should_cancel=should_cancel, on_checkpoint=on_checkpoint)
     report(progress, Progress(stage="load", message="reading the teacher and the data"))
     job = DistillJob(config, cache_dir=cache_dir, progress=progress, should_cancel=should_cancel)
     seconds: dict[str, float] = {}  # stage -> wall seconds, shown in the report
@@ -224,6 +247,8 @@ def distill(
             refused.append({**effective_hyperparameters(config, cand), "error": exc.message})
     if not results:
         raise ConfigError("no candidate could be trained: " + "; ".join(r["error"] for r in refused))
+    if not distributed.is_main():  # the other ranks' share ends with training
+        return DistillResult(str(out_dir), {}, resumed_from_epoch=max(r.train.resumed_from_epoch for r in results))
     best = max(results, key=lambda r: (r.validation_score, -AUTO_METHOD_RANK.get(r.candidate.method, 9)))
     report(progress, Progress(stage="evaluate", message=f"evaluating {best.candidate.name}"))
     with _timed(seconds, "evaluate"):

@@ -19,6 +19,7 @@ import numpy as np
 
 from lelp.errors import ConfigError
 from lelp.kmeans_subclass import KMeansSubclasser
+from lelp.losses import FitNetHint
 from lelp.projection import LELPProjector, resolve_labels, softmax_rows
 
 
@@ -115,6 +116,25 @@ BUILDERS: dict[Method, Callable[[TargetInputs], Targets]] = {
     Method.UNIFORM_SUBCLASS: uniform_subclass_targets,
     Method.KMEANS_SUBCLASS: kmeans_subclass_targets,
 }
+
+
+def fitnet_hint(hidden_size: int, embeddings: Any) -> FitNetHint:
+    """FitNet's extra training term: a regressor from the student's hidden vector (``hidden_size``)
+    onto the teacher's embedding, trained with the student (Romero et al. 2015)."""
+    return FitNetHint(hidden_size, embeddings)
+
+
+# Methods whose student trains with an extra term besides the target cross-entropy.
+HINTS: dict[Method, Callable[[int, Any], FitNetHint]] = {Method.FITNET: fitnet_hint}
+
+
+def build_hint(method: str | Method, hidden_size: int, embeddings: Any) -> FitNetHint | None:
+    """The extra training term of ``method`` for a student of ``hidden_size``, or None (most methods).
+
+    Build it right after the student: its initial weights come from the same seeded generator.
+    """
+    builder = HINTS.get(parse_method(method))
+    return builder(hidden_size, embeddings) if builder is not None else None
 
 
 def parse_method(method: str | Method) -> Method:

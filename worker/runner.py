@@ -48,7 +48,7 @@ PROGRESS_INTERVAL_S = 1.0
 CANCEL_CHECK_INTERVAL_S = 1.0
 HISTORY_POINTS = 500  # per-epoch loss points kept in a job's progress (bounded: 1000-epoch jobs exist)
 HYPERPARAMETER_FIELDS = ("subclasses", "beta", "tau", "alpha", "epochs", "learning_rate", "batch_size",
-                         "max_length", "seed", "augment", "patience")
+                         "max_length", "seed", "augment", "patience", "gpus")
 
 
 @dataclass

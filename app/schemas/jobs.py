@@ -39,6 +39,8 @@ class Hyperparameters(BaseModel):
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     augment: int | None = Field(None, ge=0, le=50, description="teacher-scored variants per training row")
     patience: int | None = Field(None, ge=1, le=1000, description="epochs without a better validation score")
+    gpus: int | None = Field(None, ge=1, le=64, description="GPUs the job trains on with DDP (torchrun); more "
+                                                          "than 1 for the transformer student only")
 
     @field_validator("subclasses")
     @classmethod

@@ -125,6 +125,22 @@ def _check_student(body: JobCreate) -> None:
                             param="student.base", code="base_not_used")
 
 
+def _check_gpus(body: JobCreate) -> None:
+    """``hyperparameters.gpus > 1`` is DDP over several GPUs: the transformer student, on a GPU worker
+    (``lelp.pipeline.MULTI_GPU_STUDENTS``)."""
+    gpus = body.hyperparameters.gpus
+    if gpus is None or gpus == 1:
+        return
+    if body.student.architecture != "transformer":
+        raise Unprocessable(f"hyperparameters.gpus > 1 trains the transformer student only (the "
+                            f"{body.student.architecture} student is too small to gain from several GPUs): "
+                            "remove gpus or use student.architecture transformer",
+                            param="hyperparameters.gpus", code="multi_gpu_unsupported")
+    if body.device == "cpu":
+        raise Unprocessable("hyperparameters.gpus > 1 asks for GPUs, but device is 'cpu': use device 'gpu' or "
+                            "'auto'", param="hyperparameters.gpus", code="multi_gpu_unsupported")
+
+
 def _check_subclasses(body: JobCreate, inputs: JobInputs) -> None:
     hp = body.hyperparameters
     if hp.subclasses == "auto" or body.method not in PROJECTED_METHODS:
@@ -189,6 +205,7 @@ def check_gpu_worker(session: Session, settings: Settings) -> None:
 def check_job(session: Session, settings: Settings, tenant_id: str, body: JobCreate) -> JobInputs:
     """Every check of a job body; returns its inputs (the tenant's rows)."""
     _check_student(body)
+    _check_gpus(body)
     inputs = _owned_inputs(session, tenant_id, body)
     _check_labels_and_columns(inputs)
     _check_method(body, inputs.train)

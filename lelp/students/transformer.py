@@ -92,8 +92,14 @@ class TokenInputs:
         return len(self.rows)
 
     def batch(self, indices: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
+        from lelp.gpu import to_device
+
         padded = self.tokenizer.pad([self.rows[i] for i in indices.tolist()], return_tensors="pt")
-        return {k: v.to(device) for k, v in padded.items()}
+        return {k: to_device(v, device) for k, v in padded.items()}
+
+    def row_lengths(self) -> list[int]:
+        """Tokens per row: the GPU batch finder tries the longest rows."""
+        return [len(row["input_ids"]) for row in self.rows]
 
 
 class TransformerStudent(Student):

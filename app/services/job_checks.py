@@ -11,14 +11,13 @@ no GPU worker is alive.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
 from app.db import repositories as repo
-from app.db.base import utcnow
 from app.db.models import Dataset, Teacher
 from app.errors import Unprocessable, not_found
+from app.queue import gpu_worker_alive
 from app.schemas.jobs import JobCreate
 from app.settings import Settings
 
@@ -177,10 +176,8 @@ def _check_rows(body: JobCreate, train: Dataset) -> None:
 
 def check_gpu_worker(session: Session, settings: Settings) -> None:
     """``device: gpu`` needs a live worker that consumes the ``gpu`` queue and sees a CUDA device."""
-    since = utcnow() - timedelta(seconds=settings.heartbeat_stale_s)
-    for worker in repo.live_workers(session, since):
-        if "gpu" in worker.queues and any(d.startswith("cuda") for d in worker.devices):
-            return
+    if gpu_worker_alive(session, settings):
+        return
     raise Unprocessable("device 'gpu' was asked for, but no GPU worker is alive (a worker that consumes the gpu "
                         "queue on a machine with a GPU): ask the operator to start one, or use device 'auto' or 'cpu'",
                         param="device", code="no_gpu_worker")

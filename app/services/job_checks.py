@@ -23,8 +23,8 @@ from app.settings import Settings
 
 # Methods that split each class into S sub-classes from the teacher's embedding (lelp.targets).
 PROJECTED_METHODS = ("lelp", "random_subclass", "kmeans_subclass")
-DEFAULT_SUBCLASSES = 2  # lelp.pipeline.DEFAULT_SUBCLASSES
-# lelp.pipeline.split_rows: 10% held out, at least 20 rows on each side.
+DEFAULT_SUBCLASSES = 2  # lelp.config.DEFAULT_SUBCLASSES
+# lelp.data.split_rows: 10% held out, at least 20 rows on each side.
 HOLD_OUT_FRACTION, HOLD_OUT_MINIMUM = 0.1, 20
 STUDENTS_WITH_BASE = {"encoder_mlp": "required", "transformer": "optional", "static": "optional", "ngram": "none"}
 
@@ -53,7 +53,7 @@ def held_out(pool: int) -> int:
 
 
 def split_sizes(rows: int, labelled: int) -> tuple[int, int] | None:
-    """``lelp.pipeline.split_rows``'s (kept, held out) for a dataset, None when it would refuse."""
+    """``lelp.data.split_rows``'s (kept, held out) for a dataset, None when it would refuse."""
     pool = labelled if labelled >= 2 * HOLD_OUT_MINIMUM + int(round(labelled * HOLD_OUT_FRACTION)) else rows
     k = held_out(pool)
     if pool - k < HOLD_OUT_MINIMUM:
@@ -157,7 +157,7 @@ def _check_subclasses(body: JobCreate, inputs: JobInputs) -> None:
 
 
 def _check_rows(body: JobCreate, train: Dataset) -> None:
-    """The held-out splits the library will cut (``lelp.pipeline.split_rows``) must leave rows to train on."""
+    """The held-out splits the library will cut (``lelp.data.split_rows``) must leave rows to train on."""
     rows = train.rows
     if body.eval_dataset_id is None:
         sizes = split_sizes(rows, train.labelled_rows)

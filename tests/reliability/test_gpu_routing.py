@@ -112,6 +112,6 @@ def test_auto_jobs_route_by_the_policy(deployment) -> None:  # noqa: ANN001
     from app.client import ApiError
 
     with pytest.raises(ApiError) as error:  # device gpu with no GPU worker alive: refused at submit
-        deployment["client"].create_job(deployment["teacher"], deployment["train"], method="kd", student="ngram", device="gpu",
-                           hyperparameters=HYPERPARAMETERS)
+        deployment["client"].create_job(deployment["teacher"], deployment["train"], method="kd", student="ngram",
+                                        device="gpu", hyperparameters=HYPERPARAMETERS)
     assert error.value.status == 422 and error.value.code == "no_gpu_worker"

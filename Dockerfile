@@ -23,7 +23,6 @@ RUN mkdir -p lelp app worker && touch lelp/__init__.py app/__init__.py worker/__
 COPY lelp ./lelp
 COPY app ./app
 COPY worker ./worker
-COPY migrations ./migrations
 COPY alembic.ini ./
 
 RUN useradd --create-home --uid 10001 lelp && mkdir -p /data && chown lelp /data

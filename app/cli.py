@@ -2,8 +2,9 @@
 
 - library verbs (``distill``, ``make-teacher``, ``predict``, ``evaluate``) come from
   ``lelp.cli.register_commands`` and need no service;
-- ``serve`` (embedded: API + one worker process on SQLite), ``api`` and ``worker``
-  (production processes), ``db upgrade|downgrade|current``, ``admin create-key``;
+- ``api`` (the production API process), ``db upgrade|downgrade|current``, ``admin create-key``;
+  ``serve`` (API + one worker child) and ``worker`` name the worker's Celery app, so the
+  console script's top-floor module ``worker.cli`` adds them (``app`` never imports ``worker``);
 - client verbs over HTTP (``teachers``, ``datasets``, ``jobs``, ``models``), configured by
   ``LELP_API_URL`` and ``LELP_API_KEY``.
 
@@ -14,9 +15,7 @@ the command that needs them. An API error prints ``error: <code>: <message>`` an
 from __future__ import annotations
 
 import json
-import os
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -43,20 +42,7 @@ else:
     register_commands(app)
 
 
-# --- servers -------------------------------------------------------------------------------
-
-
-@app.command()
-@cli_errors
-def serve(
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port of the API.")] = 8000,
-    data_dir: Annotated[Path | None, typer.Option(help="Data directory (default LELP_DATA_DIR or ./.lelp).")] = None,
-) -> None:
-    """Run the embedded service: API + one worker process on SQLite and a local broker."""
-    from app.embedded import serve as run
-
-    run(host=host, port=port, data_dir=data_dir)
+# --- servers (``serve`` and ``worker`` start workers: ``worker.cli`` adds them) ----------------
 
 
 @app.command()
@@ -73,41 +59,6 @@ def api(
 
     uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=workers, log_level="info",
                 proxy_headers=True, **uvicorn_options(get_settings()))
-
-
-@app.command()
-def worker(
-    queues: Annotated[str, typer.Option(help="Comma-separated queues: cpu, gpu or both.")] = "cpu,gpu",
-    concurrency: Annotated[int, typer.Option(help="Jobs run at once (one process each).")] = 1,
-    pool: Annotated[str, typer.Option(help="Celery pool: prefork (time limits enforced) or solo.")] = "prefork",
-    loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
-    gpus: Annotated[str | None, typer.Option(
-        help="GPU indices, e.g. 0,1: one worker process per GPU, pinned with CUDA_VISIBLE_DEVICES.")] = None,
-    gpus_per_worker: Annotated[int, typer.Option(
-        help="With --gpus: GPUs per worker process (2 for jobs with hyperparameters.gpus: 2).")] = 1,
-) -> None:
-    """Run only a Celery worker (replaces this process, so signals reach Celery directly).
-
-    With --gpus: one Celery worker per GPU (group), each with --concurrency 1, started and
-    supervised by this process, which never touches CUDA (app.gpu_workers).
-    """
-    from functools import partial
-
-    from app.embedded import child_env, worker_command
-    from app.settings import get_settings
-
-    if gpus is None:
-        command = worker_command(queues=queues, concurrency=concurrency, pool=pool, loglevel=loglevel)
-        os.execve(command[0], command, child_env(get_settings()))
-    from app.gpu_workers import gpu_groups, gpu_workers, supervise
-
-    try:
-        groups = gpu_groups(gpus, gpus_per_worker)
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    workers = gpu_workers(groups, partial(worker_command, pool=pool, loglevel=loglevel), queues)
-    raise typer.Exit(supervise(workers, child_env(get_settings())))
 
 
 # --- database and admin --------------------------------------------------------------------------

@@ -46,15 +46,17 @@ async def get_inference(request: Request) -> InferenceService:  # async: no thre
     return request.app.state.inference
 
 
-def get_enqueuer() -> jobs_service.Enqueue:
-    """The function that hands a committed job to the broker (tests may override it)."""
-    return jobs_service.enqueue
-
-
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 StoreDep = Annotated[ArtifactStore, Depends(get_store)]
 InferenceDep = Annotated[InferenceService, Depends(get_inference)]
+
+
+def get_enqueuer(session: SessionDep, settings: SettingsDep) -> jobs_service.Enqueue:
+    """The function that hands a committed job to the broker, routed by ``app.queue`` (tests may override it)."""
+    return jobs_service.routed_enqueuer(session, settings)
+
+
 EnqueueDep = Annotated[jobs_service.Enqueue, Depends(get_enqueuer)]
 
 

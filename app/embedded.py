@@ -2,7 +2,8 @@
 
 Under one data directory: SQLite (schema from the Alembic migrations), the SQLite-backed
 kombu broker, the artifact store, and the API key file. It starts ONE real Celery worker
-as a child process (the same code ``lelp worker`` runs in production) and the API in this
+as a child process (the same code ``lelp worker`` runs in production; its command line is
+given by ``worker.cli``, so this module never names the worker) and the API in this
 process, and stops the worker when the API exits.
 
 Why a child process rather than a thread: training must not block the API's event loop
@@ -17,7 +18,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -44,16 +44,6 @@ def child_env(settings: Settings) -> dict[str, str]:
     # Works from a source checkout as well as from an installed package.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     return env
-
-
-def worker_command(queues: str = "cpu,gpu", concurrency: int = 1, pool: str = "prefork",
-                   loglevel: str = "INFO", hostname: str | None = None) -> list[str]:
-    """The ``celery worker`` command line shared by ``lelp serve`` and ``lelp worker``."""
-    command = [sys.executable, "-m", "celery", "-A", "worker.celery_app:celery_app", "worker",
-               "-Q", queues, "-c", str(concurrency), f"--pool={pool}", "-l", loglevel]
-    if hostname:
-        command += ["-n", hostname]
-    return command
 
 
 def ensure_api_key(settings: Settings) -> tuple[str, bool]:
@@ -91,8 +81,8 @@ def terminate(process: subprocess.Popen, grace_s: float) -> None:
 class WorkerProcess:
     """One Celery worker child, restarted if it dies (a job's kill must not stop the service)."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
-        self.settings, self.log_path = settings, log_path
+    def __init__(self, settings: Settings, log_path: Path, command: list[str]) -> None:
+        self.settings, self.log_path, self.command = settings, log_path, command
         self.process: subprocess.Popen | None = None
         self._stopping = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="lelp-worker-watch", daemon=True)
@@ -105,7 +95,7 @@ class WorkerProcess:
     def _spawn(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as out:
-            self.process = subprocess.Popen(worker_command(hostname="embedded@%h"), env=child_env(self.settings),
+            self.process = subprocess.Popen(self.command, env=child_env(self.settings),
                                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def _watch(self) -> None:
@@ -140,8 +130,12 @@ class WorkerProcess:
             terminate(self.process, grace_s)
 
 
-def serve(host: str = "127.0.0.1", port: int = 8000, data_dir: Path | None = None) -> None:
-    """Run the embedded service until interrupted."""
+def serve(worker_command: list[str], host: str = "127.0.0.1", port: int = 8000, data_dir: Path | None = None) -> None:
+    """Run the embedded service until interrupted; ``worker_command`` starts its worker child.
+
+    The command line comes from the caller (``worker.cli``, the console script on the top
+    floor) because only the worker package may name its own Celery app.
+    """
     import uvicorn
 
     from app.db.migrate import upgrade
@@ -156,7 +150,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, data_dir: Path | None = Non
     key, created = ensure_api_key(settings)
     requeue_interrupted_jobs(settings)
 
-    worker = WorkerProcess(settings, settings.data_dir / "logs" / "worker.log").start()
+    worker = WorkerProcess(settings, settings.data_dir / "logs" / "worker.log", worker_command).start()
     key_file = settings.data_dir / API_KEY_FILE
     if created:
         print(f"API key (shown once; also saved to {key_file}, mode 0600):\n{key}", flush=True)

@@ -48,7 +48,8 @@ def gpu_groups(gpus: str, per_worker: int = 1) -> list[str]:
 
 def gpu_workers(groups: Sequence[str], command: Callable[..., list[str]], queues: str) -> list[GPUWorker]:
     """One worker per group; ``command(queues=, concurrency=, hostname=)`` builds its command line
-    (``app.embedded.worker_command``), named ``gpu<ids>@host`` so each shows up on its own."""
+    (``worker.cli.worker_command``, passed in by ``lelp worker``), named ``gpu<ids>@host`` so each
+    shows up on its own."""
     return [GPUWorker(group, command(queues=queues, concurrency=1, hostname=f"gpu{group.replace(',', '-')}@%h"))
             for group in groups]
 

@@ -13,8 +13,12 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from lelp.errors import DataError
+from lelp.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
            ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
@@ -182,3 +186,23 @@ def encode_labels(labels: Sequence[str | None], label_names: Sequence[str], *, s
         raise DataError(f"{source}: unknown label(s) {shown}; the teacher's labels are "
                         f"{list(label_names)} (or their indices 0..{len(label_names) - 1})", param="label_column")
     return out
+
+
+def split_rows(labels: np.ndarray, fraction: float, seed: int, minimum: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded held-out split, of the labelled rows when there are enough of them.
+
+    With too few labelled rows (unlabelled transfer data) the split is drawn from all rows and
+    the held-out rows are scored against the teacher's argmax (agreement) instead of labels.
+    """
+    import numpy as np  # numpy only here: reading a table stays plain pandas
+
+    rng = np.random.default_rng(seed)
+    pool = np.flatnonzero(labels >= 0)
+    if len(pool) < 2 * minimum + int(round(len(pool) * fraction)):
+        pool = np.arange(len(labels))
+    k = max(int(round(len(pool) * fraction)), minimum)
+    if len(pool) - k < minimum:
+        raise ConfigError(f"{len(labels)} rows are too few to hold out a split; add rows or pass an eval file",
+                          param="train_path")
+    held = np.sort(rng.choice(pool, size=k, replace=False))
+    return np.setdiff1d(np.arange(len(labels)), held), held

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 from lelp.augment import AugmentSpec, augment_rows
-from lelp.data import encode_labels, file_sha256, read_table
+from lelp.config import VALIDATION_FRACTION, Candidate, DistillConfig, effective_hyperparameters
+from lelp.data import encode_labels, file_sha256, read_table, split_rows
 from lelp.evaluate import agreement, classification_metrics, directory_size, sentences_per_second
 from lelp.features import extract_teacher_features
-from lelp.pipeline import VALIDATION_FRACTION, Candidate, DistillConfig, effective_hyperparameters, split_rows
 from lelp.progress import CancelCheck, Progress, ProgressCallback, report
 from lelp.projection import softmax_rows
 from lelp.students.base import count_parameters, predict_class_log_probs

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lelp.data import encode_labels, read_table
+from lelp.data import encode_labels, read_table, split_rows
 from lelp.errors import DataError
 from lelp.progress import CancelCheck, ProgressCallback
 
@@ -38,8 +38,6 @@ TEACHER_METRICS = "lelp_teacher_metrics.json"
 
 def teacher_holdout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train rows, held-out rows) of the labelled rows, a seeded uniform draw (not stratified)."""
-    from lelp.pipeline import split_rows
-
     labelled = np.flatnonzero(labels >= 0)
     part, held = split_rows(labels[labelled], fraction, seed + 11)
     return labelled[part], labelled[held]

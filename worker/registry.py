@@ -20,10 +20,14 @@ from app.settings import Settings
 log = logging.getLogger("lelp.worker.registry")
 
 NVIDIA_PROC_DIR = "/proc/driver/nvidia/gpus"
+# Tests only: another directory to read the driver's GPU list from, so a worker on a machine
+# without a GPU registers as a GPU worker (its jobs still run on the CPU: torch sees no CUDA).
+FAKE_GPU_DIR_ENV = "LELP_TEST_NVIDIA_PROC_DIR"
 
 
-def visible_gpus(proc_dir: str = NVIDIA_PROC_DIR) -> list[str]:
+def visible_gpus(proc_dir: str | None = None) -> list[str]:
     """CUDA devices this process may use: the driver's GPU list, cut by ``CUDA_VISIBLE_DEVICES``."""
+    proc_dir = proc_dir or os.environ.get(FAKE_GPU_DIR_ENV) or NVIDIA_PROC_DIR
     try:
         count = len(os.listdir(proc_dir))
     except OSError:

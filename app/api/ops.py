@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.db import repositories as repo
 from app.errors import Unauthorized
+from app.queue import make_celery
 from app.settings import Settings
 
 router = APIRouter(tags=["ops"])
@@ -26,15 +27,8 @@ def _check_database(request: Request) -> None:
 
 
 def _check_broker(settings: Settings) -> None:
-    """Open (and close) one broker connection, with the worker's transport options when available."""
-    try:
-        from worker.celery_app import celery_app
-
-        connection = celery_app.connection_for_write()
-    except ImportError:
-        from kombu import Connection
-
-        connection = Connection(settings.broker_url, connect_timeout=2)
+    """Open (and close) one broker connection, with the transport options jobs are sent with."""
+    connection = make_celery(settings, set_as_current=False).connection_for_write()
     with connection:
         connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=2)
 

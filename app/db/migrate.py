@@ -1,8 +1,8 @@
 """Run the Alembic migrations from code (``lelp db upgrade``, the embedded server, tests).
 
 The Alembic config is built here rather than read from ``alembic.ini`` so that it works
-from any working directory: ``script_location`` is the repository's ``migrations/``
-folder, found next to the ``app`` package.
+from any working directory and from an installed wheel: ``script_location`` is the
+``migrations/`` folder shipped inside this package (``app/db/migrations``, package data).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from alembic.config import Config
 
 from app.db.session import normalize_url
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
 def alembic_config(url: str) -> Config:

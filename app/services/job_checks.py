@@ -11,21 +11,20 @@ no GPU worker is alive.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
 from app.db import repositories as repo
-from app.db.base import utcnow
 from app.db.models import Dataset, Teacher
 from app.errors import Unprocessable, not_found
+from app.queue import gpu_worker_alive
 from app.schemas.jobs import JobCreate
 from app.settings import Settings
 
 # Methods that split each class into S sub-classes from the teacher's embedding (lelp.targets).
 PROJECTED_METHODS = ("lelp", "random_subclass", "kmeans_subclass")
-DEFAULT_SUBCLASSES = 2  # lelp.pipeline.DEFAULT_SUBCLASSES
-# lelp.pipeline.split_rows: 10% held out, at least 20 rows on each side.
+DEFAULT_SUBCLASSES = 2  # lelp.config.DEFAULT_SUBCLASSES
+# lelp.data.split_rows: 10% held out, at least 20 rows on each side.
 HOLD_OUT_FRACTION, HOLD_OUT_MINIMUM = 0.1, 20
 STUDENTS_WITH_BASE = {"encoder_mlp": "required", "transformer": "optional", "static": "optional", "ngram": "none"}
 
@@ -54,7 +53,7 @@ def held_out(pool: int) -> int:
 
 
 def split_sizes(rows: int, labelled: int) -> tuple[int, int] | None:
-    """``lelp.pipeline.split_rows``'s (kept, held out) for a dataset, None when it would refuse."""
+    """``lelp.data.split_rows``'s (kept, held out) for a dataset, None when it would refuse."""
     pool = labelled if labelled >= 2 * HOLD_OUT_MINIMUM + int(round(labelled * HOLD_OUT_FRACTION)) else rows
     k = held_out(pool)
     if pool - k < HOLD_OUT_MINIMUM:
@@ -127,7 +126,7 @@ def _check_student(body: JobCreate) -> None:
 
 def _check_gpus(body: JobCreate) -> None:
     """``hyperparameters.gpus > 1`` is DDP over several GPUs: the transformer student, on a GPU worker
-    (``lelp.pipeline.MULTI_GPU_STUDENTS``)."""
+    (``lelp.config.MULTI_GPU_STUDENTS``)."""
     gpus = body.hyperparameters.gpus
     if gpus is None or gpus == 1:
         return
@@ -174,7 +173,7 @@ def _check_subclasses(body: JobCreate, inputs: JobInputs) -> None:
 
 
 def _check_rows(body: JobCreate, train: Dataset) -> None:
-    """The held-out splits the library will cut (``lelp.pipeline.split_rows``) must leave rows to train on."""
+    """The held-out splits the library will cut (``lelp.data.split_rows``) must leave rows to train on."""
     rows = train.rows
     if body.eval_dataset_id is None:
         sizes = split_sizes(rows, train.labelled_rows)
@@ -193,10 +192,8 @@ def _check_rows(body: JobCreate, train: Dataset) -> None:
 
 def check_gpu_worker(session: Session, settings: Settings) -> None:
     """``device: gpu`` needs a live worker that consumes the ``gpu`` queue and sees a CUDA device."""
-    since = utcnow() - timedelta(seconds=settings.heartbeat_stale_s)
-    for worker in repo.live_workers(session, since):
-        if "gpu" in worker.queues and any(d.startswith("cuda") for d in worker.devices):
-            return
+    if gpu_worker_alive(session, settings):
+        return
     raise Unprocessable("device 'gpu' was asked for, but no GPU worker is alive (a worker that consumes the gpu "
                         "queue on a machine with a GPU): ask the operator to start one, or use device 'auto' or 'cpu'",
                         param="device", code="no_gpu_worker")

@@ -20,6 +20,7 @@ from app.db import repositories as repo
 from app.db.base import new_id, utcnow
 from app.db.models import Job
 from app.errors import Conflict, TooManyRequests
+from app.queue import enqueue_job, route
 from app.schemas.jobs import JobCreate
 from app.services.base_models import resolve_student_base
 from app.services.job_checks import check_job
@@ -100,11 +101,21 @@ def create_job(session: Session, settings: Settings, tenant_id: str, body: JobCr
     return job, True
 
 
-def enqueue(job: Job) -> None:
-    """Send the job id to the Celery queue of its device (the worker module holds the broker config)."""
-    from worker.celery_app import enqueue_job  # light: no torch, no lelp.pipeline
+def enqueue(job: Job, queue: str | None = None) -> None:
+    """Send the job id to ``queue`` (by default the one its device alone picks, see ``app.queue``)."""
+    enqueue_job(job.id, job.device, queue)
 
-    enqueue_job(job.id, job.device)
+
+def routed_enqueuer(session: Session, settings: Settings) -> Enqueue:
+    """The API's enqueuer: routes by ``app.queue.route`` (reads the workers table for ``auto`` jobs)."""
+
+    def send(job: Job) -> None:
+        queue = route(session, settings, job.device, (job.student or {}).get("architecture"))
+        session.commit()  # end the read: the connection goes back before the broker is called
+        log.info("job %s (device %s) -> queue %s", job.id, job.device, queue)
+        enqueue(job, queue)
+
+    return send
 
 
 def enqueue_after_commit(session: Session, job: Job, send: Enqueue) -> None:

@@ -212,7 +212,7 @@ def test_worker_state_functions(client, auth_a, job_body, db) -> None:  # noqa: 
 def test_real_broker_receives_the_job(make_client, auth_a, job_body, monkeypatch) -> None:  # noqa: ANN001
     """With the real Celery app (Redis db 15, no worker running) the job id lands on the cpu queue."""
     redis = pytest.importorskip("redis")
-    celery_module = pytest.importorskip("worker.celery_app")
+    celery_module = pytest.importorskip("app.queue")
     from tests.app.conftest import TEST_BROKER_URL
 
     client = make_client(real_broker=True)

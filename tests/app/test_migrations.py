@@ -58,7 +58,7 @@ def test_alembic_ini_at_repo_root_points_at_the_migrations() -> None:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    ini = Path(migrate.MIGRATIONS_DIR).parent / "alembic.ini"
+    ini = Path(__file__).resolve().parents[2] / "alembic.ini"  # the migrations moved into app/db (issue 8)
     script = ScriptDirectory.from_config(Config(str(ini)))
     assert script.get_current_head() == ScriptDirectory.from_config(migrate.alembic_config("sqlite://")).get_current_head()
 

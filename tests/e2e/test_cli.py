@@ -17,7 +17,7 @@ pytestmark = pytest.mark.service
 
 def lelp(*args: str, url: str, key: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, LELP_API_URL=url, LELP_API_KEY=key, PYTHONPATH=str(REPO_ROOT))
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "worker.cli", *args], capture_output=True, text=True, env=env,
                           check=False,
                           timeout=120)
 
@@ -40,7 +40,7 @@ def run_local(*args: str, data_dir: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, LELP_DATA_DIR=str(data_dir), PYTHONPATH=str(REPO_ROOT))
     for name in ("LELP_DATABASE_URL", "LELP_BROKER_URL", "LELP_ARTIFACT_URL"):
         env.pop(name, None)
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "worker.cli", *args], capture_output=True, text=True, env=env,
                           timeout=120, check=False)
 
 

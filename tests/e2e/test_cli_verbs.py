@@ -21,7 +21,7 @@ def lelp(*args: str, url: str, key: str | None, **env: str) -> subprocess.Comple
     environ.pop("LELP_API_KEY", None)
     if key is not None:
         environ["LELP_API_KEY"] = key
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, env=environ,
+    return subprocess.run([sys.executable, "-m", "worker.cli", *args], capture_output=True, text=True, env=environ,
                           check=False, timeout=120)
 
 

@@ -8,7 +8,8 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("module", ["worker.celery_app", "app.cli", "app.client", "app.embedded"])
+@pytest.mark.parametrize("module", ["worker.celery_app", "worker.cli", "app.queue", "app.cli", "app.client",
+                                    "app.embedded"])
 def test_light_modules_do_not_import_torch(module):
     code = (f"import sys, {module}; heavy = [m for m in ('torch', 'transformers', 'lelp.pipeline') "
             "if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)")
@@ -17,7 +18,7 @@ def test_light_modules_do_not_import_torch(module):
 
 
 def test_enqueue_routes_gpu_jobs_to_the_gpu_queue(monkeypatch):
-    from worker import celery_app as module
+    from app import queue as module  # the queue contract lives on the app floor (issue 8)
 
     sent = []
     monkeypatch.setattr(module.celery_app, "send_task", lambda name, args, queue: sent.append((name, args, queue)))
@@ -29,8 +30,8 @@ def test_enqueue_routes_gpu_jobs_to_the_gpu_queue(monkeypatch):
 
 
 def test_celery_config_is_reliable_by_construction():
+    from app.queue import celery_config
     from app.settings import Settings
-    from worker.celery_app import celery_config
 
     redis = celery_config(Settings(broker_url="redis://127.0.0.1:6379/0", job_time_limit_s=7200))
     assert redis["task_acks_late"] and redis["task_reject_on_worker_lost"]

@@ -5,7 +5,8 @@
 the data through ``LelpClient``, submits a job with the library's defaults (the ``static``
 student, method ``auto``), follows it with a progress bar, calls predict on two sentences,
 prints a report ending in what the student keeps of the teacher, and stops the server (which
-stops its worker).
+stops its worker). It sits on the top floor with ``worker.cli`` because it starts the whole
+service (``python -m worker.cli serve``).
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ def start_server(data_dir: Path, port: int, log_file: Path) -> subprocess.Popen:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        command = [sys.executable, "-m", "worker.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def wait_ready(base_url: str, server: subprocess.Popen, timeout_s: float = READY_TIMEOUT_S) -> None:
@@ -136,7 +137,7 @@ def _report(job: dict, model: dict, predictions: list[dict], data_dir: Path) -> 
           f"-d '{json.dumps({'inputs': EXAMPLES[:1]})}' http://127.0.0.1:8000/v1/models/{model['id']}/predict")
 
 
-if __name__ == "__main__":  # python -m app.demo DATA_DIR TEACHER_DIR TRAIN_CSV EVAL_CSV
+if __name__ == "__main__":  # python -m worker.demo DATA_DIR TEACHER_DIR TRAIN_CSV EVAL_CSV
     try:
         run_demo(*sys.argv[1:5])
     except (ApiError, RuntimeError, TimeoutError) as exc:

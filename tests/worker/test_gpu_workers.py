@@ -10,9 +10,8 @@ import textwrap
 import pytest
 from typer.testing import CliRunner
 
-from app.cli import app
-from app.embedded import worker_command
 from app.gpu_workers import GPUWorker, gpu_groups, gpu_workers
+from worker.cli import app, worker_command
 
 
 def test_gpu_groups_split_the_list_into_pinned_sets() -> None:

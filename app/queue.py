@@ -1,0 +1,136 @@
+"""The queue contract: Celery configuration, the task name, the queues, the routing rule, ``enqueue_job``.
+
+This is the app floor's side of the broker, so the API sends jobs without importing the
+worker; ``worker.celery_app`` builds the consuming Celery app from ``celery_config`` here
+(worker imports app, never the reverse). Light: no torch, no ``lelp.pipeline``.
+
+Reliability choices (see docs/ARCHITECTURE.md):
+- ``task_acks_late`` + ``task_reject_on_worker_lost``: a message is acknowledged only
+  after the job ran, so a worker that dies hands it back (Redis does so after the
+  visibility timeout; the heartbeat sweep catches the rest).
+- prefetch 1: a worker never sits on a second long job while running the first.
+- JSON only and no result backend: the job's state lives in the database.
+- The Redis visibility timeout is longer than the job time limit, otherwise Redis would
+  hand a job that is still training to a second worker.
+
+Routing (docs/API.md, "Where a job runs"): ``device: gpu`` goes to the ``gpu`` queue;
+``device: auto`` goes there too when a live GPU worker consumes it and the student kind
+gains from a GPU (``GPU_KINDS``); everything else goes to ``cpu``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+from sqlalchemy.orm import Session
+
+from app.settings import Settings, get_settings
+
+TASK_NAME = "lelp.run_job"
+QUEUES = ("cpu", "gpu")
+# Student kinds whose training is dense matmuls over an encoder (forward and backward for
+# ``transformer``, a frozen encoder's forward over every row for ``encoder_mlp``): a GPU is
+# many times faster. ``ngram`` (hashed EmbeddingBag + linear) and ``static`` (a token table,
+# averaged) train at CPU speed on sparse lookups; on a GPU only the teacher pass would gain
+# while the card sits mostly idle, so ``auto`` leaves those to CPU workers.
+GPU_KINDS = frozenset({"transformer", "encoder_mlp"})
+
+
+def transport_options(broker_url: str, job_time_limit_s: int) -> dict[str, Any]:
+    """Redis/SQS redeliver unacknowledged messages after ``visibility_timeout``: make it outlast a job.
+
+    Other transports take no such option (the SQLAlchemy one passes its options to
+    ``create_engine``, which refuses unknown keywords).
+    """
+    if broker_url.split("://", 1)[0] in ("redis", "rediss", "sentinel", "sqs"):
+        return {"visibility_timeout": job_time_limit_s + 3600}
+    return {}
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The whole Celery configuration, derived from the service settings (sender and worker alike)."""
+    hard_limit = int(settings.job_time_limit_s)
+    # The soft limit fires first so the task records a clean "time_limit_exceeded" error.
+    soft_limit = max(1, hard_limit - min(300, max(1, hard_limit // 10)))
+    return {
+        "broker_url": settings.broker_url,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": transport_options(settings.broker_url, hard_limit),
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_time_limit": hard_limit,
+        "task_soft_time_limit": soft_limit,
+        "task_queues": [Queue(name, routing_key=name) for name in QUEUES],
+        "task_default_queue": "cpu",
+        "task_routes": {TASK_NAME: {"queue": "cpu"}},
+        # Keep training through a broker blip: a duplicate delivery is refused by the
+        # job claim, so cancelling hours of work would gain nothing.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        "worker_hijack_root_logger": False,
+        "timezone": "UTC",
+        "enable_utc": True,
+    }
+
+
+def make_celery(settings: Settings | None = None, include: list[str] | None = None,
+                set_as_current: bool = True) -> Celery:
+    """A Celery app configured from ``settings`` (read lazily from the environment by default).
+
+    ``include`` names the task modules a consuming app loads (the worker passes its own).
+    """
+    app = Celery("lelp", include=include or [], set_as_current=set_as_current)
+    if settings is not None:
+        app.conf.update(celery_config(settings))
+    else:
+        # Evaluated when the configuration is first used, not at import time, so that
+        # processes (and tests) may set LELP_* variables after importing this module.
+        app.add_defaults(lambda: celery_config(get_settings()))
+    return app
+
+
+# The sending app: knows no tasks (it sends by name), and never becomes Celery's "current
+# app", which in a worker process is the consuming one.
+celery_app = make_celery(set_as_current=False)
+
+
+def gains_from_gpu(kind: str | None) -> bool:
+    return kind in GPU_KINDS
+
+
+def queue_for(device: str | None, kind: str | None = None, gpu_worker_alive: bool = False) -> str:
+    """The routing rule: ``gpu`` for GPU jobs and for ``auto`` jobs a live GPU worker would speed up."""
+    if device == "gpu":
+        return "gpu"
+    if device == "auto" and gpu_worker_alive and gains_from_gpu(kind):
+        return "gpu"
+    return "cpu"
+
+
+def gpu_worker_alive(session: Session, settings: Settings) -> bool:
+    """A worker beat within ``heartbeat_stale_s`` that consumes ``gpu`` and sees a CUDA device."""
+    from app.db import repositories as repo
+    from app.db.base import utcnow
+
+    since = utcnow() - timedelta(seconds=settings.heartbeat_stale_s)
+    return any("gpu" in worker.queues and any(d.startswith("cuda") for d in worker.devices)
+               for worker in repo.live_workers(session, since))
+
+
+def route(session: Session, settings: Settings, device: str | None, kind: str | None) -> str:
+    """``queue_for`` with the workers table read only where it can change the answer."""
+    alive = device == "auto" and gains_from_gpu(kind) and gpu_worker_alive(session, settings)
+    return queue_for(device, kind, alive)
+
+
+def enqueue_job(job_id: str, device: str | None = "cpu", queue: str | None = None) -> None:
+    """Send the job id (and nothing else) to ``queue``, by default the one ``device`` alone picks."""
+    celery_app.send_task(TASK_NAME, args=[job_id], queue=queue or queue_for(device))

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from lelp.errors import ConfigError
+from lelp.methods import AUTO_METHODS, DEFAULT_METHOD, SUBCLASS_METHODS, Method, parse_method
 from lelp.progress import CancelCheck, Progress, ProgressCallback, report
-from lelp.students.registry import STUDENT_KINDS
-from lelp.targets import SUBCLASS_METHODS, Method, parse_method
+from lelp.students.registry import DEFAULT_STUDENT_KIND, STUDENT_KINDS
 
 # Defaults from benchmarks/quality.py (tables in benchmarks/README.md): on SST-2 and AG News the
 # validation split picked tau = 1 for the ngram student (every method) and tau >= 2 for
@@ -43,16 +43,14 @@ STUDENT_DEFAULTS = {
     "transformer": {"epochs": 3, "learning_rate": 5e-5, "batch_size": 32, "tau": 2.0, "min_steps": 500,
                     "max_epochs": 10, "patience": 1},
 }
-DEFAULT_METHOD = "auto"
 # The static student: best test accuracy at >= 100x the teacher's CPU speed on SST-2 with 7k and
 # 60k transfer rows (92.4% / 95.2% of the teacher with kd; ngram 85.1% / 92.3%; benchmarks/README.md).
-DEFAULT_STUDENT = "static"
+DEFAULT_STUDENT = DEFAULT_STUDENT_KIND
 DEFAULT_SUBCLASSES = 2
 DEFAULT_BETA = 1.0
 # subclasses="auto" searches the grid the benchmark gave every sub-class method (4 configs, as
 # many as kd's tau grid there: a bigger grid would win on validation noise alone).
 AUTO_GRID = [{"subclasses": s, "beta": 1.0, "tau": t} for s in (2, 4) for t in (1.0, 2.0)]
-AUTO_METHODS = (Method.KD, Method.LELP, Method.RANDOM_SUBCLASS)
 VALIDATION_FRACTION = 0.1
 
 

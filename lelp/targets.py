@@ -12,31 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import numpy as np
 
 from lelp.errors import ConfigError
 from lelp.kmeans_subclass import KMeansSubclasser
+from lelp.methods import SUBCLASS_METHODS, Method, parse_method  # noqa: F401 - re-exported
 from lelp.projection import LELPProjector, resolve_labels, softmax_rows
-
-
-class Method(StrEnum):
-    """The distillation methods and controls one switch chooses between."""
-
-    CE = "ce"
-    KD = "kd"
-    FITNET = "fitnet"
-    LELP = "lelp"
-    RANDOM_SUBCLASS = "random_subclass"
-    UNIFORM_SUBCLASS = "uniform_subclass"
-    KMEANS_SUBCLASS = "kmeans_subclass"
-
-
-SUBCLASS_METHODS = frozenset(
-    {Method.LELP, Method.RANDOM_SUBCLASS, Method.UNIFORM_SUBCLASS, Method.KMEANS_SUBCLASS}
-)
 
 Targets = tuple[np.ndarray, int, object | None]  # (targets, subclasses used, fitted model or None)
 
@@ -115,15 +98,6 @@ BUILDERS: dict[Method, Callable[[TargetInputs], Targets]] = {
     Method.UNIFORM_SUBCLASS: uniform_subclass_targets,
     Method.KMEANS_SUBCLASS: kmeans_subclass_targets,
 }
-
-
-def parse_method(method: str | Method) -> Method:
-    """The ``Method`` named by ``method``, or a ``ConfigError`` that lists the choices."""
-    try:
-        return Method(method)
-    except ValueError:
-        choices = ", ".join(m.value for m in Method)
-        raise ConfigError(f"unknown method {method!r}; choose one of: {choices}", param="method") from None
 
 
 def build_targets(

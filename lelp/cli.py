@@ -51,7 +51,7 @@ class ProgressBars:
         from tqdm.auto import tqdm
 
         label = p.stage + (f" ({p.message})" if p.message else "")
-        if not p.total:  # a stage without steps: one status line
+        if not p.total_steps:  # a stage without steps: one status line
             if (p.stage, p.message) != self.stage:
                 self.close()
                 self.stage = (p.stage, p.message)
@@ -60,10 +60,10 @@ class ProgressBars:
         if p.stage != (self.stage or (None,))[0] or self.bar is None:
             self.close()
             self.stage = (p.stage, p.message)
-            self.bar = tqdm(total=p.total, desc=label, unit="row" if p.stage == "extract" else "step",
+            self.bar = tqdm(total=p.total_steps, desc=label, unit="row" if p.stage == "extract" else "step",
                             file=sys.stderr, leave=False, dynamic_ncols=True, mininterval=0.2)
-        if self.bar.total != p.total:
-            self.bar.total = p.total
+        if self.bar.total != p.total_steps:
+            self.bar.total = p.total_steps
         self.bar.n = p.step
         if p.loss is not None:
             self.bar.set_postfix(epoch=p.epoch, loss=f"{p.loss:.4f}", refresh=False)

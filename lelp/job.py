@@ -15,6 +15,7 @@ import torch
 
 from lelp.augment import AugmentSpec, augment_rows
 from lelp.data import encode_labels, file_sha256, read_table
+from lelp.devices import resolve_device
 from lelp.evaluate import agreement, classification_metrics, directory_size, sentences_per_second
 from lelp.features import extract_teacher_features
 from lelp.pipeline import VALIDATION_FRACTION, Candidate, DistillConfig, effective_hyperparameters, split_rows
@@ -25,7 +26,7 @@ from lelp.students.kind import KindContext
 from lelp.students.registry import student_kind
 from lelp.targets import Method, build_targets
 from lelp.teacher import load_teacher
-from lelp.train import TrainConfig, TrainResult, resolve_device, train_student
+from lelp.train import TrainConfig, TrainResult, train_student
 
 
 class RowView:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lelp.devices import resolve_device
 from lelp.losses import distillation_loss, fitnet_loss
 from lelp.progress import CancelCheck, Progress, ProgressCallback, check_cancelled, report
 from lelp.students.base import Student, StudentInputs, fold_temperature
@@ -64,18 +65,6 @@ class TrainResult:
         """What the job's metrics report about this run (``metrics["training"]``)."""
         return {"epochs_run": self.epochs_run, "best_epoch": self.best_epoch, "best_val_score": self.best_score,
                 "stopped_early": self.stopped_early, "steps": self.steps, "history": self.history}
-
-
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device) == "gpu":
-        if not torch.cuda.is_available():
-            from lelp.errors import ConfigError
-
-            raise ConfigError("device 'gpu' was asked for but no CUDA device is available", param="device")
-        return torch.device("cuda")
-    return torch.device(device)
 
 
 def _optimizers(student: Student, extra: list[nn.Parameter], config: TrainConfig) -> list[torch.optim.Optimizer]:
@@ -215,7 +204,7 @@ def train_student(
             step += 1
             running += float(loss.detach()) * len(idx)
             count += len(idx)
-            report(progress, Progress(stage="train", step=step, total=total, epoch=epoch + 1,
+            report(progress, Progress(stage="train", step=step, total_steps=total, epoch=epoch + 1,
                                       loss=running / count))
         result.epoch_losses.append(running / max(count, 1))
         score = _score_folded(student, evaluate, config) if evaluate is not None else None
@@ -224,7 +213,7 @@ def train_student(
             result.best_epoch, result.best_score = epoch + 1, score
             best_state = _cpu_state(student)
         if evaluate is not None:
-            report(progress, Progress(stage="train", step=step, total=total, epoch=epoch + 1,
+            report(progress, Progress(stage="train", step=step, total_steps=total, epoch=epoch + 1,
                                       message=f"held-out score {score:.4f} (best {result.best_score:.4f} "
                                               f"at epoch {result.best_epoch})"))
         if ckpt is not None:

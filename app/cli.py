@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +22,7 @@ import typer
 
 from app.cli_client import PLAIN, JobProgressBar, cli_errors, fail, plain_metavars
 from app.cli_client import register as register_client_verbs
+from lelp.cli import register_commands
 
 __all__ = ["JobProgressBar", "app", "main"]
 
@@ -34,13 +34,7 @@ admin_app = typer.Typer(help="Administration: API keys.", **PLAIN)
 for _sub, _name in ((db_app, "db"), (admin_app, "admin")):
     app.add_typer(_sub, name=_name)
 register_client_verbs(app)
-
-try:  # the library's verbs; the service commands work even if that module is broken
-    from lelp.cli import register_commands
-except ImportError as _exc:  # pragma: no cover - only while the library is incomplete
-    print(f"warning: library commands unavailable: {_exc}", file=sys.stderr)
-else:
-    register_commands(app)
+register_commands(app)  # the library's verbs (lelp.cli imports no torch until a verb runs)
 
 
 # --- servers -------------------------------------------------------------------------------

@@ -16,10 +16,12 @@ from typing import Annotated
 import typer
 
 from lelp.errors import LELPError
+from lelp.methods import DEFAULT_METHOD, METHOD_CHOICES
 from lelp.progress import Progress
+from lelp.students.registry import DEFAULT_STUDENT_KIND, STUDENT_KINDS
 
 EXIT_USER_ERROR = 2
-METHOD_HELP = "lelp|kd|ce|fitnet|random_subclass|uniform_subclass|kmeans_subclass|auto"
+METHOD_HELP = "|".join(METHOD_CHOICES)
 
 
 def user_errors(fn):
@@ -142,8 +144,8 @@ def distill_command(
     text_pair_column: str | None = None,
     label_column: Annotated[str, typer.Option(help="'' for unlabelled transfer data")] = "label",
     eval_label_column: Annotated[str | None, typer.Option(help="default: --label-column, or 'label'")] = None,
-    method: Annotated[str, typer.Option(help=METHOD_HELP)] = "auto",
-    student: Annotated[str, typer.Option(help="static|ngram|encoder_mlp|transformer")] = "static",
+    method: Annotated[str, typer.Option(help=METHOD_HELP)] = DEFAULT_METHOD,
+    student: Annotated[str, typer.Option(help="|".join(STUDENT_KINDS))] = DEFAULT_STUDENT_KIND,
     student_base: Annotated[Path | None, typer.Option(
         help="pretrained encoder for encoder_mlp/transformer, or whose vocabulary a static student takes")] = None,
     subclasses: Annotated[str, typer.Option(help="sub-classes per class S, or 'auto'", show_default="2")] = "default",

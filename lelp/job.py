@@ -21,7 +21,7 @@ from lelp.features import extract_teacher_features
 from lelp.pipeline import VALIDATION_FRACTION, Candidate, DistillConfig, effective_hyperparameters, split_rows
 from lelp.progress import CancelCheck, Progress, ProgressCallback, report
 from lelp.projection import softmax_rows
-from lelp.students.base import count_parameters, predict_class_log_probs
+from lelp.students.base import count_module_parameters, predict_class_log_probs
 from lelp.students.kind import KindContext
 from lelp.students.registry import student_kind
 from lelp.targets import Method, build_targets
@@ -203,10 +203,10 @@ class DistillJob:
         return {
             "method": best.candidate.method,
             "student": {**classification_metrics(labels, student_pred, c), "architecture": self.config.student,
-                        "parameters": count_parameters(best.student)},
+                        "parameters": count_module_parameters(best.student)},
             "teacher": {**classification_metrics(labels, teacher_pred, c),
                         "architecture": self.teacher.info.architecture,
-                        "parameters": self.teacher.info.parameters or count_parameters(self.teacher.model),
+                        "parameters": self.teacher.info.parameters or count_module_parameters(self.teacher.model),
                         "size_bytes": directory_size(self.config.teacher_dir)},
             "agreement": agreement(student_pred, teacher_pred),
             "chosen": best.hyperparameters,

@@ -228,7 +228,8 @@ def weight_files(root: Path, weights_file: str) -> list[str]:
     return [weights_file]
 
 
-def count_parameters(root: Path, weights_file: str) -> int | None:
+def count_stored_parameters(root: Path, weights_file: str) -> int | None:
+    """Parameters in a model directory's safetensors headers, without loading it (None for a pickle)."""
     if weights_file == SAFETENSORS:
         return _safetensors_parameters(root / SAFETENSORS)
     if weights_file == SAFETENSORS_INDEX:
@@ -317,7 +318,7 @@ def read_teacher_config(path: str | Path, limits: ModelLimits | None = None) -> 
         raise TeacherError(f"the teacher has {len(labels)} label(s); a classifier needs at least 2: fix id2label",
                            param="config.json:id2label")
     weights = find_weights(root)
-    parameters = count_parameters(root, weights)
+    parameters = count_stored_parameters(root, weights)
     if parameters is not None:
         _check_config_matches_weights(teacher_size(config, len(labels)), parameters)
     if not any((root / f).is_file() for f in VOCAB_FILES):

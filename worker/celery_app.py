@@ -3,7 +3,7 @@
 This module must not import torch or ``lelp.pipeline``: the API process imports it to
 send tasks, and only the worker process loads ``worker.tasks`` (through ``include=``).
 
-Reliability choices (see docs/ARCHITECTURE.md, DESIGN.md section 4):
+Reliability choices (see docs/ARCHITECTURE.md; the spec, ../shared/DESIGN.md section 4, is outside the repository):
 - ``task_acks_late`` + ``task_reject_on_worker_lost``: a message is acknowledged only
   after the job ran, so a worker that dies hands it back (Redis does so after the
   visibility timeout; the heartbeat sweeper in ``worker.sweeper`` catches the rest).

@@ -15,13 +15,13 @@ the command that needs them. An API error prints ``error: <code>: <message>`` an
 from __future__ import annotations
 
 import json
-import sys
 from typing import Annotated
 
 import typer
 
 from app.cli_client import PLAIN, JobProgressBar, cli_errors, fail, plain_metavars
 from app.cli_client import register as register_client_verbs
+from lelp.cli import register_commands
 
 __all__ = ["JobProgressBar", "app", "main"]
 
@@ -34,12 +34,7 @@ for _sub, _name in ((db_app, "db"), (admin_app, "admin")):
     app.add_typer(_sub, name=_name)
 register_client_verbs(app)
 
-try:  # the library's verbs; the service commands work even if that module is broken
-    from lelp.cli import register_commands
-except ImportError as _exc:  # pragma: no cover - only while the library is incomplete
-    print(f"warning: library commands unavailable: {_exc}", file=sys.stderr)
-else:
-    register_commands(app)
+register_commands(app)  # the library's verbs (lelp.cli imports no torch until a verb runs)
 
 
 # --- servers (``serve`` and ``worker`` start workers: ``worker.cli`` adds them) ----------------

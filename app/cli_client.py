@@ -18,7 +18,16 @@ from typing import Annotated, Any, Self
 
 import typer
 
-from app.client import DEFAULT_METHOD, ApiError, LelpClient
+from app.client import ApiError, LelpClient
+from app.vocabulary import (
+    DEFAULT_METHOD,
+    DEFAULT_STUDENT_KIND,
+    DEVICE_CHOICES,
+    METHOD_CHOICES,
+    STUDENT_KINDS,
+    JobStatus,
+    spoken_list,
+)
 
 PLAIN = {"no_args_is_help": True, "rich_markup_mode": None}
 teachers_app = typer.Typer(help="Teachers (sequence classifiers) on the server.", **PLAIN)
@@ -176,10 +185,9 @@ def jobs_submit(
     eval_: Annotated[str | None, typer.Option(
         "--eval", metavar="ID", help="Evaluation dataset id; default: 10% of the train rows are held out.")] = None,
     method: Annotated[str, typer.Option(
-        metavar="METHOD", help="auto, lelp, kd, ce, fitnet, random_subclass, uniform_subclass or "
-                               "kmeans_subclass.")] = DEFAULT_METHOD,
-    student: Annotated[str, typer.Option(metavar="KIND", help="static, ngram, encoder_mlp or transformer.")
-                       ] = "static",
+        metavar="METHOD", help=f"{spoken_list(METHOD_CHOICES)}.")] = DEFAULT_METHOD,
+    student: Annotated[str, typer.Option(metavar="KIND", help=f"{spoken_list(STUDENT_KINDS)}.")
+                       ] = DEFAULT_STUDENT_KIND,
     student_base: Annotated[str | None, typer.Option(metavar="ID", help="Base model or teacher id the student "
                                                      "starts from (encoder_mlp needs one), or a URI under the "
                                                      "server's allowed roots.")] = None,
@@ -203,8 +211,8 @@ def jobs_submit(
                                                 show_default="0")] = None,
     patience: Annotated[int | None, typer.Option(metavar="N", help="Epochs without a better validation score "
                                                  "before training stops.")] = None,
-    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu or gpu (gpu needs a live GPU "
-                                                               "worker).")] = "auto",
+    device: Annotated[str, typer.Option(metavar="DEVICE", help=f"{spoken_list(DEVICE_CHOICES)} (gpu needs a live "
+                                                               "GPU worker).")] = "auto",
     idempotency_key: Annotated[str | None, typer.Option(metavar="KEY", help="Retry-safe submission key: the "
                                                         "same key and options return the same job.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the job to its end with a progress bar.")] = False,
@@ -226,8 +234,8 @@ def jobs_submit(
 @jobs_app.command("list")
 @cli_errors
 def jobs_list(
-    status: Annotated[str | None, typer.Option(metavar="STATUS", help="Only jobs in this status: queued, running, "
-                                                                      "succeeded, failed or cancelled.")] = None,
+    status: Annotated[str | None, typer.Option(metavar="STATUS", help="Only jobs in this status: "
+                                               f"{spoken_list([s.value for s in JobStatus])}.")] = None,
     limit: Limit = 20,
     after: After = None,
 ) -> None:

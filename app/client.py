@@ -1,6 +1,6 @@
 """A small Python client of the HTTP API (httpx), used by the CLI verbs and the demo.
 
-Every method returns the decoded JSON body of the contract in DESIGN.md section 3; any
+Every method returns the decoded JSON body of the contract in docs/API.md (the spec's section 3); any
 non-2xx answer raises ``ApiError(status, code, message)`` built from the API's
 ``{"error": {"code", "message", "param"}}`` body, and a server that cannot be reached
 raises ``ApiError(0, "connection_error", ...)``, so callers handle one exception type.
@@ -26,9 +26,10 @@ from typing import Any, BinaryIO, Self
 
 import httpx
 
+from app.vocabulary import DEFAULT_METHOD, DEFAULT_STUDENT_KIND, FINISHED_STATUSES
+
 DEFAULT_API_URL = "http://127.0.0.1:8000"
-DEFAULT_METHOD = "auto"  # the API's and ``lelp distill``'s default too
-FINISHED = ("succeeded", "failed", "cancelled")
+FINISHED = tuple(s.value for s in FINISHED_STATUSES)
 
 
 class ApiError(Exception):
@@ -183,7 +184,8 @@ class LelpClient:
     # --- jobs ------------------------------------------------------------------------------------
 
     def create_job(self, teacher_id: str, train_dataset_id: str, *, eval_dataset_id: str | None = None,
-                   method: str = DEFAULT_METHOD, student: str | dict = "static", student_base: str | None = None,
+                   method: str = DEFAULT_METHOD, student: str | dict = DEFAULT_STUDENT_KIND,
+                   student_base: str | None = None,
                    device: str = "auto", hyperparameters: dict | None = None,
                    idempotency_key: str | None = None) -> dict:
         """Submit a job (202); the same ``idempotency_key`` and body replay the same job.

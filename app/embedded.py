@@ -178,8 +178,6 @@ def requeue_interrupted_jobs(settings: Settings) -> list[str]:
     The embedded broker does not hand back a killed worker's message, so without this a job
     interrupted by a stop would wait for the heartbeat sweep.
     """
-    # The sweeper lives in worker/, which the API side must not import at module level
-    # (it is light, but it is the worker's code); this runs once at start-up.
-    from worker.sweeper import requeue_orphans
+    from app.services.recovery import requeue_orphans
 
     return requeue_orphans(settings)

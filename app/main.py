@@ -116,7 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     exports = OnnxExports(store, sessionmaker, settings.data_dir / "tmp")
     inference = InferenceService(store, cache_dir=settings.data_dir / "cache" / "models",
                                  cache_size=settings.model_cache_size, max_batch=settings.predict_max_batch,
-                                 window_ms=settings.predict_batch_window_ms, metrics=metrics,
+                                 metrics=metrics,
                                  runtime=settings.predict_runtime, exports=exports)
 
     @asynccontextmanager

@@ -44,7 +44,7 @@ from lelp.evaluate import classification_metrics, directory_size, sentences_per_
 from lelp.features import extract_teacher_features  # noqa: E402
 from lelp.make_teacher import TeacherTrainingConfig, make_teacher  # noqa: E402
 from lelp.pipeline import AUTO_METHOD_RANK, STUDENT_DEFAULTS, DistillConfig, budget_epochs  # noqa: E402
-from lelp.students.base import count_parameters, predict_class_log_probs  # noqa: E402
+from lelp.students.base import count_module_parameters, predict_class_log_probs  # noqa: E402
 from lelp.students.kind import KindContext  # noqa: E402
 from lelp.students.registry import student_kind  # noqa: E402
 from lelp.targets import SUBCLASS_METHODS, build_targets, parse_method  # noqa: E402
@@ -239,7 +239,7 @@ def measure_speed(bundle: dict, kind_name: str, model, subclasses: int, tag: str
     texts = bundle["test"]["data"].texts
     return {"sentences_per_second": sentences_per_second(predictor.predict_proba, texts, max_rows=2048,
                                                          max_seconds=5.0),
-            "size_bytes": directory_size(out), "parameters": count_parameters(model)}
+            "size_bytes": directory_size(out), "parameters": count_module_parameters(model)}
 
 
 def teacher_speed(bundle: dict) -> dict:
@@ -252,7 +252,7 @@ def teacher_speed(bundle: dict) -> dict:
                                                          max_seconds=10.0),
             "size_bytes": sum(f.stat().st_size for f in Path(bundle["teacher_dir"]).iterdir()
                               if f.is_file() and f.suffix in (".safetensors", ".json", ".txt")),
-            "parameters": count_parameters(teacher.model)}
+            "parameters": count_module_parameters(teacher.model)}
 
 
 def main() -> None:

@@ -90,7 +90,7 @@ def augment_rows(texts: Sequence[str], text_pairs: Sequence[str] | None, rows: n
     for done, row in enumerate(rows.tolist()):
         if done % 1000 == 0:
             check_cancelled(should_cancel)
-            report(progress, Progress(stage="augment", step=done, total=len(rows),
+            report(progress, Progress(stage="augment", step=done, total_steps=len(rows),
                                       message=f"{spec.variants} variants per row"))
         for v in range(spec.variants):
             out_texts.append(augment_text(texts[row], spec, row, v))

@@ -16,10 +16,12 @@ from typing import Annotated
 import typer
 
 from lelp.errors import LELPError
+from lelp.methods import DEFAULT_METHOD, METHOD_CHOICES
 from lelp.progress import Progress
+from lelp.students.registry import DEFAULT_STUDENT_KIND, STUDENT_KINDS
 
 EXIT_USER_ERROR = 2
-METHOD_HELP = "lelp|kd|ce|fitnet|random_subclass|uniform_subclass|kmeans_subclass|auto"
+METHOD_HELP = "|".join(METHOD_CHOICES)
 
 
 def user_errors(fn):
@@ -51,7 +53,7 @@ class ProgressBars:
         from tqdm.auto import tqdm
 
         label = p.stage + (f" ({p.message})" if p.message else "")
-        if not p.total:  # a stage without steps: one status line
+        if not p.total_steps:  # a stage without steps: one status line
             if (p.stage, p.message) != self.stage:
                 self.close()
                 self.stage = (p.stage, p.message)
@@ -60,10 +62,10 @@ class ProgressBars:
         if p.stage != (self.stage or (None,))[0] or self.bar is None:
             self.close()
             self.stage = (p.stage, p.message)
-            self.bar = tqdm(total=p.total, desc=label, unit="row" if p.stage == "extract" else "step",
+            self.bar = tqdm(total=p.total_steps, desc=label, unit="row" if p.stage == "extract" else "step",
                             file=sys.stderr, leave=False, dynamic_ncols=True, mininterval=0.2)
-        if self.bar.total != p.total:
-            self.bar.total = p.total
+        if self.bar.total != p.total_steps:
+            self.bar.total = p.total_steps
         self.bar.n = p.step
         if p.loss is not None:
             self.bar.set_postfix(epoch=p.epoch, loss=f"{p.loss:.4f}", refresh=False)
@@ -142,8 +144,8 @@ def distill_command(
     text_pair_column: str | None = None,
     label_column: Annotated[str, typer.Option(help="'' for unlabelled transfer data")] = "label",
     eval_label_column: Annotated[str | None, typer.Option(help="default: --label-column, or 'label'")] = None,
-    method: Annotated[str, typer.Option(help=METHOD_HELP)] = "auto",
-    student: Annotated[str, typer.Option(help="static|ngram|encoder_mlp|transformer")] = "static",
+    method: Annotated[str, typer.Option(help=METHOD_HELP)] = DEFAULT_METHOD,
+    student: Annotated[str, typer.Option(help="|".join(STUDENT_KINDS))] = DEFAULT_STUDENT_KIND,
     student_base: Annotated[Path | None, typer.Option(
         help="pretrained encoder for encoder_mlp/transformer, or whose vocabulary a static student takes")] = None,
     subclasses: Annotated[str, typer.Option(help="sub-classes per class S, or 'auto'", show_default="2")] = "default",

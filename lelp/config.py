@@ -2,45 +2,18 @@
 
 ``lelp.pipeline`` (the stages) and ``lelp.job`` (the state between them) both import it at
 the top, so neither imports the other to reach a config type. It imports neither torch nor
-the training code (the method vocabulary, ``Method``, lives here for that reason and
-``lelp.targets`` re-exports it); ``from lelp.pipeline import DistillConfig, distill`` keeps working.
+the training code (the method vocabulary, ``Method``, is ``lelp.methods``, re-exported here
+and by ``lelp.targets``); ``from lelp.pipeline import DistillConfig, distill`` keeps working.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import StrEnum
 
 from lelp.errors import ConfigError
-from lelp.students.registry import STUDENT_KINDS
-
-
-class Method(StrEnum):
-    """The distillation methods and controls one switch chooses between."""
-
-    CE = "ce"
-    KD = "kd"
-    FITNET = "fitnet"
-    LELP = "lelp"
-    RANDOM_SUBCLASS = "random_subclass"
-    UNIFORM_SUBCLASS = "uniform_subclass"
-    KMEANS_SUBCLASS = "kmeans_subclass"
-
-
-SUBCLASS_METHODS = frozenset(
-    {Method.LELP, Method.RANDOM_SUBCLASS, Method.UNIFORM_SUBCLASS, Method.KMEANS_SUBCLASS}
-)
-
-
-def parse_method(method: str | Method) -> Method:
-    """The ``Method`` named by ``method``, or a ``ConfigError`` that lists the choices."""
-    try:
-        return Method(method)
-    except ValueError:
-        choices = ", ".join(m.value for m in Method)
-        raise ConfigError(f"unknown method {method!r}; choose one of: {choices}", param="method") from None
-
+from lelp.methods import AUTO_METHODS, DEFAULT_METHOD, SUBCLASS_METHODS, Method, parse_method  # noqa: F401
+from lelp.students.registry import DEFAULT_STUDENT_KIND, STUDENT_KINDS
 
 # Defaults from benchmarks/quality.py (tables in benchmarks/README.md): on SST-2 and AG News the
 # validation split picked tau = 1 for the ngram student (every method) and tau >= 2 for
@@ -60,16 +33,14 @@ STUDENT_DEFAULTS = {
     "transformer": {"epochs": 3, "learning_rate": 5e-5, "batch_size": 32, "tau": 2.0, "min_steps": 500,
                     "max_epochs": 10, "patience": 1},
 }
-DEFAULT_METHOD = "auto"
 # The static student: best test accuracy at >= 100x the teacher's CPU speed on SST-2 with 7k and
 # 60k transfer rows (92.4% / 95.2% of the teacher with kd; ngram 85.1% / 92.3%; benchmarks/README.md).
-DEFAULT_STUDENT = "static"
+DEFAULT_STUDENT = DEFAULT_STUDENT_KIND
 DEFAULT_SUBCLASSES = 2
 DEFAULT_BETA = 1.0
 # subclasses="auto" searches the grid the benchmark gave every sub-class method (4 configs, as
 # many as kd's tau grid there: a bigger grid would win on validation noise alone).
 AUTO_GRID = [{"subclasses": s, "beta": 1.0, "tau": t} for s in (2, 4) for t in (1.0, 2.0)]
-AUTO_METHODS = (Method.KD, Method.LELP, Method.RANDOM_SUBCLASS)
 VALIDATION_FRACTION = 0.1
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -159,28 +159,41 @@ def label_counts(dataset: TextDataset) -> dict[str, int]:
     return dict(sorted(Counter(label for label in dataset.labels if label is not None).items()))
 
 
-def encode_labels(labels: Sequence[str | None], label_names: Sequence[str], *, source: str = "data") -> list[int]:
-    """Map label names (or integer ids) to class indices; None becomes -1 (unlabelled).
+def label_matcher(label_names: Sequence[str]) -> Callable[[str], int | None]:
+    """``label -> class index or None``: the one rule for reading a label (the API's submit check uses it too).
 
-    Names win; integers ``0..C-1`` are read as indices when they are not names themselves,
-    so ``0/1`` files work with teachers whose labels are ``negative/positive``.
+    Names win; then names in any case (``Positive`` is ``positive``); then integers
+    ``0..C-1`` read as indices when they are not names themselves, so ``0/1`` files work
+    with teachers whose labels are ``negative/positive``.
     """
     by_name = {name: i for i, name in enumerate(label_names)}
-    by_lower = {name.lower(): i for i, name in enumerate(label_names)}
+    by_lower: dict[str, int] = {}
+    for i, name in enumerate(label_names):
+        by_lower.setdefault(name.lower(), i)
+    count = len(label_names)
+
+    def index(label: str) -> int | None:
+        if label in by_name:
+            return by_name[label]
+        if label.lower() in by_lower:
+            return by_lower[label.lower()]
+        if label.lstrip("-").isdigit() and 0 <= int(label) < count:
+            return int(label)
+        return None
+
+    return index
+
+
+def encode_labels(labels: Sequence[str | None], label_names: Sequence[str], *, source: str = "data") -> list[int]:
+    """Map label names (or integer ids) to class indices (``label_matcher``); None becomes -1 (unlabelled)."""
+    index = label_matcher(label_names)
     out: list[int] = []
     unknown: Counter[str] = Counter()
     for label in labels:
-        if label is None:
-            out.append(-1)
-        elif label in by_name:
-            out.append(by_name[label])
-        elif label.lower() in by_lower:
-            out.append(by_lower[label.lower()])
-        elif label.lstrip("-").isdigit() and 0 <= int(label) < len(label_names):
-            out.append(int(label))
-        else:
+        found = None if label is None else index(label)
+        if found is None and label is not None:
             unknown[label] += 1
-            out.append(-1)
+        out.append(-1 if found is None else found)
     if unknown:
         shown = ", ".join(repr(k) for k, _ in unknown.most_common(5))
         raise DataError(f"{source}: unknown label(s) {shown}; the teacher's labels are "

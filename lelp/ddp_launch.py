@@ -50,7 +50,7 @@ def check_devices(config) -> None:
     """Refuse a job that asks for more GPUs than this process can see (before starting anything)."""
     import torch
 
-    from lelp.train import resolve_device
+    from lelp.devices import resolve_device
 
     if resolve_device(config.device).type != "cuda":
         return  # N gloo processes on the CPU: only useful to test the DDP path
@@ -158,8 +158,8 @@ def run_rank(spec: dict) -> int:
     import torch
     import torch.distributed as dist
 
+    from lelp.devices import resolve_device
     from lelp.pipeline import DistillConfig, distill
-    from lelp.train import resolve_device
 
     run_dir = Path(spec["run_dir"])
     config = DistillConfig(**spec["config"])

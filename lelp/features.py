@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from lelp import distributed
+from lelp.devices import resolve_device
 from lelp.errors import ConfigError, DataError
 from lelp.gpu import choose_precision, enable_tf32, fit_batch_size, to_device
 from lelp.progress import CancelCheck, Progress, ProgressCallback, check_cancelled, report
@@ -36,7 +37,6 @@ from lelp.teacher import (
     find_weights,
     load_tokenizer,
     read_model_config,
-    resolve_device,
     safe_from_pretrained,
 )
 
@@ -288,7 +288,7 @@ def run_length_sorted(
             for name, array in outputs.items():
                 array[rows] = result[name].float().cpu().numpy().astype(array.dtype, copy=False)
             done += len(rows)
-            report(progress, Progress(stage=stage, step=done, total=n))
+            report(progress, Progress(stage=stage, step=done, total_steps=n))
 
 
 def _model_device(model: torch.nn.Module, device: str | torch.device | None) -> torch.device:

@@ -16,16 +16,17 @@ import torch
 from lelp.augment import AugmentSpec, augment_rows
 from lelp.config import VALIDATION_FRACTION, Candidate, DistillConfig, effective_hyperparameters
 from lelp.data import encode_labels, file_sha256, read_table, split_rows
+from lelp.devices import resolve_device
 from lelp.evaluate import agreement, classification_metrics, directory_size, sentences_per_second
 from lelp.features import extract_teacher_features
 from lelp.progress import CancelCheck, Progress, ProgressCallback, report
 from lelp.projection import softmax_rows
-from lelp.students.base import count_parameters, predict_class_log_probs
+from lelp.students.base import count_module_parameters, predict_class_log_probs
 from lelp.students.kind import KindContext
 from lelp.students.registry import student_kind
 from lelp.targets import build_hint, build_targets
 from lelp.teacher import load_teacher
-from lelp.train import TrainConfig, TrainResult, resolve_device, train_student
+from lelp.train import TrainConfig, TrainResult, train_student
 
 
 class RowView:
@@ -207,10 +208,10 @@ class DistillJob:
         return {
             "method": best.candidate.method,
             "student": {**classification_metrics(labels, student_pred, c), "architecture": self.config.student,
-                        "parameters": count_parameters(best.student)},
+                        "parameters": count_module_parameters(best.student)},
             "teacher": {**classification_metrics(labels, teacher_pred, c),
                         "architecture": self.teacher.info.architecture,
-                        "parameters": self.teacher.info.parameters or count_parameters(self.teacher.model),
+                        "parameters": self.teacher.info.parameters or count_module_parameters(self.teacher.model),
                         "size_bytes": directory_size(self.config.teacher_dir)},
             "agreement": agreement(student_pred, teacher_pred),
             "chosen": best.hyperparameters,

@@ -91,8 +91,8 @@ def make_teacher(base_dir: str | Path, train_path: str | Path, out_dir: str | Pa
         pairs = [data.text_pairs[i] for i in idx] if data.text_pairs is not None else None
         return wrapped.make_inputs(tokenizer, texts, pairs, config.max_length)
 
+    from lelp.devices import resolve_device
     from lelp.students.base import predict_class_log_probs
-    from lelp.train import resolve_device
 
     held_inputs, held_truth = rows_inputs(held), labels[held]
     dev = resolve_device(device)

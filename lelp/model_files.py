@@ -23,7 +23,7 @@ from lelp.teacher import (
     TOKENIZER_FILES,
     VOCAB_FILES,
     config_hidden_size,
-    count_parameters,
+    count_stored_parameters,
     directory_sha256,
     find_weights,
     read_model_config,
@@ -102,5 +102,5 @@ def read_base_config(path: str | Path, limits: ModelLimits | None = None) -> Bas
     architectures = config.get("architectures") or []
     architecture = str(architectures[0]) if isinstance(architectures, list) and architectures else ""
     return BaseModelInfo(architecture=architecture, model_type=str(config.get("model_type", "")),
-                         hidden_size=config_hidden_size(config), parameters=count_parameters(root, weights),
+                         hidden_size=config_hidden_size(config), parameters=count_stored_parameters(root, weights),
                          weights_file=weights, sha256=directory_sha256(root, names))

@@ -16,7 +16,7 @@ from lelp.errors import JobCancelled
 class Progress:
     stage: str  # "load" | "extract" | "augment" | "fit_projector" | "train" | "evaluate" | "save"
     step: int = 0
-    total: int = 0
+    total_steps: int = 0  # the same name as the job's ``progress.total_steps`` in the API
     epoch: int | None = None
     loss: float | None = None
     message: str | None = None

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from lelp.config import SUBCLASS_METHODS, Method, parse_method  # the method vocabulary (light)
 from lelp.errors import ConfigError
 from lelp.kmeans_subclass import KMeansSubclasser
 from lelp.losses import FitNetHint
+from lelp.methods import SUBCLASS_METHODS, Method, parse_method  # noqa: F401 - re-exported
 from lelp.projection import LELPProjector, resolve_labels, softmax_rows
 
 Targets = tuple[np.ndarray, int, object | None]  # (targets, subclasses used, fitted model or None)

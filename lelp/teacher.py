@@ -228,7 +228,8 @@ def weight_files(root: Path, weights_file: str) -> list[str]:
     return [weights_file]
 
 
-def count_parameters(root: Path, weights_file: str) -> int | None:
+def count_stored_parameters(root: Path, weights_file: str) -> int | None:
+    """Parameters in a model directory's safetensors headers, without loading it (None for a pickle)."""
     if weights_file == SAFETENSORS:
         return _safetensors_parameters(root / SAFETENSORS)
     if weights_file == SAFETENSORS_INDEX:
@@ -317,7 +318,7 @@ def read_teacher_config(path: str | Path, limits: ModelLimits | None = None) -> 
         raise TeacherError(f"the teacher has {len(labels)} label(s); a classifier needs at least 2: fix id2label",
                            param="config.json:id2label")
     weights = find_weights(root)
-    parameters = count_parameters(root, weights)
+    parameters = count_stored_parameters(root, weights)
     if parameters is not None:
         _check_config_matches_weights(teacher_size(config, len(labels)), parameters)
     if not any((root / f).is_file() for f in VOCAB_FILES):
@@ -426,16 +427,15 @@ def load_tokenizer(root: Path) -> Any:
         raise TeacherError(f"the tokenizer in {str(root)!r} cannot be loaded: {_first_line(exc)}") from exc
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"`` means the GPU when there is one; anything else goes to ``torch.device``."""
-    import torch
+def _teacher_device(device: str | torch.device | None) -> torch.device:
+    """``lelp.devices.resolve_device``, its refusal reported as a ``TeacherError`` (what loading raises)."""
+    from lelp.devices import resolve_device
+    from lelp.errors import ConfigError
 
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise TeacherError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from exc
+        return resolve_device(device)
+    except ConfigError as exc:
+        raise TeacherError(exc.message) from exc
 
 
 def load_teacher(path: str | Path, device: str | torch.device = "cpu") -> Teacher:
@@ -456,6 +456,6 @@ def load_teacher(path: str | Path, device: str | torch.device = "cpu") -> Teache
             f"the teacher's weights lack {len(missing)} tensors ({shown}): it is not a trained classifier; "
             "fine-tune it and save it with save_pretrained()"
         )
-    model.eval().to(resolve_device(device))
+    model.eval().to(_teacher_device(device))
     head = find_head(model, info.num_labels)
     return Teacher(model=model, tokenizer=load_tokenizer(root), info=info, head=head)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from lelp import distributed
+from lelp.devices import resolve_device
 from lelp.gpu import enable_tf32, fit_batch_size, to_device
 from lelp.losses import distillation_loss
 from lelp.progress import CancelCheck, Progress, ProgressCallback, check_cancelled, report
@@ -34,16 +35,6 @@ __all__ = ["TrainConfig", "TrainResult", "TrainState", "find_micro_batch", "prep
            "save", "train_epoch", "train_student"]
 
 
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device) == "gpu":
-        if not torch.cuda.is_available():
-            from lelp.errors import ConfigError
-
-            raise ConfigError("device 'gpu' was asked for but no CUDA device is available", param="device")
-        return torch.device("cuda")
-    return torch.device(device)
 
 
 def _score_folded(student: Student, evaluate: Callable[[Student], float], config: TrainConfig) -> float:
@@ -167,7 +158,7 @@ def train_epoch(state: TrainState, epoch: int, inputs: StudentInputs, targets: t
         if state.scaler is not None:
             state.scaler.update()
         state.result.steps += 1
-        report(progress, Progress(stage="train", step=state.step, total=state.total, epoch=epoch + 1,
+        report(progress, Progress(stage="train", step=state.step, total_steps=state.total, epoch=epoch + 1,
                                   loss=running / max(count, 1)))
     running, count = distributed.sum_floats(running, count)
     return running / max(count, 1)
@@ -235,7 +226,7 @@ def train_student(
             result.best_epoch, result.best_score = epoch + 1, score
             state.best_state = cpu_state(student)
         if evaluate is not None:
-            report(progress, Progress(stage="train", step=state.step, total=state.total, epoch=epoch + 1,
+            report(progress, Progress(stage="train", step=state.step, total_steps=state.total, epoch=epoch + 1,
                                       message=f"held-out score {score:.4f} (best {result.best_score:.4f} "
                                               f"at epoch {result.best_epoch})"))
         if ckpt is not None:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
 
-from app.db import repositories as repo
-from app.db.models import Job
+from app.db.models import Job, JobStatus
 from app.deps import EnqueueDep, JobDep, SessionDep, SettingsDep, StoreDep, TenantDep
 from app.schemas.common import ERROR_RESPONSES, ErrorBody, Page
 from app.schemas.jobs import JobCreate, JobEventRead, JobRead
@@ -39,7 +38,7 @@ def create_job(body: JobCreate, response: Response, session: SessionDep, tenant:
 @router.get("", response_model=Page[JobRead])
 def list_jobs(session: SessionDep, tenant: TenantDep, limit: Annotated[int, Query(ge=1, le=100)] = 20,
               after: Annotated[str | None, Query(max_length=200)] = None,
-              status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None) -> dict:
+              status: JobStatus | None = None) -> dict:
     """List your jobs, newest first, optionally by status."""
     return list_page(session, Job, tenant.id, limit, after, status=status)
 
@@ -64,8 +63,4 @@ def cancel_job(job: JobDep, session: SessionDep, store: StoreDep) -> Job:
 def list_job_events(job: JobDep, session: SessionDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                     after: Annotated[int | None, Query(ge=0)] = None) -> dict:
     """A job's events, oldest first; pass ``next_cursor`` as ``after`` for more."""
-    rows = repo.list_events(session, job.id, after=after, limit=limit)
-    session.commit()  # end the read: the connection goes back before the response waits for a thread
-    has_more = len(rows) > limit
-    data = rows[:limit]
-    return {"data": data, "has_more": has_more, "next_cursor": str(data[-1].id) if has_more and data else None}
+    return service.events_page(session, job.id, after=after, limit=limit)

@@ -6,14 +6,13 @@ import asyncio
 import hmac
 import logging
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from app.db import repositories as repo
 from app.errors import Unauthorized
 from app.queue import make_celery
+from app.services import ops
 from app.settings import Settings
 
 router = APIRouter(tags=["ops"])
@@ -22,8 +21,7 @@ CHECK_TIMEOUT_S = 5.0
 
 
 def _check_database(request: Request) -> None:
-    with request.app.state.sessionmaker() as session:
-        session.execute(sa.text("SELECT 1"))
+    ops.check_database(request.app.state.sessionmaker)
 
 
 def _check_broker(settings: Settings) -> None:
@@ -73,11 +71,6 @@ def metrics(request: Request) -> Response:
         sent = request.headers.get("authorization", "")
         if not hmac.compare_digest(sent.encode(), f"Bearer {settings.metrics_token}".encode()):
             raise Unauthorized("send the metrics token as 'Authorization: Bearer <token>'", code="unauthorized")
-        try:
-            with request.app.state.sessionmaker() as session:
-                counts = repo.job_counts_by_status(session)
-        except sa.exc.SQLAlchemyError as exc:
-            log.warning("metrics: cannot count jobs: %s", exc)
-            counts = {}
+        counts = ops.job_counts(request.app.state.sessionmaker)
     body = request.app.state.metrics.render(counts)
     return Response(body, media_type=request.app.state.metrics.content_type)

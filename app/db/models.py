@@ -9,12 +9,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, UTCDateTime, utcnow
+from app.vocabulary import ACTIVE_STATUSES, FINISHED_STATUSES, JobStatus  # noqa: F401 - the ORM's statuses
 
 TZ = UTCDateTime()
-
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-ACTIVE_STATUSES = ("queued", "running")
-FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
+JOB_STATUSES = tuple(s.value for s in JobStatus)
 
 
 class Tenant(Base):
@@ -109,7 +107,7 @@ class Job(Base):
     student: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
     device: Mapped[str] = mapped_column(sa.String(8))
     hyperparameters: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
-    status: Mapped[str] = mapped_column(sa.String(16), default="queued")
+    status: Mapped[str] = mapped_column(sa.String(16), default=JobStatus.QUEUED.value)
     progress: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
     error: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)

@@ -1,8 +1,8 @@
 """Queries, one function each, shared by the API services and the worker.
 
 Every read the API makes is scoped by ``tenant_id``: a row of another tenant is simply
-not found. Job state changes are single conditional UPDATEs so that two processes (a
-redelivered task, a cancel racing a finish) cannot both win.
+not found. A job's state changes live in ``app.db.job_states`` (the state machine), not
+here. Nothing here commits: the request or the task does.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from sqlalchemy.orm import Session
 from app.db.base import new_id, utcnow
 from app.db.models import (
     ACTIVE_STATUSES,
-    FINISHED_STATUSES,
     ApiKey,
     BaseModelRow,
     Dataset,
@@ -168,22 +167,13 @@ def job_counts_by_status(session: Session) -> dict[str, int]:
     return {status: int(n) for status, n in rows}
 
 
-def request_cancel(session: Session, job_id: str) -> str:
-    """Cancel a queued job at once; flag a running one for the worker. Returns the new status."""
-    now = utcnow()
-    done = session.execute(
-        sa.update(Job)
-        .where(Job.id == job_id, Job.status == "queued")
-        .values(status="cancelled", cancel_requested=True, finished_at=now, updated_at=now,
-                error={"code": "cancelled", "message": "cancelled before it started"})
-    ).rowcount
-    if done:
-        return "cancelled"
-    session.execute(
-        sa.update(Job).where(Job.id == job_id, Job.status == "running")
-        .values(cancel_requested=True, updated_at=now)
-    )
-    return str(session.scalar(sa.select(Job.status).where(Job.id == job_id)))
+def add_event(session: Session, job_id: str, type: str, message: str,  # noqa: A002
+              data: dict[str, Any] | None = None) -> JobEvent:
+    """Append to a job's log (the state changes in ``app.db.job_states`` write theirs themselves)."""
+    event = JobEvent(job_id=job_id, at=utcnow(), type=type, message=message, data=data)
+    session.add(event)
+    session.flush()
+    return event
 
 
 def list_events(session: Session, job_id: str, *, after: int | None, limit: int) -> list[JobEvent]:
@@ -199,94 +189,6 @@ def list_events(session: Session, job_id: str, *, after: int | None, limit: int)
 def get_job(session: Session, job_id: str) -> Job | None:
     """Unscoped: the worker acts on the id it was given, whatever the tenant."""
     return session.get(Job, job_id, populate_existing=True)
-
-
-def mark_running(session: Session, job_id: str) -> bool:
-    """Claim a (re)delivered job: attempts + 1, started_at once, fresh heartbeat.
-
-    False when the job has already finished (a duplicate delivery must do nothing).
-    """
-    now = utcnow()
-    result = session.execute(
-        sa.update(Job)
-        .where(Job.id == job_id, Job.status.in_(ACTIVE_STATUSES))
-        .values(status="running", attempts=Job.attempts + 1, heartbeat_at=now, updated_at=now,
-                started_at=sa.func.coalesce(Job.started_at, now))
-    )
-    session.flush()
-    return bool(result.rowcount)
-
-
-def update_progress(session: Session, job_id: str, progress: dict[str, Any]) -> None:
-    """Record progress and beat the heartbeat; ignored once the job has finished."""
-    now = utcnow()
-    session.execute(
-        sa.update(Job).where(Job.id == job_id, Job.status == "running")
-        .values(progress=progress, heartbeat_at=now, updated_at=now)
-    )
-
-
-def heartbeat(session: Session, job_id: str) -> None:
-    now = utcnow()
-    session.execute(sa.update(Job).where(Job.id == job_id, Job.status == "running")
-                    .values(heartbeat_at=now, updated_at=now))
-
-
-def finish_job(
-    session: Session,
-    job_id: str,
-    status: str,
-    *,
-    metrics: dict[str, Any] | None = None,
-    error: dict[str, Any] | None = None,
-    model_id: str | None = None,
-) -> bool:
-    """Move a job to a final state, once: False when it had already finished."""
-    if status not in FINISHED_STATUSES:
-        raise ValueError(f"not a final status: {status!r}")
-    now = utcnow()
-    result = session.execute(
-        sa.update(Job)
-        .where(Job.id == job_id, Job.status.in_(ACTIVE_STATUSES))
-        .values(status=status, metrics=metrics, error=error, model_id=model_id, finished_at=now, updated_at=now)
-    )
-    session.flush()
-    return bool(result.rowcount)
-
-
-def requeue_job(session: Session, job_id: str) -> bool:
-    """Put a stale running job back to queued (the sweeper then enqueues it again)."""
-    now = utcnow()
-    result = session.execute(
-        sa.update(Job).where(Job.id == job_id, Job.status == "running")
-        .values(status="queued", heartbeat_at=None, updated_at=now)
-    )
-    return bool(result.rowcount)
-
-
-def add_event(session: Session, job_id: str, type: str, message: str,  # noqa: A002
-              data: dict[str, Any] | None = None) -> JobEvent:
-    event = JobEvent(job_id=job_id, at=utcnow(), type=type, message=message, data=data)
-    session.add(event)
-    session.flush()
-    return event
-
-
-def is_cancel_requested(session: Session, job_id: str) -> bool:
-    return bool(session.scalar(sa.select(Job.cancel_requested).where(Job.id == job_id)))
-
-
-def stale_running_jobs(session: Session, older_than: datetime) -> list[Job]:
-    """Running jobs whose heartbeat is older than ``older_than`` (or missing)."""
-    query = sa.select(Job).where(
-        Job.status == "running", sa.or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < older_than))
-    return list(session.scalars(query))
-
-
-def stale_queued_jobs(session: Session, older_than: datetime) -> list[Job]:
-    """Queued jobs not touched since ``older_than``: their enqueue may have been lost."""
-    query = sa.select(Job).where(Job.status == "queued", Job.updated_at < older_than)
-    return list(session.scalars(query))
 
 
 def create_model(
@@ -314,10 +216,6 @@ def create_model(
     session.add(model)
     session.flush()
     return model
-
-
-def get_model_for_job(session: Session, job_id: str) -> Model | None:
-    return session.scalar(sa.select(Model).where(Model.job_id == job_id))
 
 
 # --- workers -------------------------------------------------------------------------------

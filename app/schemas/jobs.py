@@ -8,16 +8,26 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from app.schemas.common import PlainStr, ReadModel
+from app.vocabulary import (
+    DEFAULT_METHOD,
+    DEFAULT_STUDENT_KIND,
+    DEVICE_CHOICES,
+    METHOD_CHOICES,
+    STUDENT_KINDS,
+    JobStatus,
+)
 
+# The lists come from the library (app.vocabulary): a new method or student kind needs no edit here.
 # "auto" trains kd, lelp and random_subclass and keeps the best on a held-out split.
-Method = Literal["lelp", "kd", "ce", "fitnet", "random_subclass", "uniform_subclass", "kmeans_subclass", "auto"]
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+Method = Literal[METHOD_CHOICES]  # type: ignore[valid-type]
+StudentKind = Literal[STUDENT_KINDS]  # type: ignore[valid-type]
+Device = Literal[DEVICE_CHOICES]  # type: ignore[valid-type]
 
 
 class StudentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    architecture: Literal["static", "ngram", "transformer", "encoder_mlp"] = "static"
+    architecture: StudentKind = DEFAULT_STUDENT_KIND
     base: PlainStr | None = Field(None, max_length=4096,
                              description="transformer/encoder_mlp: a small pretrained model dir to start from; "
                                          "static: an encoder whose vocabulary the table takes")
@@ -56,9 +66,9 @@ class JobCreate(BaseModel):
     teacher_id: str = Field(min_length=1, max_length=64)
     train_dataset_id: str = Field(min_length=1, max_length=64)
     eval_dataset_id: str | None = Field(None, min_length=1, max_length=64)
-    method: Method = "auto"
+    method: Method = DEFAULT_METHOD
     student: StudentSpec = Field(default_factory=StudentSpec)
-    device: Literal["auto", "cpu", "gpu"] = "auto"
+    device: Device = "auto"
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
 
 

@@ -263,15 +263,13 @@ class InferenceService:
     """Loads models on demand (bounded LRU) and serves predictions through micro-batchers."""
 
     def __init__(self, store: ArtifactStore, *, cache_dir: Path, cache_size: int, max_batch: int,
-                 window_ms: float = 0.0, metrics: Any = None, ref_ttl_s: float = 30.0,
+                 metrics: Any = None, ref_ttl_s: float = 30.0,
                  inline_below_s: float = INLINE_BELOW_S, runtime: str = "auto", exports: Any = None) -> None:
-        # ``window_ms`` is kept for the settings' sake: continuous batching needs no timer
-        # (requests wait at most for the batch in flight), so it is not used.
+        # Continuous batching needs no timer: requests wait at most for the batch in flight.
         self.store = store
         self.cache_dir = cache_dir
         self.cache_size = cache_size
         self.max_batch = max_batch
-        self.window_ms = window_ms
         self.metrics = metrics
         self.inline_below_s = inline_below_s
         self.runtime = runtime      # "auto" | "torch" | "onnxruntime" (settings.predict_runtime)

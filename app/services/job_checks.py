@@ -20,6 +20,7 @@ from app.errors import Unprocessable, not_found
 from app.queue import gpu_worker_alive
 from app.schemas.jobs import JobCreate
 from app.settings import Settings
+from lelp.data import label_matcher
 
 # Methods that split each class into S sub-classes from the teacher's embedding (lelp.targets).
 PROJECTED_METHODS = ("lelp", "random_subclass", "kmeans_subclass")
@@ -37,15 +38,8 @@ class JobInputs:
 
 
 def class_index(label: str, teacher: Teacher) -> int | None:
-    """Same rule as ``lelp.data.encode_labels``: a name (any case), or an index 0..C-1."""
-    if label in teacher.labels:
-        return teacher.labels.index(label)
-    lowered = [name.lower() for name in teacher.labels]
-    if label.lower() in lowered:
-        return lowered.index(label.lower())
-    if label.lstrip("-").isdigit() and 0 <= int(label) < teacher.num_labels:
-        return int(label)
-    return None
+    """The library's rule (``lelp.data.label_matcher``, what the worker's ``encode_labels`` applies)."""
+    return label_matcher(list(teacher.labels or []))(label)
 
 
 def held_out(pool: int) -> int:

@@ -16,9 +16,10 @@ from collections.abc import Callable
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.db import job_states
 from app.db import repositories as repo
 from app.db.base import new_id, utcnow
-from app.db.models import Job
+from app.db.models import ACTIVE_STATUSES, Job, JobStatus
 from app.errors import Conflict, TooManyRequests
 from app.queue import enqueue_job, route
 from app.schemas.jobs import JobCreate
@@ -80,7 +81,8 @@ def create_job(session: Session, settings: Settings, tenant_id: str, body: JobCr
     job = Job(
         id=new_id("job"), tenant_id=tenant_id, teacher_id=body.teacher_id, train_dataset_id=body.train_dataset_id,
         eval_dataset_id=body.eval_dataset_id, method=body.method, student=student,
-        device=body.device, hyperparameters=body.hyperparameters.model_dump(exclude_none=True), status="queued",
+        device=body.device, hyperparameters=body.hyperparameters.model_dump(exclude_none=True),
+        status=JobStatus.QUEUED,
         progress={"stage": "queued"}, attempts=0, cancel_requested=False, idempotency_key=idempotency_key,
         request_hash=digest, created_at=now, updated_at=now,
     )
@@ -118,6 +120,11 @@ def routed_enqueuer(session: Session, settings: Settings) -> Enqueue:
     return send
 
 
+def send_job(job_id: str, device: str) -> None:
+    """Send a job id to the queue its device alone picks (the recovery sweep's re-sends)."""
+    enqueue_job(job_id, device)
+
+
 def enqueue_after_commit(session: Session, job: Job, send: Enqueue) -> None:
     """Enqueue; a broker failure leaves the job queued with an event (the sweeper re-sends it)."""
     try:
@@ -128,19 +135,24 @@ def enqueue_after_commit(session: Session, job: Job, send: Enqueue) -> None:
         session.commit()
 
 
+def events_page(session: Session, job_id: str, *, after: int | None, limit: int) -> dict:
+    """One page of a job's events, oldest first, as the ``Page`` body (the cursor is the last event's id)."""
+    rows = repo.list_events(session, job_id, after=after, limit=limit)
+    session.commit()  # end the read: the connection goes back before the response waits for a thread
+    has_more = len(rows) > limit
+    data = rows[:limit]
+    return {"data": data, "has_more": has_more, "next_cursor": str(data[-1].id) if has_more and data else None}
+
+
 def cancel_job(session: Session, job: Job) -> Job:
     """Cancel a queued job now; ask a running one to stop; a finished job is a 409 (except cancelled)."""
-    if job.status in ("succeeded", "failed"):
+    if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
         raise Conflict(f"the job already {job.status}", code="job_finished")
-    if job.status in ("queued", "running"):
-        status = repo.request_cancel(session, job.id)
-        if status == "cancelled":
-            repo.add_event(session, job.id, "cancelled", "cancelled before it started")
-        elif status == "running":
-            repo.add_event(session, job.id, "cancel_requested", "cancel requested; the worker stops at its next check")
+    if job.status in ACTIVE_STATUSES:
+        job_states.request_cancel(session, job.id)
         session.commit()
         session.refresh(job)
         session.commit()  # the refresh began a read: end it so the connection goes back
-    if job.status in ("succeeded", "failed"):  # it finished while we were cancelling
+    if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):  # it finished while we were cancelling
         raise Conflict(f"the job already {job.status}", code="job_finished")
     return job

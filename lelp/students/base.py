@@ -85,7 +85,8 @@ def predict_class_log_probs(student: nn.Module, inputs: StudentInputs, subclasse
     return np.concatenate(out)
 
 
-def count_parameters(module: nn.Module) -> int:
+def count_module_parameters(module: nn.Module) -> int:
+    """Parameters of a loaded module (``count_stored_parameters`` reads a directory instead)."""
     return sum(p.numel() for p in module.parameters())
 
 

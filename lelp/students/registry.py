@@ -17,6 +17,8 @@ _KINDS = {
     "transformer": "lelp.students.transformer:TransformerKind",
 }
 STUDENT_KINDS = tuple(_KINDS)
+# The best accuracy at >= 100x the teacher's CPU speed (benchmarks/README.md): every default's kind.
+DEFAULT_STUDENT_KIND = "static"
 
 
 def student_kind(kind: str):

@@ -103,12 +103,12 @@ def distill_table(encoder: nn.Module, tokenizer, *, pca_dims: int = 256, sif_coe
     parts = []
     for first in range(0, vocab, chunk):
         check_cancelled(should_cancel)
-        report(progress, Progress(stage="extract", step=first, total=vocab,
+        report(progress, Progress(stage="extract", step=first, total_steps=vocab,
                                   message=f"static table: {first}/{vocab} vocabulary tokens through the encoder"))
         ids = [[*before, i, *after] for i in range(first, min(first + chunk, vocab))]
         parts.append(create_embeddings(encoder, ids, device=str(device), pad_token_id=pad,
                                        pooling=PoolingMode.MEAN))
-    report(progress, Progress(stage="extract", step=vocab, total=vocab, message="static table: PCA"))
+    report(progress, Progress(stage="extract", step=vocab, total_steps=vocab, message="static table: PCA"))
     table = apply_pca(np.concatenate(parts).astype(np.float64), pca_dims)
     table = (table * compute_weights(len(table), sif_coefficient=sif_coefficient)[:, None]).astype(np.float32)
     if cache_file is not None:

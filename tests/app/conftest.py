@@ -245,16 +245,18 @@ def make_model(client, db, tiny_teacher_dir):  # noqa: ANN001, ANN201
     """A finished job and its model row whose files are the tiny teacher (a valid predictor directory)."""
 
     def make(headers: dict, body: dict) -> dict:
+        from app.db import job_states
         from app.db import repositories as repo
+        from app.db.base import utcnow
         from app.db.models import Job
 
         job = client.post("/v1/jobs", headers=headers, json=body).json()
-        assert repo.mark_running(db, job["id"])
+        assert job_states.claim(db, job["id"], utcnow())
         model_id = f"mdl_{job['id'][4:]}"
         uri = f"models/{model_id}"
         client.app.state.store.put_dir(tiny_teacher_dir, uri)
         metrics = {"student": {"accuracy": 0.9, "macro_f1": 0.88}, "teacher": {"accuracy": 0.95}, "agreement": 0.9}
-        assert repo.finish_job(db, job["id"], "succeeded", metrics=metrics, model_id=model_id)
+        assert job_states.finish(db, job["id"], "succeeded", metrics=metrics, model_id=model_id)
         repo.create_model(db, tenant_id=db.get(Job, job["id"]).tenant_id, job_id=job["id"],
                           teacher_id=job["teacher_id"], method="lelp", architecture="ngram",
                           labels=["negative", "positive"], uri=uri, metrics=metrics, parameters=1234,

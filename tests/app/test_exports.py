@@ -30,15 +30,17 @@ def make_student_model(db, ngram_student):  # noqa: ANN001, ANN201
     """A finished job of ``client`` whose model files are a real ngram student."""
 
     def make(client, headers: dict, body: dict) -> dict:  # noqa: ANN001
+        from app.db import job_states
         from app.db import repositories as repo
+        from app.db.base import utcnow
         from app.db.models import Job
 
         job = client.post("/v1/jobs", headers=headers, json=body).json()
-        assert repo.mark_running(db, job["id"])
+        assert job_states.claim(db, job["id"], utcnow())
         model_id = f"mdl_{job['id'][4:]}"
         client.app.state.store.put_dir(ngram_student, f"models/{model_id}")
         metrics = json.loads((ngram_student / "metrics.json").read_text())
-        assert repo.finish_job(db, job["id"], "succeeded", metrics=metrics, model_id=model_id)
+        assert job_states.finish(db, job["id"], "succeeded", metrics=metrics, model_id=model_id)
         repo.create_model(db, tenant_id=db.get(Job, job["id"]).tenant_id, job_id=job["id"],
                           teacher_id=job["teacher_id"], method="lelp", architecture="ngram",
                           labels=["negative", "positive"], uri=f"models/{model_id}", metrics=metrics,

@@ -41,7 +41,7 @@ class FakePredictor:
 
 def make_service(tmp_path: Path, predictors: dict[str, FakePredictor], loads: list[str] | None = None,
                  **kwargs) -> InferenceService:  # noqa: ANN003
-    defaults = dict(cache_size=2, max_batch=64, window_ms=5)
+    defaults = dict(cache_size=2, max_batch=64)
     service = InferenceService(ArtifactStore(str(tmp_path)), cache_dir=tmp_path, **{**defaults, **kwargs})
 
     def load(model_id: str, uri: str) -> _Loaded:
@@ -82,7 +82,7 @@ def test_concurrent_requests_share_forwards_and_get_their_own_answers(tmp_path) 
 
 def test_an_idle_model_answers_without_waiting_for_the_window(tmp_path) -> None:  # noqa: ANN001
     fake = FakePredictor(delay=0)
-    service = make_service(tmp_path, {"m": fake}, window_ms=2000)  # a window that would be very visible
+    service = make_service(tmp_path, {"m": fake})  # continuous batching: no window to wait for
 
     async def main() -> float:
         await service.predict("m", "models/m", ["warm"])  # load the model first
@@ -163,7 +163,7 @@ def test_predictions_match_load_predictor(tmp_path, tiny_teacher_dir) -> None:  
     texts = ["a lovely warm film", "dull and grim", "the team won the match", "ok"]
     direct = load_predictor(tiny_teacher_dir).predict(texts)
     service = InferenceService(ArtifactStore(str(tiny_teacher_dir.parent)), cache_dir=tmp_path, cache_size=1,
-                               max_batch=3, window_ms=5)
+                               max_batch=3)
 
     async def main() -> list:
         return await asyncio.gather(*(service.predict("m", tiny_teacher_dir.name, [t]) for t in texts))

@@ -7,7 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import sqlalchemy as sa
 
+from app.db import job_states
 from app.db import repositories as repo
+from app.db.base import utcnow
 from app.db.models import Job
 
 
@@ -141,8 +143,8 @@ def test_429_clears_when_a_job_finishes(make_client, auth_a, job_body, db) -> No
 
 def test_list_pagination_and_status_filter(client, auth_a, job_body, db) -> None:  # noqa: ANN001
     ids = [_submit(client, auth_a, job_body).json()["id"] for _ in range(7)]
-    repo.finish_job(db, ids[1], "failed", error={"code": "x", "message": "y"})
-    repo.finish_job(db, ids[4], "failed", error={"code": "x", "message": "y"})
+    job_states.finish(db, ids[1], "failed", error={"code": "x", "message": "y"})
+    job_states.finish(db, ids[4], "failed", error={"code": "x", "message": "y"})
     db.commit()
     seen, after, pages = [], None, 0
     while True:
@@ -171,16 +173,16 @@ def test_cancel(client, auth_a, job_body, db) -> None:  # noqa: ANN001
     assert client.post(f"/v1/jobs/{queued['id']}/cancel", headers=auth_a).status_code == 202  # idempotent
 
     running = _submit(client, auth_a, job_body).json()
-    assert repo.mark_running(db, running["id"])
+    assert job_states.claim(db, running["id"], utcnow())
     db.commit()
     r = client.post(f"/v1/jobs/{running['id']}/cancel", headers=auth_a)
     assert r.status_code == 202 and r.json()["status"] == "running" and r.json()["cancel_requested"]
-    assert repo.is_cancel_requested(db, running["id"])
+    assert job_states.is_cancel_requested(db, running["id"])
     types = [e["type"] for e in client.get(f"/v1/jobs/{running['id']}/events", headers=auth_a).json()["data"]]
     assert types == ["created", "cancel_requested"]
 
     done = _submit(client, auth_a, job_body).json()
-    repo.finish_job(db, done["id"], "succeeded", metrics={"agreement": 1.0})
+    job_states.finish(db, done["id"], "succeeded", metrics={"agreement": 1.0})
     db.commit()
     r = client.post(f"/v1/jobs/{done['id']}/cancel", headers=auth_a)
     assert r.status_code == 409 and r.json()["error"]["code"] == "job_finished"
@@ -190,23 +192,25 @@ def test_cancel(client, auth_a, job_body, db) -> None:  # noqa: ANN001
 def test_worker_state_functions(client, auth_a, job_body, db) -> None:  # noqa: ANN001
     """The repository calls the worker makes, seen through the API."""
     job_id = _submit(client, auth_a, job_body).json()["id"]
-    assert repo.mark_running(db, job_id)
-    repo.update_progress(db, job_id, {"stage": "train", "epoch": 1, "step": 5, "total_steps": 10, "fraction": 0.5})
+    assert job_states.claim(db, job_id, utcnow())
+    job_states.record_progress(db, job_id, {"stage": "train", "epoch": 1, "step": 5, "total_steps": 10,
+                                            "fraction": 0.5})
     repo.add_event(db, job_id, "stage", "training", {"epoch": 1})
     db.commit()
     job = client.get(f"/v1/jobs/{job_id}", headers=auth_a).json()
     assert job["status"] == "running" and job["attempts"] == 1 and job["started_at"]
     assert job["progress"]["fraction"] == 0.5
-    assert repo.finish_job(db, job_id, "succeeded", metrics={"agreement": 0.9})
-    assert not repo.finish_job(db, job_id, "failed", error={"code": "late", "message": "too late"})
-    assert not repo.mark_running(db, job_id)
+    assert job_states.finish(db, job_id, "succeeded", metrics={"agreement": 0.9})
+    assert not job_states.finish(db, job_id, "failed", error={"code": "late", "message": "too late"})
+    assert not job_states.claim(db, job_id, utcnow())
     db.commit()
     job = client.get(f"/v1/jobs/{job_id}", headers=auth_a).json()
     assert job["status"] == "succeeded" and job["metrics"] == {"agreement": 0.9} and job["finished_at"]
     events = client.get(f"/v1/jobs/{job_id}/events", headers=auth_a, params={"limit": 1}).json()
     assert events["has_more"] and len(events["data"]) == 1
     rest = client.get(f"/v1/jobs/{job_id}/events", headers=auth_a, params={"after": events["next_cursor"]}).json()
-    assert [e["type"] for e in rest["data"]] == ["stage"] and rest["data"][0]["data"] == {"epoch": 1}
+    # finish writes the final state's event in the same transaction
+    assert [e["type"] for e in rest["data"]] == ["stage", "succeeded"] and rest["data"][0]["data"] == {"epoch": 1}
 
 
 def test_real_broker_receives_the_job(make_client, auth_a, job_body, monkeypatch) -> None:  # noqa: ANN001

@@ -109,8 +109,7 @@ def test_micro_batcher_merges_concurrent_requests(tmp_path) -> None:  # noqa: AN
     from app.storage import ArtifactStore
 
     fake = FakePredictor()
-    service = InferenceService(ArtifactStore(str(tmp_path)), cache_dir=tmp_path, cache_size=2, max_batch=64,
-                               window_ms=5)
+    service = InferenceService(ArtifactStore(str(tmp_path)), cache_dir=tmp_path, cache_size=2, max_batch=64)
     service._load_sync = lambda model_id, uri: _Loaded(predictor=fake, labels=fake.labels)  # noqa: SLF001
 
     async def main() -> list:
@@ -144,8 +143,7 @@ def test_lru_evicts_and_errors_reach_every_waiter(tmp_path) -> None:  # noqa: AN
         predictor = Broken() if model_id == "bad" else FakePredictor()
         return _Loaded(predictor=predictor, labels=predictor.labels)
 
-    service = InferenceService(ArtifactStore(str(tmp_path)), cache_dir=tmp_path, cache_size=2, max_batch=8,
-                               window_ms=1)
+    service = InferenceService(ArtifactStore(str(tmp_path)), cache_dir=tmp_path, cache_size=2, max_batch=8)
     service._load_sync = load  # noqa: SLF001
 
     async def main() -> list:

@@ -10,11 +10,13 @@ REPORT = "<!doctype html><html><body><p id='headline'>the stored report</p></bod
 
 
 def _running_job(client, db, headers: dict, body: dict, progress: dict) -> str:  # noqa: ANN001
+    from app.db import job_states
     from app.db import repositories as repo
+    from app.db.base import utcnow
 
     job = client.post("/v1/jobs", headers=headers, json=body).json()
-    assert repo.mark_running(db, job["id"])
-    repo.update_progress(db, job["id"], progress)
+    assert job_states.claim(db, job["id"], utcnow())
+    job_states.record_progress(db, job["id"], progress)
     repo.add_event(db, job["id"], "stage", "fit_projector <b>lelp</b>", {"stage": "fit_projector"})
     db.commit()
     return job["id"]

@@ -171,3 +171,25 @@ def test_predict_refuses_the_wrong_input_shape(client, auth_a, make_model, job_b
              "text_pairs_mismatch", "inputs")
     assert client.post(f"/v1/models/{model['id']}/predict", headers=auth_a, json=pair).status_code == 200
     assert client.get(f"/v1/models/{model['id']}", headers=auth_a).json()["text_pairs"] is True
+
+
+def test_labels_match_the_teacher_in_any_case_as_lelp_distill_does(client, auth_a, job_body, upload_dataset,
+                                                                  enqueued) -> None:  # noqa: ANN001
+    """Teacher labels ``negative/positive``; a dataset that writes ``Positive``/``NEGATIVE`` is accepted.
+
+    The submit check and the worker's ``encode_labels`` use one rule (``lelp.data.label_matcher``);
+    a label the teacher does not know is still refused.
+    """
+    from lelp.data import encode_labels
+
+    rows = [{"text": f"row {i} good", "label": "Positive"} for i in range(40)]
+    rows += [{"text": f"row {i} bad", "label": "NEGATIVE"} for i in range(40)]
+    mixed = upload_dataset(auth_a, _csv(rows), "mixed_case.csv")
+    assert encode_labels(["Positive", "NEGATIVE"], ["negative", "positive"]) == [1, 0]  # what the worker does
+    r = _submit(client, auth_a, {**job_body, "train_dataset_id": mixed["id"]})
+    assert r.status_code == 202, r.text
+    odd = upload_dataset(auth_a, _csv([{"text": f"r{i}", "label": "Neutral" if i % 2 else "positive"}
+                                       for i in range(80)]), "odd.csv")
+    error = _refused(_submit(client, auth_a, {**job_body, "train_dataset_id": odd["id"]}),
+                     422, "unknown_label", "train_dataset_id")
+    assert "Neutral" in error["message"]

@@ -85,7 +85,8 @@ def test_matches_unbatched_forward_in_original_order(teacher, tmp_path):
     np.testing.assert_allclose(result.logits, ref_logits, rtol=1e-4, atol=1e-5)
     assert isinstance(result.embeddings, np.memmap)
     assert len(seen) == math.ceil(len(TEXTS) / 4)
-    assert [p.step for p in seen] == [4, 8, 11] and all(p.total == len(TEXTS) and p.stage == "extract" for p in seen)
+    assert [p.step for p in seen] == [4, 8, 11]
+    assert all(p.total_steps == len(TEXTS) and p.stage == "extract" for p in seen)
 
 
 def test_text_pairs(teacher, tmp_path):

@@ -149,13 +149,14 @@ def publish_model(session, store, *, tenant_id: str, job_id: str, teacher_id: st
     Returns the model id, or None when the job had already finished (a cancel won): then
     nothing is kept, files included.
     """
+    from app.db import job_states
     from app.db import repositories as repo
     from app.db.base import new_id
 
     model_id = new_id("mdl")
     uri = f"models/{model_id}"
     store.put_dir(artifact, uri)
-    if not repo.finish_job(session, job_id, "succeeded", metrics={"agreement": 1.0}, model_id=model_id):
+    if not job_states.finish(session, job_id, "succeeded", metrics={"agreement": 1.0}, model_id=model_id):
         session.rollback()
         store.delete(uri)
         return None

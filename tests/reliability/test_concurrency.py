@@ -16,7 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import sqlalchemy as sa
 
-from app.db import repositories as repo
+from app.db import job_states
+from app.db.base import utcnow
 from app.db.models import Job, JobEvent, Model
 from app.db.session import make_sessionmaker
 from tests.reliability.conftest import publish_model
@@ -123,7 +124,7 @@ def test_cancel_racing_finish_leaves_one_final_state(client, auth_a, db, engine,
     job_ids = [client.post("/v1/jobs", headers=auth_a, json=body).json()["id"] for _ in range(rounds)]
     tenant_id = db.get(Job, job_ids[0]).tenant_id
     for job_id in job_ids[::2]:
-        assert repo.mark_running(db, job_id)  # half are running when the race starts
+        assert job_states.claim(db, job_id, utcnow())  # half are running when the race starts
     db.commit()
     Session = make_sessionmaker(engine)
     store = client.app.state.store
@@ -166,7 +167,7 @@ def test_cancel_racing_finish_leaves_one_final_state(client, auth_a, db, engine,
             outcomes[f"{'running' if job_ids.index(job_id) % 2 == 0 else 'queued'}->{job.status}"] += 1
             # finished_at is set once: later finishes and cancels change nothing
             first_finished_at = job.finished_at
-            assert not repo.finish_job(db, job_id, "failed", error={"code": "late", "message": "late"})
+            assert not job_states.finish(db, job_id, "failed", error={"code": "late", "message": "late"})
             db.commit()
             again = client.post(f"/v1/jobs/{job_id}/cancel", headers=auth_a)
             assert again.status_code == (409 if job.status == "succeeded" else 202)

@@ -163,8 +163,7 @@ def test_predict_max_batch_bounds_every_forward_pass(tmp_path, student_dir, figu
     from lelp.artifacts import load_predictor
 
     recorder = _Recorder(load_predictor(student_dir))
-    service = InferenceService(ArtifactStore(str(tmp_path)), cache_dir=tmp_path, cache_size=2, max_batch=4,
-                               window_ms=20)
+    service = InferenceService(ArtifactStore(str(tmp_path)), cache_dir=tmp_path, cache_size=2, max_batch=4)
     service._load_sync = lambda model_id, uri: _Loaded(predictor=recorder, labels=recorder.labels)
     alone = np.array([r["probabilities"]["positive"] for r in asyncio.run(
         service.predict("m", "u", [f"film {i}" for i in range(4)]))])

@@ -17,7 +17,7 @@ from app.db.session import session_scope
 from tests.panicky import PANIC_TEXT, make_panicking_tokenizer
 from tests.tiny import make_text_rows, write_csv
 from tests.worker.conftest import load_job
-from worker import runner
+from worker import reporting, runner
 from worker.runner import run_job
 
 
@@ -56,7 +56,7 @@ def test_a_teacher_bigger_than_the_free_memory_fails_fast(worker_settings, make_
 
 def test_a_cancelled_job_leaves_no_checkpoints(worker_settings, make_job, monkeypatch, store):  # noqa: ANN001
     job_id = make_job(hyperparameters={"subclasses": 2, "epochs": 4, "batch_size": 8, "seed": 0})
-    monkeypatch.setattr(runner, "CANCEL_CHECK_INTERVAL_S", 0.0)
+    monkeypatch.setattr(reporting, "CANCEL_CHECK_INTERVAL_S", 0.0)
     write_progress = runner.ProgressWriter.__call__
     seen: list[list[str]] = []
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from datetime import timedelta
 
 import pytest
@@ -12,7 +13,7 @@ from app.db.models import Job, Model
 from app.db.session import session_scope
 from tests.tiny import make_text_rows, write_csv
 from tests.worker.conftest import events, load_job
-from worker import runner
+from worker import reporting, runner
 from worker.runner import run_job
 
 
@@ -45,6 +46,10 @@ def test_job_runs_to_a_stored_model(worker_settings, make_job, store):
     assert store.list_files(f"checkpoints/{job_id}") == [], "checkpoints are dropped once the model is stored"
     types = [t for t, _ in events(worker_settings, job_id)]
     assert types[0] == "started" and "stage" in types and types[-1] == "succeeded"
+    # where it ran: the same record in an event and in the metrics (issue 11)
+    ran_on = job.metrics["ran_on"]
+    assert ran_on["host"] == socket.gethostname() and ran_on["device"] in ("cpu", "cuda:0")
+    assert [data for t, data in events(worker_settings, job_id) if t == "ran_on"] == [ran_on]
 
 
 def test_feature_cache_is_reused_by_the_next_job(worker_settings, make_job, store):
@@ -78,7 +83,7 @@ def test_cancel_before_start(worker_settings, make_job):
 
 def test_cancel_while_training(worker_settings, make_job, monkeypatch):
     job_id = make_job(hyperparameters={"subclasses": 2, "epochs": 3, "batch_size": 8, "seed": 0})
-    monkeypatch.setattr(runner, "CANCEL_CHECK_INTERVAL_S", 0.0)
+    monkeypatch.setattr(reporting, "CANCEL_CHECK_INTERVAL_S", 0.0)
     write_progress = runner.ProgressWriter.__call__
 
     def cancel_when_training(self, progress):

@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from app.db.base import utcnow
 from app.db.models import Job
 from app.db.session import session_scope
+from app.services.recovery import requeue_orphans, sweep
 from tests.worker.conftest import events, load_job
-from worker.sweeper import requeue_orphans, sweep
 
 
 def test_stale_running_job_is_requeued(worker_settings, make_job, sent):

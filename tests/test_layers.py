@@ -107,7 +107,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 # i8b removes this: the recovery sweep moves to app/services/recovery.py.
-ALLOWED_WORKER_IMPORTS = {("app/embedded.py", "worker.sweeper")}
+ALLOWED_WORKER_IMPORTS: set[tuple[str, str]] = set()
 
 
 def _allowed(rel: str, target: str) -> bool:

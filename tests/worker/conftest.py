@@ -36,11 +36,11 @@ def worker_settings(tmp_path, monkeypatch) -> Settings:
 
 @pytest.fixture
 def sent(monkeypatch) -> list[tuple[str, str]]:
-    """Records ``enqueue_job`` calls instead of talking to a broker."""
+    """Records the recovery sweep's re-sends (``app.services.jobs.send_job``) instead of talking to a broker."""
     calls: list[tuple[str, str]] = []
-    import worker.celery_app
+    import app.services.jobs
 
-    monkeypatch.setattr(worker.celery_app, "enqueue_job", lambda job_id, device="cpu": calls.append((job_id, device)))
+    monkeypatch.setattr(app.services.jobs, "send_job", lambda job_id, device="cpu": calls.append((job_id, device)))
     return calls
 
 

@@ -36,10 +36,10 @@ Name = Annotated[str | None, typer.Option(metavar="NAME", help="Display name (de
 # The library's benchmarked defaults (lelp.pipeline, which imports torch: too heavy for --help);
 # tests/e2e/test_cli_verbs.py checks these strings against lelp.pipeline.STUDENT_DEFAULTS.
 PER_STUDENT_DEFAULTS = {
-    "epochs": {"static": 5, "ngram": 5, "encoder_mlp": 20, "transformer": 3},
-    "learning_rate": {"static": 0.002, "ngram": 0.003, "encoder_mlp": 0.001, "transformer": 5e-05},
-    "batch_size": {"static": 64, "ngram": 64, "encoder_mlp": 64, "transformer": 32},
-    "tau": {"static": 1.0, "ngram": 1.0, "encoder_mlp": 2.0, "transformer": 2.0},
+    "epochs": {"static": 5, "cnn": 5, "ngram": 5, "encoder_mlp": 20, "transformer": 3},
+    "learning_rate": {"static": 0.002, "cnn": 0.002, "ngram": 0.003, "encoder_mlp": 0.001, "transformer": 5e-05},
+    "batch_size": {"static": 64, "cnn": 64, "ngram": 64, "encoder_mlp": 64, "transformer": 32},
+    "tau": {"static": 1.0, "cnn": 1.0, "ngram": 1.0, "encoder_mlp": 2.0, "transformer": 2.0},
 }
 
 
@@ -178,7 +178,7 @@ def jobs_submit(
     method: Annotated[str, typer.Option(
         metavar="METHOD", help="auto, lelp, kd, ce, fitnet, random_subclass, uniform_subclass or "
                                "kmeans_subclass.")] = DEFAULT_METHOD,
-    student: Annotated[str, typer.Option(metavar="KIND", help="static, ngram, encoder_mlp or transformer.")
+    student: Annotated[str, typer.Option(metavar="KIND", help="static, cnn, ngram, encoder_mlp or transformer.")
                        ] = "static",
     student_base: Annotated[str | None, typer.Option(metavar="ID", help="Base model or teacher id the student "
                                                      "starts from (encoder_mlp needs one), or a URI under the "

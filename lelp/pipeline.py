@@ -38,6 +38,8 @@ STUDENT_DEFAULTS = {
               "max_epochs": 100, "patience": 3},
     "static": {"epochs": 5, "learning_rate": 2e-3, "batch_size": 64, "tau": 1.0, "min_steps": 1500,
                "max_epochs": 100, "patience": 3},
+    "cnn": {"epochs": 5, "learning_rate": 2e-3, "batch_size": 64, "tau": 1.0, "min_steps": 1500,
+            "max_epochs": 100, "patience": 3},
     "encoder_mlp": {"epochs": 20, "learning_rate": 1e-3, "batch_size": 64, "tau": 2.0, "min_steps": 2000,
                     "max_epochs": 100, "patience": 5},
     "transformer": {"epochs": 3, "learning_rate": 5e-5, "batch_size": 32, "tau": 2.0, "min_steps": 500,

@@ -17,10 +17,10 @@ JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 class StudentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    architecture: Literal["static", "ngram", "transformer", "encoder_mlp"] = "static"
+    architecture: Literal["static", "cnn", "ngram", "transformer", "encoder_mlp"] = "static"
     base: PlainStr | None = Field(None, max_length=4096,
                              description="transformer/encoder_mlp: a small pretrained model dir to start from; "
-                                         "static: an encoder whose vocabulary the table takes")
+                                         "static/cnn: an encoder whose vocabulary the table takes")
 
 
 class Hyperparameters(BaseModel):

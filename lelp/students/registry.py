@@ -13,6 +13,7 @@ from lelp.errors import ConfigError
 _KINDS = {
     "ngram": "lelp.students.ngram:NgramKind",
     "static": "lelp.students.static:StaticKind",
+    "cnn": "lelp.students.cnn:CnnKind",
     "encoder_mlp": "lelp.students.encoder_mlp:EncoderMLPKind",
     "transformer": "lelp.students.transformer:TransformerKind",
 }

@@ -151,6 +151,7 @@ def static_graph(predictor, manifest: dict) -> Graph:
 def cnn_graph(predictor, manifest: dict) -> Graph:
     """Token ids (no special tokens), padded, with their mask: the table, the convolution, the head."""
     student = predictor.student.eval()
+    student.unfold()  # the graph keeps the convolution (the folded taps would add V x F x width floats)
     names = ["input_ids", "attention_mask"]
 
     def logits(model, batch):

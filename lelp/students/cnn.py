@@ -27,6 +27,10 @@ from lelp.students.static import StaticInputs, StaticKind
 class PaddedTokenInputs(StaticInputs):
     """The static student's token ids (no special tokens), cut into padded (ids, mask) batches."""
 
+    def lengths(self) -> torch.Tensor:
+        """Tokens per row: ``predict_class_log_probs`` batches rows of similar length together."""
+        return self.indptr[1:] - self.indptr[:-1]
+
     def batch(self, indices: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
         starts = self.indptr[indices]
         lengths = self.indptr[indices + 1] - starts
@@ -56,18 +60,49 @@ class CnnStudent(Student):
         self.norm = nn.LayerNorm(embedding_dim)
         self.conv_norm = nn.LayerNorm(self.filters * len(self.widths))
         self.head = mlp_head(embedding_dim + self.filters * len(self.widths), hidden, num_outputs, dropout)
+        self.folded: list[torch.Tensor] | None = None  # see fold(): inference only, never saved
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         mask = batch["mask"].to(self.norm.weight.dtype)
         x = self.embeddings(batch["ids"]) * mask[:, :, None]  # (B, L, D), padding zeroed
         mean = x.sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
-        width = x.shape[1]
-        xt = x.transpose(1, 2)
+        if self.folded is not None and not self.training:
+            responses = self._folded_responses(batch["ids"], mask)
+        else:
+            xt, width = x.transpose(1, 2), x.shape[1]
+            responses = [conv(xt)[:, :, :width] for conv in self.convs]
         # ReLU >= 0, so zeroing the padded positions before the max never changes it (an empty row gives 0)
-        pooled = [(torch.relu(conv(xt)[:, :, :width]) * mask[:, None, :]).amax(-1) for conv in self.convs]
+        pooled = [(torch.relu(r) * mask[:, None, :]).amax(-1) for r in responses]
         features = torch.cat([self.norm(mean), self.conv_norm(torch.cat(pooled, -1))], -1)
         hidden = self.head[:-1](features)
         return self.head[-1](hidden), hidden
+
+    @torch.no_grad()
+    def fold(self) -> None:
+        """Precompute every token's response to every filter tap (table @ tap^T, one (V, F) table per tap).
+
+        The convolution is linear in the embeddings, so at inference a filter's response is then
+        the sum of ``width`` table rows: gathers and adds instead of a D x F product per tap and
+        token, the same numbers (to float rounding) at a fraction of the CPU time. Costs
+        V x F x width floats of memory; training and ``unfold()`` use the convolution itself.
+        """
+        table = self.embeddings.weight
+        self.folded = [torch.einsum("vd,fdk->kvf", table, conv.weight).contiguous() for conv in self.convs]
+
+    def unfold(self) -> None:
+        self.folded = None
+
+    def _folded_responses(self, ids: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+        width, out = ids.shape[1], []
+        for conv, taps in zip(self.convs, self.folded, strict=True):
+            w, pad = conv.kernel_size[0], conv.padding[0]
+            ids_p = nn.functional.pad(ids, (pad, w - 1 - pad))
+            mask_p = nn.functional.pad(mask, (pad, w - 1 - pad))
+            response = conv.bias[None, None, :].expand(ids.shape[0], width, -1)
+            for j in range(w):  # tap j sees token t + j - pad, as Conv1d with this padding does
+                response = response + taps[j][ids_p[:, j:j + width]] * mask_p[:, j:j + width, None]
+            out.append(response.transpose(1, 2))
+        return out
 
     def spec(self) -> dict:
         return {"num_outputs": self.num_outputs, "vocab_size": self.vocab_size, "embedding_dim": self.embedding_dim,
@@ -80,6 +115,12 @@ class CnnKind(StaticKind):
     student_class = CnnStudent
     name = "cnn"
     inputs_class = PaddedTokenInputs
+
+    @classmethod
+    def load(cls, path, manifest):
+        predictor = super().load(path, manifest)
+        predictor.student.fold()  # serving: the convolution as table lookups (see CnnStudent.fold)
+        return predictor
 
     readme_note = """
 The token table is also a model2vec `StaticModel` (`StaticModel.from_pretrained(dir)` gives the

@@ -61,6 +61,21 @@ def test_padding_does_not_change_a_rows_score(tiny_teacher_dir):
     assert empty["ids"].shape == (1, 1) and empty["mask"].sum() == 0 and np.isfinite(batched[2]).all()
 
 
+def test_folded_taps_give_the_convolutions_scores(tiny_teacher_dir):
+    from lelp.teacher import load_teacher
+
+    tokenizer = load_teacher(tiny_teacher_dir).tokenizer
+    inputs = PaddedTokenInputs(tokenizer, ["good film", "a much longer sentence about a bad film", ""], None, 32)
+    batch = inputs.batch(torch.arange(3), torch.device("cpu"))
+    torch.manual_seed(2)
+    student = CnnStudent(2, vocab_size=len(tokenizer), embedding_dim=8, filters=4, widths=[2, 3, 4], hidden=8)
+    plain = _scores(student, batch)
+    student.fold()
+    np.testing.assert_allclose(_scores(student, batch), plain, rtol=1e-5, atol=1e-6)
+    student.unfold()
+    np.testing.assert_array_equal(_scores(student, batch), plain)
+
+
 def test_cnn_artifact_starts_from_the_static_table_and_loads_as_a_model2vec_static_model(
         tiny_teacher_dir, tiny_train_csv, tiny_eval_csv, tmp_path):
     from lelp.students.cnn import CnnKind
@@ -80,6 +95,7 @@ def test_cnn_artifact_starts_from_the_static_table_and_loads_as_a_model2vec_stat
     manifest = read_manifest(out)
     assert manifest["kind"] == "cnn" and manifest["spec"]["widths"] == [3] and manifest["subclasses"] == 2
     predictor = load_student(out)
+    assert predictor.student.folded is not None  # served as table lookups
     texts = ["good great film", "bad awful plot", ""]
     probs = predictor.predict_proba(texts)
     assert probs.shape == (3, 2)

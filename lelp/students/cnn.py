@@ -64,44 +64,53 @@ class CnnStudent(Student):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         mask = batch["mask"].to(self.norm.weight.dtype)
-        x = self.embeddings(batch["ids"]) * mask[:, :, None]  # (B, L, D), padding zeroed
-        mean = x.sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
+        count = mask.sum(1, keepdim=True).clamp(min=1.0)
         if self.folded is not None and not self.training:
-            responses = self._folded_responses(batch["ids"], mask)
+            mean = nn.functional.embedding_bag(batch["ids"], self.embeddings.weight, mode="sum",
+                                               per_sample_weights=mask) / count
+            responses = self._folded_responses(batch["ids"], batch["mask"])
         else:
+            x = self.embeddings(batch["ids"]) * mask[:, :, None]  # (B, L, D), padding zeroed
+            mean = x.sum(1) / count
             xt, width = x.transpose(1, 2), x.shape[1]
-            responses = [conv(xt)[:, :, :width] for conv in self.convs]
+            responses = [conv(xt)[:, :, :width].transpose(1, 2) for conv in self.convs]
         # ReLU >= 0, so zeroing the padded positions before the max never changes it (an empty row gives 0)
-        pooled = [(torch.relu(r) * mask[:, None, :]).amax(-1) for r in responses]
+        pooled = [(torch.relu(r) * mask[:, :, None]).amax(1) for r in responses]
         features = torch.cat([self.norm(mean), self.conv_norm(torch.cat(pooled, -1))], -1)
         hidden = self.head[:-1](features)
         return self.head[-1](hidden), hidden
 
     @torch.no_grad()
     def fold(self) -> None:
-        """Precompute every token's response to every filter tap (table @ tap^T, one (V, F) table per tap).
+        """Precompute every token's response to every filter tap: one (V + 1, width * F) table per width.
 
         The convolution is linear in the embeddings, so at inference a filter's response is then
-        the sum of ``width`` table rows: gathers and adds instead of a D x F product per tap and
-        token, the same numbers (to float rounding) at a fraction of the CPU time. Costs
-        V x F x width floats of memory; training and ``unfold()`` use the convolution itself.
+        the sum of ``width`` gathered rows (row V, all zeros, stands for padding): gathers and adds
+        instead of a D x F product per tap and token, the same numbers to float rounding at a
+        fraction of the CPU time. Costs (V + 1) x F x width floats of memory; training and
+        ``unfold()`` use the convolution itself.
         """
         table = self.embeddings.weight
-        self.folded = [torch.einsum("vd,fdk->kvf", table, conv.weight).contiguous() for conv in self.convs]
+        self.folded = []
+        for conv in self.convs:
+            taps = torch.einsum("vd,fdk->vkf", table, conv.weight).reshape(len(table), -1)
+            self.folded.append(torch.cat([taps, taps.new_zeros(1, taps.shape[1])]).contiguous())
 
     def unfold(self) -> None:
         self.folded = None
 
     def _folded_responses(self, ids: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
-        width, out = ids.shape[1], []
+        rows, width = ids.shape
+        ids = torch.where(mask.bool(), ids, torch.full_like(ids, self.vocab_size))  # padding -> the zero row
+        out = []
         for conv, taps in zip(self.convs, self.folded, strict=True):
             w, pad = conv.kernel_size[0], conv.padding[0]
-            ids_p = nn.functional.pad(ids, (pad, w - 1 - pad))
-            mask_p = nn.functional.pad(mask, (pad, w - 1 - pad))
-            response = conv.bias[None, None, :].expand(ids.shape[0], width, -1)
-            for j in range(w):  # tap j sees token t + j - pad, as Conv1d with this padding does
-                response = response + taps[j][ids_p[:, j:j + width]] * mask_p[:, j:j + width, None]
-            out.append(response.transpose(1, 2))
+            gathered = nn.functional.embedding(nn.functional.pad(ids, (pad, w - 1 - pad), value=self.vocab_size),
+                                               taps).view(rows, width + w - 1, w, self.filters)
+            response = conv.bias + gathered[:, 0:width, 0]
+            for j in range(1, w):  # tap j sees token t + j - pad, as Conv1d with this padding does
+                response = response + gathered[:, j:j + width, j]
+            out.append(response)  # (B, L, F)
         return out
 
     def spec(self) -> dict:

@@ -264,6 +264,8 @@ def main() -> None:
     parser.add_argument("--students", nargs="*", default=KINDS, choices=KINDS)
     parser.add_argument("--methods", nargs="*", default=TRAINED_METHODS, choices=TRAINED_METHODS)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seed-start", type=int, default=1,
+                        help="first seed (seeds run in parallel processes; summarize_quality.py merges their files)")
     parser.add_argument("--transfer-rows", type=int, default=None, help="use only the first N transfer rows")
     parser.add_argument("--augment", type=int, default=0, help="teacher-scored variants per transfer row")
     parser.add_argument("--max-epochs", type=int, default=None, help="cap the default budget (say so in reports)")
@@ -295,13 +297,14 @@ def main() -> None:
                      - bundle["transfer"]["source_rows"], "teacher": teacher,
                      "teacher_training": json.loads((bundle["teacher_dir"] / "lelp_teacher_metrics.json").read_text()),
                      "max_epochs": args.max_epochs, "threads": args.threads, "student_options": args.student_options,
-                     "learning_rates": args.learning_rates, "students": {}}
+                     "learning_rates": args.learning_rates, "seed_start": args.seed_start, "students": {}}
     results["teacher"]["speed"] = teacher_speed(bundle)
     log(f"teacher: test {teacher['test']['accuracy']:.4f}, {results['teacher']['speed']['sentences_per_second']:.0f}"
         " sentences/s")
     for kind_name in args.students:
         slow = kind_name == "transformer"
-        seeds = range(1, 1 + (args.transformer_seeds if slow and args.transformer_seeds else args.seeds))
+        count = args.transformer_seeds if slow and args.transformer_seeds else args.seeds
+        seeds = range(args.seed_start, args.seed_start + count)
         methods = (args.transformer_methods or args.methods) if slow else args.methods
         runs: dict = {m: [] for m in methods}
         speed = None

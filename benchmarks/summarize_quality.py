@@ -70,12 +70,32 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def merge(results: list[dict]) -> list[dict]:
+    """Files of one setting (seeds run in parallel processes, ``--seed-start``) as one: runs
+    concatenated in seed order; teacher and student speeds from the file with the lowest first seed."""
+    merged: dict = {}
+    for r in sorted(results, key=lambda r: r.get("seed_start", 1)):
+        key = setting_name(r)
+        if key not in merged:
+            merged[key] = json.loads(json.dumps(r))
+            continue
+        into = merged[key]
+        for kind, st in r["students"].items():
+            if kind not in into["students"]:
+                into["students"][kind] = st
+                continue
+            for method, runs in st["runs"].items():
+                into["students"][kind]["runs"].setdefault(method, []).extend(runs)
+            into["students"][kind]["speed"] = into["students"][kind].get("speed") or st.get("speed")
+    return list(merged.values())
+
+
 def main() -> None:
     import sys
 
     files = [Path(a) for a in sys.argv[1:]] or sorted(OUT.glob("quality-*.json"))
     results = [json.loads(f.read_text()) for f in files]
-    results = [r for r in results if "students" in r]
+    results = merge([r for r in results if "students" in r])
     results.sort(key=lambda r: (r["dataset"] != "sst2", r["dataset"], r["transfer_rows"], r["augment"]))
     print(table(results))
     teachers = {r["dataset"]: r.get("teacher_training") for r in results if r.get("teacher_training")}

@@ -178,8 +178,8 @@ def jobs_submit(
     method: Annotated[str, typer.Option(
         metavar="METHOD", help="auto, lelp, kd, ce, fitnet, random_subclass, uniform_subclass or "
                                "kmeans_subclass.")] = DEFAULT_METHOD,
-    student: Annotated[str, typer.Option(metavar="KIND", help="static, cnn, ngram, encoder_mlp or transformer.")
-                       ] = "static",
+    student: Annotated[str, typer.Option(metavar="KIND", help="cnn, static, ngram, encoder_mlp or transformer.")
+                       ] = "cnn",
     student_base: Annotated[str | None, typer.Option(metavar="ID", help="Base model or teacher id the student "
                                                      "starts from (encoder_mlp needs one), or a URI under the "
                                                      "server's allowed roots.")] = None,

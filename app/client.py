@@ -183,7 +183,7 @@ class LelpClient:
     # --- jobs ------------------------------------------------------------------------------------
 
     def create_job(self, teacher_id: str, train_dataset_id: str, *, eval_dataset_id: str | None = None,
-                   method: str = DEFAULT_METHOD, student: str | dict = "static", student_base: str | None = None,
+                   method: str = DEFAULT_METHOD, student: str | dict = "cnn", student_base: str | None = None,
                    device: str = "auto", hyperparameters: dict | None = None,
                    idempotency_key: str | None = None) -> dict:
         """Submit a job (202); the same ``idempotency_key`` and body replay the same job.

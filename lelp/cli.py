@@ -143,7 +143,7 @@ def distill_command(
     label_column: Annotated[str, typer.Option(help="'' for unlabelled transfer data")] = "label",
     eval_label_column: Annotated[str | None, typer.Option(help="default: --label-column, or 'label'")] = None,
     method: Annotated[str, typer.Option(help=METHOD_HELP)] = "auto",
-    student: Annotated[str, typer.Option(help="static|cnn|ngram|encoder_mlp|transformer")] = "static",
+    student: Annotated[str, typer.Option(help="cnn|static|ngram|encoder_mlp|transformer")] = "cnn",
     student_base: Annotated[Path | None, typer.Option(
         help="pretrained encoder for encoder_mlp/transformer, or whose vocabulary a static student takes")] = None,
     subclasses: Annotated[str, typer.Option(help="sub-classes per class S, or 'auto'", show_default="2")] = "default",

@@ -17,7 +17,7 @@ JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 class StudentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    architecture: Literal["static", "cnn", "ngram", "transformer", "encoder_mlp"] = "static"
+    architecture: Literal["cnn", "static", "ngram", "transformer", "encoder_mlp"] = "cnn"
     base: PlainStr | None = Field(None, max_length=4096,
                              description="transformer/encoder_mlp: a small pretrained model dir to start from; "
                                          "static/cnn: an encoder whose vocabulary the table takes")

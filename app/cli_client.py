@@ -28,6 +28,7 @@ from app.vocabulary import (
     JobStatus,
     spoken_list,
 )
+from lelp.config import STUDENT_DEFAULTS
 
 PLAIN = {"no_args_is_help": True, "rich_markup_mode": None}
 teachers_app = typer.Typer(help="Teachers (sequence classifiers) on the server.", **PLAIN)
@@ -42,14 +43,9 @@ Id = Annotated[str, typer.Argument(metavar="ID", help="The resource's id.", show
 Limit = Annotated[int, typer.Option(metavar="N", min=1, max=100, help="Page size (1-100).")]
 After = Annotated[str | None, typer.Option(metavar="CURSOR", help="next_cursor of the previous page.")]
 Name = Annotated[str | None, typer.Option(metavar="NAME", help="Display name (default: the file name).")]
-# The library's benchmarked defaults (lelp.pipeline, which imports torch: too heavy for --help);
-# tests/e2e/test_cli_verbs.py checks these strings against lelp.pipeline.STUDENT_DEFAULTS.
-PER_STUDENT_DEFAULTS = {
-    "epochs": {"static": 5, "ngram": 5, "encoder_mlp": 20, "transformer": 3},
-    "learning_rate": {"static": 0.002, "ngram": 0.003, "encoder_mlp": 0.001, "transformer": 5e-05},
-    "batch_size": {"static": 64, "ngram": 64, "encoder_mlp": 64, "transformer": 32},
-    "tau": {"static": 1.0, "ngram": 1.0, "encoder_mlp": 2.0, "transformer": 2.0},
-}
+# The library's benchmarked defaults, read from the torch-free ``lelp.config`` (one copy).
+PER_STUDENT_DEFAULTS = {name: {kind: defaults[name] for kind, defaults in STUDENT_DEFAULTS.items()}
+                        for name in ("epochs", "learning_rate", "batch_size", "tau")}
 
 
 def per_student(name: str) -> str:

@@ -56,7 +56,7 @@ OUT = ROOT / "benchmarks" / "out"
 MAX_LENGTH = 64  # the teacher's training length; SST-2 / AG News rows are shorter anyway
 TRAINED_METHODS = ["kd", "lelp", "uniform_subclass", "random_subclass"]
 AUTO_POOL = ("kd", "lelp", "random_subclass")  # what method="auto" trains
-KINDS = ["ngram", "static", "encoder_mlp", "transformer"]
+KINDS = ["ngram", "static", "cnn", "encoder_mlp", "transformer"]
 
 
 def splits(dataset: str) -> dict[str, pd.DataFrame]:
@@ -175,9 +175,11 @@ def kind_for(bundle: dict, name: str):
     cache = bundle.setdefault("kinds", {})
     if name not in cache:
         t0 = time.time()
+        options = {"layers": 3} if name == "transformer" else {}
+        options.update(bundle.get("student_options", {}).get(name, {}))
         ctx = KindContext(teacher=bundle["teacher"], max_length=128, cache_dir=OUT / "cache",
                           student_base=str(small_encoder_dir()) if name == "encoder_mlp" else None,
-                          options={"layers": 3} if name == "transformer" else {})
+                          options=options)
         kind = student_kind(name)(ctx)
         inputs = {"transfer": kind.inputs(bundle["transfer"]["texts"], None, bundle["transfer"]["key"])}
         for split in ("validation", "test"):
@@ -209,8 +211,9 @@ def run_once(bundle: dict, kind_name: str, method: str, seed: int, max_epochs: i
         epochs = min(epochs, max_epochs)
     val = bundle["validation"]
     t0 = time.time()
+    learning_rate = bundle.get("learning_rates", {}).get(kind_name, defaults["learning_rate"])
     result = train_student(model, inputs["transfer"], targets, hard,
-                           TrainConfig(epochs=epochs, learning_rate=defaults["learning_rate"],
+                           TrainConfig(epochs=epochs, learning_rate=learning_rate,
                                        batch_size=defaults["batch_size"], subclasses=s, tau=tau, seed=seed,
                                        patience=defaults["patience"]),
                            device="cpu",
@@ -261,6 +264,8 @@ def main() -> None:
     parser.add_argument("--students", nargs="*", default=KINDS, choices=KINDS)
     parser.add_argument("--methods", nargs="*", default=TRAINED_METHODS, choices=TRAINED_METHODS)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seed-start", type=int, default=1,
+                        help="first seed (seeds run in parallel processes; summarize_quality.py merges their files)")
     parser.add_argument("--transfer-rows", type=int, default=None, help="use only the first N transfer rows")
     parser.add_argument("--augment", type=int, default=0, help="teacher-scored variants per transfer row")
     parser.add_argument("--max-epochs", type=int, default=None, help="cap the default budget (say so in reports)")
@@ -271,12 +276,17 @@ def main() -> None:
                         help="torch threads for everything, timing included (1: a shared machine does not "
                              "stall on oversubscribed thread pools; teacher and students alike)")
     parser.add_argument("--prepare-only", action="store_true", help="only fill the caches (teacher, features)")
+    parser.add_argument("--student-options", type=json.loads, default={},
+                        help="screening: JSON {kind: student options}, e.g. '{\"cnn\": {\"filters\": 64}}'")
+    parser.add_argument("--learning-rates", type=json.loads, default={},
+                        help="screening: JSON {kind: learning rate} instead of STUDENT_DEFAULTS'")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.time()
     bundle = prepare(args.dataset, args.transfer_rows, args.augment)
     if args.prepare_only:
         return
+    bundle["student_options"], bundle["learning_rates"] = args.student_options, args.learning_rates
     c = len(bundle["labels"])
     teacher = {s: classification_metrics(bundle[s]["truth"], bundle[s]["logits"].argmax(1), c)
                for s in ("validation", "test")}
@@ -286,13 +296,15 @@ def main() -> None:
                      "augment": args.augment, "augmented_rows": len(bundle["transfer"]["texts"])
                      - bundle["transfer"]["source_rows"], "teacher": teacher,
                      "teacher_training": json.loads((bundle["teacher_dir"] / "lelp_teacher_metrics.json").read_text()),
-                     "max_epochs": args.max_epochs, "threads": args.threads, "students": {}}
+                     "max_epochs": args.max_epochs, "threads": args.threads, "student_options": args.student_options,
+                     "learning_rates": args.learning_rates, "seed_start": args.seed_start, "students": {}}
     results["teacher"]["speed"] = teacher_speed(bundle)
     log(f"teacher: test {teacher['test']['accuracy']:.4f}, {results['teacher']['speed']['sentences_per_second']:.0f}"
         " sentences/s")
     for kind_name in args.students:
         slow = kind_name == "transformer"
-        seeds = range(1, 1 + (args.transformer_seeds if slow and args.transformer_seeds else args.seeds))
+        count = args.transformer_seeds if slow and args.transformer_seeds else args.seeds
+        seeds = range(args.seed_start, args.seed_start + count)
         methods = (args.transformer_methods or args.methods) if slow else args.methods
         runs: dict = {m: [] for m in methods}
         speed = None

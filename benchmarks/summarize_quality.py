@@ -1,6 +1,6 @@
 """The accuracy-vs-speed table of benchmarks/README.md from every ``benchmarks/out/quality-*.json``.
 
-    python benchmarks/summarize_quality.py
+    python benchmarks/summarize_quality.py [benchmarks/out/quality-X.json ...]   (default: all of them)
 
 One row per setting x student kind x method: test accuracy (mean ± SE over seeds), its share of
 the teacher's, the paired difference to kd on the same seeds (``*`` = beyond 2 SE), validation
@@ -35,7 +35,9 @@ def paired(runs: list[dict], kd: list[dict]) -> str:
 def setting_name(r: dict) -> str:
     aug = f" + {r['augment']} variants/row ({r['augmented_rows']:,} rows)" if r["augment"] else ""
     cap = f", at most {r['max_epochs']} epochs" if r.get("max_epochs") else ""
-    return f"{r['dataset']} · {r['transfer_rows']:,} transfer rows{aug}{cap}"
+    opts = "".join(f", {k} options {json.dumps(v)}" for k, v in (r.get("student_options") or {}).items())
+    lrs = "".join(f", {k} lr {v:g}" for k, v in (r.get("learning_rates") or {}).items())
+    return f"{r['dataset']} · {r['transfer_rows']:,} transfer rows{aug}{cap}{opts}{lrs}"
 
 
 def table(results: list[dict]) -> str:
@@ -68,9 +70,32 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def merge(results: list[dict]) -> list[dict]:
+    """Files of one setting (seeds run in parallel processes, ``--seed-start``) as one: runs
+    concatenated in seed order; teacher and student speeds from the file with the lowest first seed."""
+    merged: dict = {}
+    for r in sorted(results, key=lambda r: r.get("seed_start", 1)):
+        key = setting_name(r)
+        if key not in merged:
+            merged[key] = json.loads(json.dumps(r))
+            continue
+        into = merged[key]
+        for kind, st in r["students"].items():
+            if kind not in into["students"]:
+                into["students"][kind] = st
+                continue
+            for method, runs in st["runs"].items():
+                into["students"][kind]["runs"].setdefault(method, []).extend(runs)
+            into["students"][kind]["speed"] = into["students"][kind].get("speed") or st.get("speed")
+    return list(merged.values())
+
+
 def main() -> None:
-    results = [json.loads(f.read_text()) for f in sorted(OUT.glob("quality-*.json"))]
-    results = [r for r in results if "students" in r]
+    import sys
+
+    files = [Path(a) for a in sys.argv[1:]] or sorted(OUT.glob("quality-*.json"))
+    results = [json.loads(f.read_text()) for f in files]
+    results = merge([r for r in results if "students" in r])
     results.sort(key=lambda r: (r["dataset"] != "sst2", r["dataset"], r["transfer_rows"], r["augment"]))
     print(table(results))
     teachers = {r["dataset"]: r.get("teacher_training") for r in results if r.get("teacher_training")}

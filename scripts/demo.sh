@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # README command 1: on a fresh machine, fine-tune a MiniLM teacher on a shipped SST-2 sample,
 # then run the embedded service (SQLite, local broker, one worker process), upload the teacher
-# and data over HTTP, distil it with the defaults (static student, method auto), follow the job,
+# and data over HTTP, distil it with the defaults (cnn student, method auto), follow the job,
 # call predict and print what the student keeps of the teacher's accuracy, speed and size.
 # Set LELP_DEMO_MODE=library to run the same distillation with the library alone (no service).
 set -euo pipefail
@@ -18,7 +18,7 @@ if [ ! -f "$DEMO/teacher/config.json" ]; then
   lelp make-teacher --base "$MINILM" --train demo/data/sst2_teacher_train.csv --out "$DEMO/teacher" \
     --epochs 2 --max-length 64
 fi
-echo "== 2/2 distilling it into a static student (the defaults: method auto)"
+echo "== 2/2 distilling it into a cnn student (the defaults: method auto)"
 if [ "${LELP_DEMO_MODE:-service}" = "library" ]; then
   lelp distill --teacher "$DEMO/teacher" --train demo/data/sst2_transfer.csv --label-column '' \
     --eval demo/data/sst2_dev.csv --max-length 64 --out "$DEMO/student"

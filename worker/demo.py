@@ -2,7 +2,7 @@
 
 ``run_demo`` starts ``lelp serve`` as a child process on a free port, waits for
 ``/readyz``, reads the API key the server wrote on first start, uploads the teacher and
-the data through ``LelpClient``, submits a job with the library's defaults (the ``static``
+the data through ``LelpClient``, submits a job with the library's defaults (the ``cnn``
 student, method ``auto``), follows it with a progress bar, calls predict on two sentences,
 prints a report ending in what the student keeps of the teacher, and stops the server (which
 stops its worker). It sits on the top floor with ``worker.cli`` because it starts the whole
@@ -82,9 +82,9 @@ def run_demo(data_dir: str | Path, teacher_dir: str | Path, train_csv: str | Pat
                 print(f"dataset  {ds['id']}  {ds['name']}  rows={ds['rows']}  labels={ds['label_counts']}")
             # SST-2 sentences are short: 64 tokens cover them and halve the teacher's extraction time.
             hyper = {"subclasses": subclasses, "epochs": epochs, "max_length": 64}
-            # The library's defaults: the static student, method auto (KD unless LELP wins on held-out rows).
+            # The library's defaults: the cnn student, method auto (KD unless LELP wins on held-out rows).
             job = client.create_job(teacher["id"], train["id"], eval_dataset_id=evald["id"], method="auto",
-                                    student="static", hyperparameters=hyper,
+                                    student="cnn", hyperparameters=hyper,
                                     # a retry of this run replays; a new run (new uploads) is a new job
                                     idempotency_key=f"demo-{teacher['id']}-{train['id']}")
             print(f"job      {job['id']}  submitted ({job['status']})")

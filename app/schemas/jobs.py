@@ -30,7 +30,7 @@ class StudentSpec(BaseModel):
     architecture: StudentKind = DEFAULT_STUDENT_KIND
     base: PlainStr | None = Field(None, max_length=4096,
                              description="transformer/encoder_mlp: a small pretrained model dir to start from; "
-                                         "static: an encoder whose vocabulary the table takes")
+                                         "static/cnn: an encoder whose vocabulary the table takes")
 
 
 class Hyperparameters(BaseModel):

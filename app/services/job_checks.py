@@ -27,7 +27,8 @@ PROJECTED_METHODS = ("lelp", "random_subclass", "kmeans_subclass")
 DEFAULT_SUBCLASSES = 2  # lelp.config.DEFAULT_SUBCLASSES
 # lelp.data.split_rows: 10% held out, at least 20 rows on each side.
 HOLD_OUT_FRACTION, HOLD_OUT_MINIMUM = 0.1, 20
-STUDENTS_WITH_BASE = {"encoder_mlp": "required", "transformer": "optional", "static": "optional", "ngram": "none"}
+STUDENTS_WITH_BASE = {"encoder_mlp": "required", "transformer": "optional", "static": "optional", "cnn": "optional",
+                      "ngram": "none"}
 
 
 @dataclass

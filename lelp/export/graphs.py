@@ -148,9 +148,28 @@ def static_graph(predictor, manifest: dict) -> Graph:
                  tokenizer=predictor.tokenizer)
 
 
+def cnn_graph(predictor, manifest: dict) -> Graph:
+    """Token ids (no special tokens), padded, with their mask: the table, the convolution, the head."""
+    student = predictor.student.eval()
+    student.unfold()  # the graph keeps the convolution (the folded taps would add V x F x width floats)
+    names = ["input_ids", "attention_mask"]
+
+    def logits(model, batch):
+        return model({"ids": batch["input_ids"], "mask": batch["attention_mask"]})[0]
+
+    module = _Probabilities(student, names, logits, len(manifest["labels"]), int(manifest["subclasses"]))
+    example = (torch.tensor([[3, 1, 4, 1, 5], [9, 2, 0, 0, 0]]), torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]]))
+    preprocessing = {"type": "padded_token_ids", "max_length": predictor.max_length,
+                     "how": "tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_length); "
+                            "input_ids = the rows zero-padded to the longest (at least one column), "
+                            "attention_mask = 1 on real tokens (both int64)"}
+    return Graph(module, example, names, _token_axes(names), preprocessing, tokenizer=predictor.tokenizer)
+
+
 #: student kind -> its graph function
 GRAPHS: dict[str, Callable[[object, dict], Graph]] = {
     "static": static_graph,
+    "cnn": cnn_graph,
     "ngram": ngram_graph,
     "encoder_mlp": encoder_mlp_graph,
     "transformer": transformer_graph,

@@ -66,6 +66,16 @@ feeds = {{"ids": np.array([t for r in rows for t in r], dtype="int64"),
          "offsets": np.cumsum([0] + [len(r) for r in rows[:-1]]).astype("int64")}}"""
 
 
+_PADDED_TOKEN_IDS_SNIPPET = """import numpy as np
+from transformers import PreTrainedTokenizerFast
+tokenizer = PreTrainedTokenizerFast(tokenizer_file="tokenizer.json")
+rows = tokenizer(["some text"], add_special_tokens=False, truncation=True, max_length={max_length})["input_ids"]
+width = max([1] + [len(r) for r in rows])   # zero-padded, at least one column
+ids = np.zeros((len(rows), width), "int64"); mask = np.zeros_like(ids)
+for i, r in enumerate(rows): ids[i, :len(r)], mask[i, :len(r)] = r, 1
+feeds = {{"input_ids": ids, "attention_mask": mask}}"""
+
+
 def require_onnx() -> None:
     import importlib.util
 
@@ -121,6 +131,8 @@ def _write_readme(work: Path, manifest: dict) -> None:
         featurise = _TOKENIZER_SNIPPET.format(max_length=spec["max_length"], inputs=manifest["inputs"])
     elif spec["type"] == "token_ids":
         featurise = _TOKEN_IDS_SNIPPET.format(max_length=spec["max_length"])
+    elif spec["type"] == "padded_token_ids":
+        featurise = _PADDED_TOKEN_IDS_SNIPPET.format(max_length=spec["max_length"])
     else:
         featurise = _HASHING_SNIPPET.format(**spec)
     check = manifest["check"]

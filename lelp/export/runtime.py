@@ -25,7 +25,7 @@ EXTRA_HINT = "install the optional extra: pip install 'lelp-distill[onnx]'"
 
 #: the student kinds ``lelp.export.graphs.GRAPHS`` exports (kept here, torch-free, for the service;
 #: a test checks the two agree)
-ONNX_KINDS = ("static", "ngram", "encoder_mlp", "transformer")
+ONNX_KINDS = ("static", "cnn", "ngram", "encoder_mlp", "transformer")
 RUNTIME_CHOICES = ("auto", "torch", "onnxruntime")
 
 
@@ -101,7 +101,21 @@ class TokenIdsFeatures:
         return {"ids": ids, "offsets": offsets}
 
 
-FEATURISERS = {"tokenizer": TokenizerFeatures, "hashing": HashingFeatures, "token_ids": TokenIdsFeatures}
+class PaddedTokenIdsFeatures(TokenIdsFeatures):
+    """The cnn student's featurisation: the same token ids as a zero-padded matrix, with its mask."""
+
+    def __call__(self, texts, text_pairs) -> dict[str, np.ndarray]:
+        rows = self.tokenizer(list(texts), list(text_pairs) if text_pairs is not None else None,
+                              add_special_tokens=False, truncation=True, max_length=self.max_length)["input_ids"]
+        width = max([1, *map(len, rows)])  # only empty texts: one padded column, as the torch student's batches
+        ids, mask = np.zeros((len(rows), width), np.int64), np.zeros((len(rows), width), np.int64)
+        for i, row in enumerate(rows):
+            ids[i, :len(row)], mask[i, :len(row)] = row, 1
+        return {"input_ids": ids, "attention_mask": mask}
+
+
+FEATURISERS = {"tokenizer": TokenizerFeatures, "hashing": HashingFeatures, "token_ids": TokenIdsFeatures,
+               "padded_token_ids": PaddedTokenIdsFeatures}
 
 
 def session_options(threads: int | None):

@@ -77,12 +77,15 @@ def predict_class_log_probs(student: nn.Module, inputs: StudentInputs, subclasse
     from lelp.losses import class_log_probs
 
     student.eval().to(device)
-    out = [class_log_probs(student(inputs.batch(torch.arange(i, min(i + batch_size, len(inputs))), device))[0]
-                           .float(), subclasses).cpu().numpy()
+    # inputs that pad their batches (``lengths()``) go shortest first: a batch pads to its own longest row
+    order = torch.argsort(inputs.lengths(), stable=True) if hasattr(inputs, "lengths") else torch.arange(len(inputs))
+    out = [class_log_probs(student(inputs.batch(order[i:i + batch_size], device))[0].float(), subclasses).cpu().numpy()
            for i in range(0, len(inputs), batch_size)]
     if not out:
         return np.zeros((0, output_layer(student).out_features // subclasses), dtype=np.float32)
-    return np.concatenate(out)
+    result = np.empty((len(inputs), out[0].shape[1]), dtype=out[0].dtype)
+    result[order.numpy()] = np.concatenate(out)
+    return result
 
 
 def count_module_parameters(module: nn.Module) -> int:

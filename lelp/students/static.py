@@ -122,9 +122,11 @@ def distill_table(encoder: nn.Module, tokenizer, *, pca_dims: int = 256, sif_coe
 class StaticKind(StudentKind):
     student_class = StaticStudent
     name = "static"
+    #: how a kind built on this table cuts its batches (``lelp.students.cnn`` pads them)
+    inputs_class = StaticInputs
 
     def inputs(self, texts, text_pairs, dataset_sha256):
-        return StaticInputs(self.ctx.tokenizer, texts, text_pairs, self.ctx.max_length)
+        return self.inputs_class(self.ctx.tokenizer, texts, text_pairs, self.ctx.max_length)
 
     def _encoder(self) -> tuple[nn.Module, str]:
         """The encoder whose vocabulary the table covers, and its hash (the cache key)."""
@@ -155,10 +157,10 @@ class StaticKind(StudentKind):
             self._table = self.table()
         opts = {k: v for k, v in self.ctx.options.items() if k not in _TABLE_OPTIONS}
         try:
-            student = StaticStudent(num_outputs, vocab_size=self._table.shape[0],
-                                    embedding_dim=self._table.shape[1], **opts)
+            student = self.student_class(num_outputs, vocab_size=self._table.shape[0],
+                                         embedding_dim=self._table.shape[1], **opts)
         except TypeError as exc:
-            raise ConfigError(f"bad student option for static: {exc}", param="student_options") from None
+            raise ConfigError(f"bad student option for {self.name}: {exc}", param="student_options") from None
         with torch.no_grad():
             student.embeddings.weight.copy_(torch.from_numpy(self._table))
         return student
@@ -184,14 +186,14 @@ class StaticKind(StudentKind):
 
         state = load_file(str(path / "model.safetensors"))
         state["embeddings.weight"] = state.pop(TABLE_KEY)
-        student = StaticStudent(**manifest["spec"])
+        student = cls.student_class(**manifest["spec"])
         student.load_state_dict(state)
         # tokenizer.json alone: the same fast tokenizer the job used (special tokens are never
         # added), without AutoTokenizer reading the model2vec config.json beside it
         tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(path / "tokenizer.json"))
         max_length = int(manifest.get("max_length", 128))
         predictor = StudentPredictor(student, manifest,
-                                     lambda texts, pairs: StaticInputs(tokenizer, texts, pairs, max_length))
+                                     lambda texts, pairs: cls.inputs_class(tokenizer, texts, pairs, max_length))
         predictor.tokenizer, predictor.max_length = tokenizer, max_length  # what ONNX export ships beside the graph
         return predictor
 

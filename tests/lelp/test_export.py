@@ -21,7 +21,8 @@ from lelp.pipeline import DistillConfig, distill  # noqa: E402
 from lelp.students.registry import STUDENT_KINDS  # noqa: E402
 
 SMALL = {"ngram": {"n_features": 2**12, "embedding_dim": 16, "hidden": 32}, "encoder_mlp": {"hidden": 32},
-         "transformer": None, "static": {"hidden": 16, "pca_dims": 8}}
+         "transformer": None, "static": {"hidden": 16, "pca_dims": 8},
+         "cnn": {"hidden": 16, "pca_dims": 8, "filters": 8, "widths": [2, 3]}}
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ def config_for(teacher, train, eval_, **overrides) -> DistillConfig:
     return DistillConfig(**base)
 
 
-@pytest.mark.parametrize("student", ["ngram", "static", "encoder_mlp", "transformer"])
+@pytest.mark.parametrize("student", ["ngram", "static", "cnn", "encoder_mlp", "transformer"])
 @pytest.mark.parametrize("method", [m.value for m in Method])
 def test_every_method_and_student_trains_saves_and_predicts(method, student, tiny_teacher_dir, tiny_train_csv,
                                                             tiny_eval_csv, tmp_path):

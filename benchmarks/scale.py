@@ -171,10 +171,11 @@ def table(results: list[dict]) -> str:
         sec = r["stage_seconds"]
         total = sum(sec.values())
         prev = previous.get(key)
-        ratio = f"{total / sum(prev['stage_seconds'].values()):.1f}x (rows {r['rows'] / prev['rows']:.0f}x)" if prev else ""
-        hwm = r["hwm_kib"]
-        peak_stage = max((s for s in hwm if s != "start"), key=lambda s: hwm[s], default="")
-        first = next(s for s in hwm if hwm[s] == hwm[peak_stage]) if peak_stage else ""
+        ratio = ""
+        if prev:
+            ratio = f"{total / sum(prev['stage_seconds'].values()):.1f}x (rows {r['rows'] / prev['rows']:.0f}x)"
+        hwm = {s: v for s, v in r["hwm_kib"].items() if s != "start"}
+        first = next((s for s, v in hwm.items() if v == max(hwm.values())), "")  # the stage that set the peak
         lines.append(f"| {r['rows']:,} | {r['method']} | " + " | ".join(f"{sec.get(s, 0):.1f}" for s in STAGES)
                      + f" | {total:.1f} | {ratio} | {r['epochs_run']} ({r['steps']:,}) | "
                      f"{r['maxrss_kib'] / 2**20:.2f} GiB | {first} |")

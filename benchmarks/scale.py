@@ -34,7 +34,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out" / "scale"
 SHARED = Path(os.environ.get("LELP_SHARED_DATA", HERE.parent.parent / "shared" / "data"))
-STAGES = ("load", "extract", "train", "evaluate", "save")
+STAGES = ("start", "load", "extract", "train", "evaluate", "save")
 GIB = 2**30
 
 
@@ -113,8 +113,9 @@ def run_child(args: argparse.Namespace) -> None:
     current = ["start"]
 
     def progress(p) -> None:
-        stage = "train" if p.stage == "fit_projector" else p.stage
-        if stage != current[0]:
+        # the job's own stage timers' names; the static table's "extract" events come while training
+        stage = {"fit_projector": "train", "augment": "extract"}.get(p.stage, p.stage)
+        if stage in STAGES and STAGES.index(stage) > STAGES.index(current[0]):
             hwm[current[0]] = proc_status_kib("VmHWM")
             current[0] = stage
 
@@ -137,7 +138,8 @@ def run_child(args: argparse.Namespace) -> None:
 
 def run_size(rows: int, args: argparse.Namespace, teacher: Path) -> dict:
     data = make_transfer_set(OUT / "data" / f"transfer_{rows}.csv", rows)
-    tag = f"{rows}-{args.method}-{args.student}" + (f"-e{args.epochs}" if args.epochs else "")
+    tag = f"{rows}-{args.method}-{args.student}" + (f"-e{args.epochs}" if args.epochs else "") + (
+        f"-{args.label}" if args.label else "")
     cmd = [sys.executable, __file__, "--child", "--data", str(data), "--teacher", str(teacher),
            "--run-dir", str(OUT / "runs" / tag), "--method", args.method, "--student", args.student,
            "--threads", str(args.threads)] + (["--epochs", str(args.epochs)] if args.epochs else [])
@@ -152,7 +154,7 @@ def run_size(rows: int, args: argparse.Namespace, teacher: Path) -> dict:
         raise SystemExit(f"{tag}: the job failed (exit {child.returncode})")
     out = json.loads(stdout.strip().splitlines()[-1])
     out.update(rows=rows, tag=tag, process_s=time.perf_counter() - start, maxrss_kib=usage.ru_maxrss,
-               method=args.method, student=args.student, date=time.strftime("%Y-%m-%d %H:%M"),
+               method=args.method, student=args.student, label=args.label, date=time.strftime("%Y-%m-%d %H:%M"),
                load_avg=round(os.getloadavg()[0], 1))
     (OUT / "results").mkdir(parents=True, exist_ok=True)
     (OUT / "results" / f"{tag}.json").write_text(json.dumps(out, indent=2))
@@ -162,7 +164,7 @@ def run_size(rows: int, args: argparse.Namespace, teacher: Path) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    head = ("| rows | method | " + " | ".join(f"{s} s" for s in STAGES) + " | total s | x previous | "
+    head = ("| rows | method | " + " | ".join(f"{s} s" for s in STAGES[1:]) + " | total s | x previous | "
             "epochs (steps) | peak RSS | peak set in |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     previous: dict[str, dict] = {}
@@ -176,7 +178,8 @@ def table(results: list[dict]) -> str:
             ratio = f"{total / sum(prev['stage_seconds'].values()):.1f}x (rows {r['rows'] / prev['rows']:.0f}x)"
         hwm = {s: v for s, v in r["hwm_kib"].items() if s != "start"}
         first = next((s for s, v in hwm.items() if v == max(hwm.values())), "")  # the stage that set the peak
-        lines.append(f"| {r['rows']:,} | {r['method']} | " + " | ".join(f"{sec.get(s, 0):.1f}" for s in STAGES)
+        method = r["method"] + (f" ({r['label']})" if r.get("label") else "")
+        lines.append(f"| {r['rows']:,} | {method} | " + " | ".join(f"{sec.get(s, 0):.1f}" for s in STAGES[1:])
                      + f" | {total:.1f} | {ratio} | {r['epochs_run']} ({r['steps']:,}) | "
                      f"{r['maxrss_kib'] / 2**20:.2f} GiB | {first} |")
         previous[key] = r
@@ -192,6 +195,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--label", default="", help="a name added to the saved result (e.g. 'before' a fix)")
     ap.add_argument("--keep", action="store_true", help="keep each run's cache and artifact")
     ap.add_argument("--table-only", action="store_true", help="print the table of the saved results")
     # child mode

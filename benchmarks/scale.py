@@ -165,7 +165,7 @@ def run_size(rows: int, args: argparse.Namespace, teacher: Path) -> dict:
 
 def table(results: list[dict]) -> str:
     head = ("| rows | method | " + " | ".join(f"{s} s" for s in STAGES[1:]) + " | total s | x previous | "
-            "epochs (steps) | peak RSS | peak set in |")
+            "epochs (steps) | peak RSS | peak set in | load avg |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     previous: dict[str, dict] = {}
     for r in sorted(results, key=lambda r: (r["tag"].split("-", 1)[1], r["rows"])):
@@ -181,7 +181,7 @@ def table(results: list[dict]) -> str:
         method = r["method"] + (f" ({r['label']})" if r.get("label") else "")
         lines.append(f"| {r['rows']:,} | {method} | " + " | ".join(f"{sec.get(s, 0):.1f}" for s in STAGES[1:])
                      + f" | {total:.1f} | {ratio} | {r['epochs_run']} ({r['steps']:,}) | "
-                     f"{r['maxrss_kib'] / 2**20:.2f} GiB | {first} |")
+                     f"{r['maxrss_kib'] / 2**20:.2f} GiB | {first} | {r['load_avg']} |")
         previous[key] = r
     return "\n".join(lines)
 

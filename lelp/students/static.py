@@ -39,22 +39,34 @@ _TABLE_OPTIONS = ("pca_dims", "sif_coefficient")
 
 
 class StaticInputs:
-    """Token ids per row (no special tokens) as one CSR array; a batch is (ids, offsets)."""
+    """Token ids per row (no special tokens) as one CSR array; a batch is (ids, offsets).
 
-    def __init__(self, tokenizer, texts: Sequence[str], text_pairs: Sequence[str] | None, max_length: int):
-        encoded = tokenizer(list(texts), list(text_pairs) if text_pairs is not None else None,
-                            add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
-        lengths = np.fromiter((len(row) for row in encoded), dtype=np.int64, count=len(encoded))
-        self.indptr = torch.from_numpy(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
-        flat = np.fromiter((t for row in encoded for t in row), dtype=np.int64, count=int(lengths.sum()))
-        self.indices = torch.from_numpy(flat)
+    Tokenised ``chunk_rows`` rows at a time and packed into int32 at once: the tokenizer's
+    Python lists and Rust encodings for a whole million-row set took ~3.5 GB at their peak,
+    a chunk's take a few MB (``benchmarks/scale.py``). Ids become int64 per batch.
+    """
+
+    def __init__(self, tokenizer, texts: Sequence[str], text_pairs: Sequence[str] | None, max_length: int,
+                 chunk_rows: int = 4096):
+        parts, lengths = [], []
+        for start in range(0, len(texts), chunk_rows):
+            stop = start + chunk_rows
+            encoded = tokenizer(list(texts[start:stop]), list(text_pairs[start:stop]) if text_pairs is not None
+                                else None, add_special_tokens=False, truncation=True, max_length=max_length,
+                                return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+            lengths.append(np.fromiter((len(row) for row in encoded), dtype=np.int64, count=len(encoded)))
+            parts.append(np.fromiter((t for row in encoded for t in row), dtype=np.int32,
+                                     count=int(lengths[-1].sum())))
+        lengths_all = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
+        self.indptr = torch.from_numpy(np.concatenate([[0], np.cumsum(lengths_all)]).astype(np.int64))
+        self.indices = torch.from_numpy(np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32))
 
     def __len__(self) -> int:
         return len(self.indptr) - 1
 
     def batch(self, indices: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
         positions, offsets = csr_rows(self.indptr, indices)
-        return {"ids": self.indices[positions].to(device), "offsets": offsets.to(device)}
+        return {"ids": self.indices[positions].to(device=device, dtype=torch.int64), "offsets": offsets.to(device)}
 
 
 class StaticStudent(Student):

@@ -80,26 +80,30 @@ def build_transformer_student(teacher_model: nn.Module, labels: Sequence[str], s
 
 
 class TokenInputs:
-    """Tokenised rows, padded per batch (dynamic padding)."""
+    """Tokenised rows packed into flat int32 arrays (``lelp.features.TokenizedRows``), padded per batch.
+
+    No per-row Python lists are kept: a million rows of them took ~4.6 GB, the packed arrays
+    ~4 bytes per token per tokenizer output (``benchmarks/scale.py``).
+    """
 
     def __init__(self, tokenizer, texts: Sequence[str], text_pairs: Sequence[str] | None, max_length: int):
-        encoded = tokenizer(list(texts), list(text_pairs) if text_pairs is not None else None,
-                            truncation=True, max_length=max_length)
+        from lelp.features import tokenize_rows
+
         self.tokenizer = tokenizer
-        self.rows = [{k: encoded[k][i] for k in encoded.keys()} for i in range(len(texts))]
+        self.tokens = tokenize_rows(tokenizer, texts, text_pairs, max_length)
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.tokens.offsets) - 1
 
     def batch(self, indices: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
         from lelp.gpu import to_device
 
-        padded = self.tokenizer.pad([self.rows[i] for i in indices.tolist()], return_tensors="pt")
+        padded = self.tokenizer.pad(self.tokens.batch(indices.numpy()), return_tensors="pt")
         return {k: to_device(v, device) for k, v in padded.items()}
 
     def row_lengths(self) -> list[int]:
         """Tokens per row: the GPU batch finder tries the longest rows."""
-        return [len(row["input_ids"]) for row in self.rows]
+        return self.tokens.lengths.tolist()
 
 
 class TransformerStudent(Student):

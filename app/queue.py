@@ -28,15 +28,13 @@ from kombu import Queue
 from sqlalchemy.orm import Session
 
 from app.settings import Settings, get_settings
+from lelp.students.registry import kinds_where
 
 TASK_NAME = "lelp.run_job"
 QUEUES = ("cpu", "gpu")
-# Student kinds whose training is dense matmuls over an encoder (forward and backward for
-# ``transformer``, a frozen encoder's forward over every row for ``encoder_mlp``): a GPU is
-# many times faster. ``ngram`` (hashed EmbeddingBag + linear) and ``static`` (a token table,
-# averaged) train at CPU speed on sparse lookups; on a GPU only the teacher pass would gain
-# while the card sits mostly idle, so ``auto`` leaves those to CPU workers.
-GPU_KINDS = frozenset({"transformer", "encoder_mlp"})
+# Student kinds that gain from a GPU (``gains_from_gpu`` in lelp.students.registry, torch-free):
+# dense matmuls over an encoder; the table students train on sparse lookups at CPU speed.
+GPU_KINDS = frozenset(kinds_where(gains_from_gpu=True))
 
 
 def transport_options(broker_url: str, job_time_limit_s: int) -> dict[str, Any]:

@@ -13,28 +13,12 @@ from dataclasses import dataclass
 
 from lelp.errors import ConfigError
 from lelp.methods import AUTO_METHODS, DEFAULT_METHOD, SUBCLASS_METHODS, Method, parse_method  # noqa: F401
-from lelp.students.registry import DEFAULT_STUDENT_KIND, STUDENT_KINDS
+from lelp.students.registry import DEFAULT_STUDENT_KIND, KINDS, STUDENT_KINDS, kinds_where
 
-# Defaults from benchmarks/quality.py (tables in benchmarks/README.md): on SST-2 and AG News the
-# validation split picked tau = 1 for the ngram student (every method) and tau >= 2 for
-# encoder_mlp; LELP picked S = 2 in most settings. No setting showed LELP beating KD by more
-# than its noise, so the default method is "auto": KD unless LELP wins on held-out data.
-#
-# The budget fits the data: at least ``epochs`` epochs and ``min_steps`` optimiser steps (so 1,000
-# rows get enough updates), at most ``max_epochs``; every epoch is scored on the validation split,
-# ``patience`` epochs without a better score stop the run and the best epoch's weights ship.
-STUDENT_DEFAULTS = {
-    "ngram": {"epochs": 5, "learning_rate": 3e-3, "batch_size": 64, "tau": 1.0, "min_steps": 1500,
-              "max_epochs": 100, "patience": 3},
-    "static": {"epochs": 5, "learning_rate": 2e-3, "batch_size": 64, "tau": 1.0, "min_steps": 1500,
-               "max_epochs": 100, "patience": 3},
-    "cnn": {"epochs": 5, "learning_rate": 2e-3, "batch_size": 64, "tau": 1.0, "min_steps": 1500,
-            "max_epochs": 100, "patience": 3},
-    "encoder_mlp": {"epochs": 20, "learning_rate": 1e-3, "batch_size": 64, "tau": 2.0, "min_steps": 2000,
-                    "max_epochs": 100, "patience": 5},
-    "transformer": {"epochs": 3, "learning_rate": 5e-5, "batch_size": 32, "tau": 2.0, "min_steps": 500,
-                    "max_epochs": 10, "patience": 1},
-}
+# Defaults from benchmarks/quality.py (tables in benchmarks/README.md): each student kind's own
+# (``lelp.students.registry.KINDS``). No setting showed LELP beating KD by more than its noise,
+# so the default method is "auto": KD unless LELP wins on held-out data.
+STUDENT_DEFAULTS = {kind: info.defaults for kind, info in KINDS.items()}
 # The cnn student (the static table + a convolution): best validation accuracy at >= 100x the
 # teacher's CPU speed on SST-2 with 60k transfer rows (kd: 82.9% test, 97.1% of the teacher, vs
 # static 81.3% / 95.2%, 3 seeds; benchmarks/README.md). Earlier: static (ngram 92.3% at 60k).
@@ -84,7 +68,7 @@ class DistillConfig:
     gpus: int = 1
 
 
-MULTI_GPU_STUDENTS = ("transformer",)
+MULTI_GPU_STUDENTS = kinds_where(multi_gpu=True)
 MAX_GPUS = 64
 
 
@@ -117,8 +101,8 @@ def validate_config(config: DistillConfig) -> None:
     if config.student not in STUDENT_KINDS:
         raise ConfigError(f"unknown student {config.student!r}; choose one of {', '.join(STUDENT_KINDS)}",
                           param="student")
-    if config.student == "encoder_mlp" and not config.student_base:
-        raise ConfigError("the encoder_mlp student needs --student-base DIR (a pretrained sentence encoder)",
+    if KINDS[config.student].base == "required" and not config.student_base:
+        raise ConfigError(f"the {config.student} student needs --student-base DIR (a pretrained sentence encoder)",
                           param="student_base")
     if not isinstance(config.subclasses, int) and config.subclasses not in ("auto", "default"):
         raise ConfigError(f"subclasses must be an integer >= 1 or 'auto', got {config.subclasses!r}",

@@ -21,14 +21,14 @@ from app.queue import gpu_worker_alive
 from app.schemas.jobs import JobCreate
 from app.settings import Settings
 from lelp.data import label_matcher
+from lelp.students.registry import KINDS
 
 # Methods that split each class into S sub-classes from the teacher's embedding (lelp.targets).
 PROJECTED_METHODS = ("lelp", "random_subclass", "kmeans_subclass")
 DEFAULT_SUBCLASSES = 2  # lelp.config.DEFAULT_SUBCLASSES
 # lelp.data.split_rows: 10% held out, at least 20 rows on each side.
 HOLD_OUT_FRACTION, HOLD_OUT_MINIMUM = 0.1, 20
-STUDENTS_WITH_BASE = {"encoder_mlp": "required", "transformer": "optional", "static": "optional", "cnn": "optional",
-                      "ngram": "none"}
+STUDENTS_WITH_BASE = {kind: info.base for kind, info in KINDS.items()}  # lelp.students.registry (no torch)
 
 
 @dataclass

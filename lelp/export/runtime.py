@@ -17,15 +17,16 @@ import numpy as np
 
 from lelp.artifacts import Predictor
 from lelp.errors import ArtifactError, ConfigError
+from lelp.students.registry import STUDENT_KINDS
 
 ONNX_MANIFEST = "lelp_onnx.json"
 ONNX_FORMAT_VERSION = 1
 EXTRA_HINT = "install the optional extra: pip install 'lelp-distill[onnx]'"
 
 
-#: the student kinds ``lelp.export.graphs.GRAPHS`` exports (kept here, torch-free, for the service;
-#: a test checks the two agree)
-ONNX_KINDS = ("static", "cnn", "ngram", "encoder_mlp", "transformer")
+#: the student kinds ``lelp.export.graphs.GRAPHS`` exports: every kind (a test checks it), read
+#: torch-free from the registry for the service
+ONNX_KINDS = STUDENT_KINDS
 RUNTIME_CHOICES = ("auto", "torch", "onnxruntime")
 
 

@@ -1,34 +1,78 @@
-"""Student kinds by name: one plain mapping, imported lazily (no import-time registration).
+"""Student kinds by name: one table of what the rest of the system needs to know about each kind.
 
-Each entry names a ``StudentKind`` (``lelp.students.kind``): the object that builds the model,
-makes its inputs and writes / reads its artifact. A new kind is its module plus one line here.
+Each entry names a ``StudentKind`` (``lelp.students.kind``: the object that builds the model,
+makes its inputs and writes / reads its artifact), imported lazily, plus the torch-free facts
+that the config, the API's submit checks, the queue's routing and the serving runtime read from
+here instead of keeping their own lists: its benchmarked training defaults, whether it takes a
+``student_base``, whether it gains from a GPU, and whether several GPUs may train it. A new
+kind is its module (with its ONNX graph in ``lelp.export.graphs``) plus one entry here.
 """
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass, field
+from typing import Literal
 
 from lelp.errors import ConfigError
 
-_KINDS = {
-    "ngram": "lelp.students.ngram:NgramKind",
-    "static": "lelp.students.static:StaticKind",
-    "cnn": "lelp.students.cnn:CnnKind",
-    "encoder_mlp": "lelp.students.encoder_mlp:EncoderMLPKind",
-    "transformer": "lelp.students.transformer:TransformerKind",
+
+@dataclass(frozen=True)
+class KindInfo:
+    """What is known of a student kind without importing it (no torch)."""
+
+    path: str  # "module:Class" of its StudentKind
+    # the budget fits the data: at least ``epochs`` epochs and ``min_steps`` optimiser steps, at most
+    # ``max_epochs``; ``patience`` epochs without a better validation score stop the run
+    defaults: dict = field(default_factory=dict)
+    base: Literal["required", "optional", "none"] = "optional"  # its student_base
+    gains_from_gpu: bool = False  # device "auto" sends it to a GPU worker when one is alive
+    multi_gpu: bool = False  # hyperparameters.gpus > 1 (DDP) may train it
+
+
+# Defaults from benchmarks/quality.py (tables in benchmarks/README.md): the validation split picked
+# tau = 1 for the table students (ngram, static, cnn) and tau >= 2 for encoder_mlp / transformer.
+# gains_from_gpu: dense matmuls over an encoder (transformer forward and backward, encoder_mlp's
+# frozen encoder over every row) are many times faster on a GPU; the table students train on
+# sparse lookups at CPU speed, and on a GPU only the teacher pass would gain.
+KINDS: dict[str, KindInfo] = {
+    "ngram": KindInfo("lelp.students.ngram:NgramKind", base="none", defaults={
+        "epochs": 5, "learning_rate": 3e-3, "batch_size": 64, "tau": 1.0, "min_steps": 1500, "max_epochs": 100,
+        "patience": 3}),
+    "static": KindInfo("lelp.students.static:StaticKind", defaults={
+        "epochs": 5, "learning_rate": 2e-3, "batch_size": 64, "tau": 1.0, "min_steps": 1500, "max_epochs": 100,
+        "patience": 3}),
+    "cnn": KindInfo("lelp.students.cnn:CnnKind", defaults={
+        "epochs": 5, "learning_rate": 2e-3, "batch_size": 64, "tau": 1.0, "min_steps": 1500, "max_epochs": 100,
+        "patience": 3}),
+    "encoder_mlp": KindInfo("lelp.students.encoder_mlp:EncoderMLPKind", base="required", gains_from_gpu=True,
+                            defaults={"epochs": 20, "learning_rate": 1e-3, "batch_size": 64, "tau": 2.0,
+                                      "min_steps": 2000, "max_epochs": 100, "patience": 5}),
+    "transformer": KindInfo("lelp.students.transformer:TransformerKind", gains_from_gpu=True, multi_gpu=True,
+                            defaults={"epochs": 3, "learning_rate": 5e-5, "batch_size": 32, "tau": 2.0,
+                                      "min_steps": 500, "max_epochs": 10, "patience": 1}),
 }
-STUDENT_KINDS = tuple(_KINDS)
+STUDENT_KINDS = tuple(KINDS)
 # The best accuracy at >= 100x the teacher's CPU speed (benchmarks/README.md): every default's kind.
 # cnn: 97.1% of the teacher at ~144x on SST-2 with 60k transfer rows (static 95.2%), and 94.0% vs
 # 92.4% with 7k; chosen on validation (+0.96 at 60k, a tie at 7k).
 DEFAULT_STUDENT_KIND = "cnn"
 
 
+def kind_info(kind: str) -> KindInfo:
+    if kind not in KINDS:
+        raise ConfigError(f"unknown student {kind!r}; choose one of {', '.join(STUDENT_KINDS)}", param="student")
+    return KINDS[kind]
+
+
+def kinds_where(**facts) -> tuple[str, ...]:
+    """The kinds whose facts match, e.g. ``kinds_where(gains_from_gpu=True)``."""
+    return tuple(k for k, info in KINDS.items() if all(getattr(info, f) == v for f, v in facts.items()))
+
+
 def student_kind(kind: str):
     """The ``StudentKind`` subclass for ``kind``."""
-    if kind not in _KINDS:
-        raise ConfigError(f"unknown student {kind!r}; choose one of {', '.join(STUDENT_KINDS)}", param="student")
-    module, name = _KINDS[kind].split(":")
+    module, name = kind_info(kind).path.split(":")
     return getattr(importlib.import_module(module), name)
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import inspect
 
+import pytest
 from typer.testing import CliRunner
 
 from app.client import FINISHED, LelpClient
 from app.db.models import ACTIVE_STATUSES, FINISHED_STATUSES, JOB_STATUSES
 from app.schemas.jobs import JobCreate, JobRead
 from app.vocabulary import JobStatus
+from lelp.errors import ConfigError
 from lelp.methods import DEFAULT_METHOD, METHOD_CHOICES, Method
 from lelp.students.registry import DEFAULT_STUDENT_KIND, STUDENT_KINDS
 
@@ -45,3 +47,26 @@ def test_cli_help_lists_every_method_kind_and_status() -> None:
     assert all(s.value in listing for s in JobStatus)
     distill = "".join(runner.invoke(cli, ["distill", "--help"]).output.split())  # click wraps inside words
     assert "|".join(STUDENT_KINDS) in distill and "|".join(METHOD_CHOICES) in distill
+
+
+def test_every_per_kind_fact_comes_from_the_registry_table(monkeypatch) -> None:
+    """A new student kind is its module plus one ``KINDS`` entry: nothing else keeps a kind list."""
+    import dataclasses
+
+    from app import queue
+    from app.services import job_checks
+    from lelp import config
+    from lelp.export import runtime
+    from lelp.students import registry
+
+    assert set(config.STUDENT_DEFAULTS) == set(job_checks.STUDENTS_WITH_BASE) == set(runtime.ONNX_KINDS) \
+        == set(registry.STUDENT_KINDS)
+    for kind, info in registry.KINDS.items():
+        assert config.STUDENT_DEFAULTS[kind] is info.defaults and job_checks.STUDENTS_WITH_BASE[kind] == info.base
+        assert queue.gains_from_gpu(kind) == info.gains_from_gpu
+        assert (kind in config.MULTI_GPU_STUDENTS) == info.multi_gpu
+    # the library's checks read the table at call time: a kind whose base turns "required" is refused without one
+    kinds = {**registry.KINDS, "ngram": dataclasses.replace(registry.KINDS["ngram"], base="required")}
+    monkeypatch.setattr(config, "KINDS", kinds)
+    with pytest.raises(ConfigError, match="student"):
+        config.validate_config(config.DistillConfig(teacher_dir="t", train_path="d", student="ngram"))

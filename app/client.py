@@ -193,7 +193,7 @@ class LelpClient:
         ``student_base``: the id of one of your base models or teachers (or a URI under the
         server's allowed roots) to start the student from; ``encoder_mlp`` needs one.
         """
-        spec = dict(student) if isinstance(student, dict) else {"architecture": student}
+        spec = dict(student) if isinstance(student, dict) else {"kind": student}
         if student_base:
             spec["base"] = student_base
         body: dict[str, Any] = {

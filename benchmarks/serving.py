@@ -111,12 +111,12 @@ def register_models(data_dir: Path, models: dict[str, Path]) -> tuple[dict[str, 
         with session_scope(settings.database_url) as session:
             tenant = get_or_create_tenant(session, "bench")
             now = utcnow()
-            session.add(Job(id=job_id, tenant_id=tenant.id, method="lelp", student={"architecture": name},
+            session.add(Job(id=job_id, tenant_id=tenant.id, method="lelp", student={"kind": name},
                             device="cpu", hyperparameters={}, status="succeeded", progress={}, attempts=1,
                             cancel_requested=False, created_at=now, updated_at=now, finished_at=now))
             session.flush()
             session.add(Model(id=model_id, tenant_id=tenant.id, job_id=job_id, teacher_id=None, method="lelp",
-                              architecture=name, labels=labels, parameters=None, size_bytes=None, metrics={},
+                              kind=name, labels=labels, parameters=None, size_bytes=None, metrics={},
                               uri=f"models/{model_id}", created_at=now))
         ids[name] = model_id
     return ids, key

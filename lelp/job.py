@@ -207,7 +207,7 @@ class DistillJob:
         self._eval_rows = (labels, student_probs, softmax_rows(logits))
         return {
             "method": best.candidate.method,
-            "student": {**classification_metrics(labels, student_pred, c), "architecture": self.config.student,
+            "student": {**classification_metrics(labels, student_pred, c), "kind": self.config.student,
                         "parameters": count_module_parameters(best.student)},
             "teacher": {**classification_metrics(labels, teacher_pred, c),
                         "architecture": self.teacher.info.architecture,

@@ -114,7 +114,7 @@ def _report(job: dict, model: dict, predictions: list[dict], data_dir: Path) -> 
         took = (datetime.fromisoformat(job["finished_at"])
                 - datetime.fromisoformat(job["started_at"])).total_seconds()
         took = f" in {took:.0f} s"
-    print(f"\nmodel {model['id']} ({model['architecture']}, method {model['method']}) trained{took}")
+    print(f"\nmodel {model['id']} ({model['kind']}, method {model['method']}) trained{took}")
     print("| | accuracy | macro-F1 | parameters | sentences/s |\n|---|---|---|---|---|")
     for name, m in (("teacher", teacher), ("student", student)):
         params = m.get("parameters")

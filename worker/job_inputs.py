@@ -101,7 +101,7 @@ def build_config(inputs: JobInputs, teacher_dir: Path, train_path: Path, eval_pa
         teacher_dir=str(teacher_dir), train_path=str(train_path), eval_path=str(eval_path) if eval_path else None,
         text_column=inputs.text_column, text_pair_column=inputs.text_pair_column,
         label_column=inputs.label_column, eval_label_column=inputs.eval_label_column, method=inputs.method,
-        student=str(student.get("architecture", "ngram")),
+        student=str(student.get("kind", "ngram")),
         student_base=str(student_base_dir) if student_base_dir is not None else None,
         device=inputs.device, **hp,
     )

@@ -142,7 +142,7 @@ class Model(Base):
     job_id: Mapped[str] = mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
     teacher_id: Mapped[str | None] = mapped_column(sa.ForeignKey("teachers.id", ondelete="SET NULL"))
     method: Mapped[str] = mapped_column(sa.String(40))
-    architecture: Mapped[str] = mapped_column(sa.String(40))
+    kind: Mapped[str] = mapped_column(sa.String(40))  # the student kind
     labels: Mapped[list[str]] = mapped_column(sa.JSON)
     parameters: Mapped[int | None] = mapped_column(sa.BigInteger)
     size_bytes: Mapped[int | None] = mapped_column(sa.BigInteger)

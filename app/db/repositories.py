@@ -198,7 +198,7 @@ def create_model(
     job_id: str,
     teacher_id: str | None,
     method: str,
-    architecture: str,
+    kind: str,
     labels: list[str],
     uri: str,
     metrics: dict[str, Any],
@@ -210,7 +210,7 @@ def create_model(
     """Insert the model row of a finished job (``model_id`` lets the worker pick the store path first)."""
     model = Model(
         id=model_id or new_id("mdl"), tenant_id=tenant_id, job_id=job_id, teacher_id=teacher_id, method=method,
-        architecture=architecture, labels=labels, uri=uri, metrics=metrics, parameters=parameters,
+        kind=kind, labels=labels, uri=uri, metrics=metrics, parameters=parameters,
         size_bytes=size_bytes, text_pairs=text_pairs, created_at=utcnow(),
     )
     session.add(model)

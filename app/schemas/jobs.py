@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from app.schemas.common import PlainStr, ReadModel
 from app.vocabulary import (
@@ -27,7 +27,9 @@ Device = Literal[DEVICE_CHOICES]  # type: ignore[valid-type]
 class StudentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    architecture: StudentKind = DEFAULT_STUDENT_KIND
+    # "kind": one name for the student kind in the API, the database and the library; "architecture"
+    # is the teacher's Hugging Face class. The old spelling is still accepted on input.
+    kind: StudentKind = Field(DEFAULT_STUDENT_KIND, validation_alias=AliasChoices("kind", "architecture"))
     base: PlainStr | None = Field(None, max_length=4096,
                              description="transformer/encoder_mlp: a small pretrained model dir to start from; "
                                          "static/cnn: an encoder whose vocabulary the table takes")

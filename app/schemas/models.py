@@ -15,7 +15,7 @@ class ModelRead(ReadModel):
     job_id: str
     teacher_id: str | None
     method: str
-    architecture: str
+    kind: str  # the student kind (ngram, static, cnn, encoder_mlp, transformer)
     labels: list[str]
     parameters: int | None
     size_bytes: int | None

@@ -291,11 +291,11 @@ class InferenceService:
 
     # --- loaded models ------------------------------------------------------------------------------
 
-    def planned_runtime(self, architecture: str) -> str:
+    def planned_runtime(self, kind: str) -> str:
         """The runtime a model of this kind is served on here (before it is loaded)."""
         from lelp.export.runtime import serving_runtime  # torch-free
 
-        return serving_runtime(architecture, self.runtime if self.exports is not None else "torch")
+        return serving_runtime(kind, self.runtime if self.exports is not None else "torch")
 
     def runtime_of(self, model_id: str) -> str | None:
         """The runtime of the loaded copy in this process (None when not loaded)."""

@@ -108,7 +108,7 @@ def _check_method(body: JobCreate, train: Dataset) -> None:
 
 
 def _check_student(body: JobCreate) -> None:
-    kind, base = body.student.architecture, body.student.base
+    kind, base = body.student.kind, body.student.base
     if STUDENTS_WITH_BASE[kind] == "required" and not base:
         raise Unprocessable(f"the {kind} student is a frozen pretrained encoder + MLP: set student.base to the id "
                             "of one of your base models (POST /v1/base-models) or teachers",
@@ -125,10 +125,10 @@ def _check_gpus(body: JobCreate) -> None:
     gpus = body.hyperparameters.gpus
     if gpus is None or gpus == 1:
         return
-    if body.student.architecture != "transformer":
+    if body.student.kind != "transformer":
         raise Unprocessable(f"hyperparameters.gpus > 1 trains the transformer student only (the "
-                            f"{body.student.architecture} student is too small to gain from several GPUs): "
-                            "remove gpus or use student.architecture transformer",
+                            f"{body.student.kind} student is too small to gain from several GPUs): "
+                            "remove gpus or use student.kind transformer",
                             param="hyperparameters.gpus", code="multi_gpu_unsupported")
     if body.device == "cpu":
         raise Unprocessable("hyperparameters.gpus > 1 asks for GPUs, but device is 'cpu': use device 'gpu' or "

@@ -112,7 +112,7 @@ def routed_enqueuer(session: Session, settings: Settings) -> Enqueue:
     """The API's enqueuer: routes by ``app.queue.route`` (reads the workers table for ``auto`` jobs)."""
 
     def send(job: Job) -> None:
-        queue = route(session, settings, job.device, (job.student or {}).get("architecture"))
+        queue = route(session, settings, job.device, (job.student or {}).get("kind"))
         session.commit()  # end the read: the connection goes back before the broker is called
         log.info("job %s (device %s) -> queue %s", job.id, job.device, queue)
         enqueue(job, queue)

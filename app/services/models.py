@@ -51,7 +51,7 @@ async def predict(inference: InferenceService, model: ModelRef, body: PredictReq
 def model_read(inference: InferenceService, model: Model) -> ModelRead:
     """The API body of a model row, with the runtime its predictions are served on."""
     read = ModelRead.model_validate(model)
-    read.runtime = inference.runtime_of(model.id) or inference.planned_runtime(model.architecture)
+    read.runtime = inference.runtime_of(model.id) or inference.planned_runtime(model.kind)
     return read
 
 

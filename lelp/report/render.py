@@ -33,7 +33,9 @@ def _compare_rows(metrics: dict) -> list[dict]:
     for name in ("student", "teacher"):
         m = metrics.get(name, {})
         size = m.get("size_bytes")
-        rows.append({"name": name, "architecture": m.get("architecture"), "accuracy": m.get("accuracy"),
+        # the student's kind (``architecture`` in artifacts written before the rename), the teacher's class
+        model = (m.get("kind") or m.get("architecture")) if name == "student" else m.get("architecture")
+        rows.append({"name": name, "model": model, "accuracy": m.get("accuracy"),
                      "macro_f1": m.get("macro_f1"), "parameters": m.get("parameters"),
                      "size_mb": None if size is None else size / 1e6, "sps": m.get("sentences_per_second")})
     return rows
@@ -129,7 +131,7 @@ def _provenance(metrics: dict, data: dict, manifest: dict) -> list[tuple[str, st
     prov = data.get("provenance", {})
     hp = manifest.get("hyperparameters", {})
     rows = [("method", str(manifest.get("method", metrics.get("method")))),
-            ("student", f"{prov.get('student', metrics.get('student', {}).get('architecture'))}"),
+            ("student", f"{prov.get('student', metrics.get('student', {}).get('kind'))}"),
             ("teacher", f"{metrics.get('teacher', {}).get('architecture')} ({prov.get('teacher_name', '')})"),
             ("teacher sha256", str(sources.get("teacher_sha256"))),
             ("training data sha256", str(sources.get("train_sha256"))),

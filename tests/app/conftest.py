@@ -237,7 +237,7 @@ def job_body(upload_teacher, upload_dataset, auth_a) -> dict:  # noqa: ANN001
     teacher = upload_teacher(auth_a)
     dataset = upload_dataset(auth_a)
     return {"teacher_id": teacher["id"], "train_dataset_id": dataset["id"], "method": "lelp",
-            "student": {"architecture": "ngram"}, "hyperparameters": {"epochs": 1, "subclasses": 2}}
+            "student": {"kind": "ngram"}, "hyperparameters": {"epochs": 1, "subclasses": 2}}
 
 
 @pytest.fixture
@@ -258,7 +258,7 @@ def make_model(client, db, tiny_teacher_dir):  # noqa: ANN001, ANN201
         metrics = {"student": {"accuracy": 0.9, "macro_f1": 0.88}, "teacher": {"accuracy": 0.95}, "agreement": 0.9}
         assert job_states.finish(db, job["id"], "succeeded", metrics=metrics, model_id=model_id)
         repo.create_model(db, tenant_id=db.get(Job, job["id"]).tenant_id, job_id=job["id"],
-                          teacher_id=job["teacher_id"], method="lelp", architecture="ngram",
+                          teacher_id=job["teacher_id"], method="lelp", kind="ngram",
                           labels=["negative", "positive"], uri=uri, metrics=metrics, parameters=1234,
                           size_bytes=5678, model_id=model_id)
         db.commit()

@@ -51,8 +51,8 @@ def test_no_http_error_body_holds_a_temp_path_or_a_cli_flag(client, auth_a, job_
     send("POST", "/v1/teachers", files={"file": ("enc.tar.gz", tar_gz_of(tiny_encoder_dir))})
     send("POST", "/v1/base-models", files={"file": ("m.tar.gz", tar_gz_of(config_only))})
     send("POST", "/v1/teachers", json={"uri": str(tiny_teacher_dir)})
-    send("POST", "/v1/jobs", json={**job_body, "student": {"architecture": "encoder_mlp"}})
-    send("POST", "/v1/jobs", json={**job_body, "student": {"architecture": "encoder_mlp", "base": "/etc"}})
+    send("POST", "/v1/jobs", json={**job_body, "student": {"kind": "encoder_mlp"}})
+    send("POST", "/v1/jobs", json={**job_body, "student": {"kind": "encoder_mlp", "base": "/etc"}})
     send("POST", "/v1/jobs", json={**job_body, "hyperparameters": {"subclasses": 40}})
     send("POST", "/v1/jobs", json={**job_body, "device": "gpu"})
 

@@ -42,7 +42,7 @@ def make_student_model(db, ngram_student):  # noqa: ANN001, ANN201
         metrics = json.loads((ngram_student / "metrics.json").read_text())
         assert job_states.finish(db, job["id"], "succeeded", metrics=metrics, model_id=model_id)
         repo.create_model(db, tenant_id=db.get(Job, job["id"]).tenant_id, job_id=job["id"],
-                          teacher_id=job["teacher_id"], method="lelp", architecture="ngram",
+                          teacher_id=job["teacher_id"], method="lelp", kind="ngram",
                           labels=["negative", "positive"], uri=f"models/{model_id}", metrics=metrics,
                           parameters=1, size_bytes=1, model_id=model_id)
         db.commit()
@@ -135,7 +135,7 @@ def test_students_are_served_on_onnxruntime_and_int8_only_when_asked(client, aut
 def test_torch_runtime_setting(make_client, auth_a, make_student_model, upload_teacher, upload_dataset) -> None:  # noqa: ANN001
     client = make_client(predict_runtime="torch")
     body = {"teacher_id": upload_teacher(auth_a)["id"], "train_dataset_id": upload_dataset(auth_a)["id"],
-            "method": "lelp", "student": {"architecture": "ngram"}}
+            "method": "lelp", "student": {"kind": "ngram"}}
     model = make_student_model(client, auth_a, body)
     assert model["runtime"] == "torch"
     assert client.post(f"/v1/models/{model['id']}/predict", headers=auth_a, json={"inputs": ["ok"]}).status_code == 200

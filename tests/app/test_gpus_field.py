@@ -18,7 +18,7 @@ def test_several_gpus_only_for_the_transformer_student_and_not_on_the_cpu(client
     error = _refused(client.post("/v1/jobs", headers=auth_a, json={**job_body, "hyperparameters": hp}),
                      "multi_gpu_unsupported", "hyperparameters.gpus")
     assert "transformer" in error["message"]
-    transformer = {**job_body, "student": {"architecture": "transformer"}, "method": "kd", "hyperparameters": hp}
+    transformer = {**job_body, "student": {"kind": "transformer"}, "method": "kd", "hyperparameters": hp}
     error = _refused(client.post("/v1/jobs", headers=auth_a, json={**transformer, "device": "cpu"}),
                      "multi_gpu_unsupported", "hyperparameters.gpus")
     assert "device" in error["message"]
@@ -40,7 +40,7 @@ def test_gpus_out_of_range_is_a_422(client, auth_a, job_body, gpus) -> None:  # 
 def test_the_worker_passes_gpus_to_the_library(tmp_path) -> None:  # noqa: ANN001
     from worker.runner import JobInputs, build_config
 
-    inputs = JobInputs(job_id="j", tenant_id="t", attempts=1, method="kd", student={"architecture": "transformer"},
+    inputs = JobInputs(job_id="j", tenant_id="t", attempts=1, method="kd", student={"kind": "transformer"},
                        device="gpu", hyperparameters={"gpus": 2, "epochs": 1}, teacher_id="tc", teacher_uri="x",
                        labels=["a", "b"], train_uri="y", train_format="csv", eval_uri=None, eval_format=None,
                        text_column="text", text_pair_column=None, label_column="label")

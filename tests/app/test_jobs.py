@@ -46,11 +46,20 @@ def test_unknown_references_are_404(client, auth_a, job_body, change, param, enq
     assert enqueued == []
 
 
+def test_the_old_spelling_of_the_student_kind_is_still_accepted(client, auth_a, job_body) -> None:  # noqa: ANN001
+    """``student.architecture`` (before ``kind``): stored and answered as ``kind``."""
+    r = _submit(client, auth_a, {**job_body, "student": {"architecture": "static"}})
+    assert r.status_code == 202, r.text
+    assert r.json()["student"]["kind"] == "static" and "architecture" not in r.json()["student"]
+    bad = _submit(client, auth_a, {**job_body, "student": {"architecture": "lstm"}})
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_request"
+
+
 @pytest.mark.parametrize("change, param", [
     ({"method": "magic"}, "method"),
     ({"device": "tpu"}, "device"),
-    ({"student": {"architecture": "lstm"}}, "student.architecture"),
-    ({"student": {"architecture": "ngram", "layers": 3}}, "student.layers"),
+    ({"student": {"kind": "lstm"}}, "student.kind"),
+    ({"student": {"kind": "ngram", "layers": 3}}, "student.layers"),
     ({"hyperparameters": {"subclasses": 0}}, "hyperparameters.subclasses"),
     ({"hyperparameters": {"subclasses": "many"}}, "hyperparameters.subclasses"),
     ({"hyperparameters": {"alpha": 2}}, "hyperparameters.alpha"),

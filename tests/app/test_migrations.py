@@ -77,3 +77,38 @@ def test_models_match_the_migrations(pg_url) -> None:  # noqa: ANN001
     finally:
         engine.dispose()
     assert diff == []
+
+
+def test_student_kind_migration_renames_the_column_and_the_stored_json(tmp_path) -> None:  # noqa: ANN001
+    """0003: a model's and a job's student kind, written as ``architecture`` before, read back as ``kind``."""
+    import json
+    from datetime import UTC, datetime
+
+    url = f"sqlite:///{tmp_path / 'lelp.db'}"
+    migrate.upgrade(url, "0002_base_models_workers")
+    now = datetime.now(UTC)
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO tenants (id, name, created_at) VALUES ('tnt_1', 't', :now)"), {"now": now})
+        conn.execute(sa.text(
+            "INSERT INTO jobs (id, tenant_id, method, student, device, hyperparameters, status, progress, attempts, "
+            "cancel_requested, created_at, updated_at) VALUES ('job_1', 'tnt_1', 'kd', :student, 'cpu', '{}', "
+            "'succeeded', '{}', 1, 0, :now, :now)"), {"student": json.dumps({"architecture": "ngram", "base": None}),
+                                                      "now": now})
+        conn.execute(sa.text(
+            "INSERT INTO models (id, tenant_id, job_id, method, architecture, labels, metrics, uri, created_at) "
+            "VALUES ('mdl_1', 'tnt_1', 'job_1', 'kd', 'ngram', '[]', '{}', 'models/mdl_1', :now)"), {"now": now})
+    engine.dispose()
+    migrate.upgrade(url)
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT kind FROM models")).scalar_one() == "ngram"
+        assert json.loads(conn.execute(sa.text("SELECT student FROM jobs")).scalar_one()) == {"kind": "ngram",
+                                                                                              "base": None}
+    engine.dispose()
+    migrate.downgrade(url, "0002_base_models_workers")
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT architecture FROM models")).scalar_one() == "ngram"
+        assert "architecture" in json.loads(conn.execute(sa.text("SELECT student FROM jobs")).scalar_one())
+    engine.dispose()

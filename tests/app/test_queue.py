@@ -27,7 +27,7 @@ def test_the_routing_rule(device, kind, alive, queue) -> None:  # noqa: ANN001
 def test_gpu_kinds_are_student_kinds() -> None:
     from app.schemas.jobs import StudentSpec
 
-    kinds = set(StudentSpec.model_fields["architecture"].annotation.__args__)
+    kinds = set(StudentSpec.model_fields["kind"].annotation.__args__)
     assert GPU_KINDS < kinds
 
 
@@ -42,7 +42,7 @@ def test_submit_routes_auto_jobs_by_the_live_workers(make_client, auth_a, job_bo
     client = make_client(real_broker=True)
 
     def submit(kind: str, device: str = "auto") -> str:
-        body = {**job_body, "device": device, "student": {"architecture": kind}}
+        body = {**job_body, "device": device, "student": {"kind": kind}}
         r = client.post("/v1/jobs", headers=auth_a, json=body)
         assert r.status_code == 202, r.text
         return sent[-1][1]

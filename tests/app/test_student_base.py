@@ -20,7 +20,7 @@ def _submit(client, headers, body):  # noqa: ANN001, ANN202
 
 
 def _encoder_job(job_body: dict, base: str) -> dict:
-    return {**job_body, "student": {"architecture": "encoder_mlp", "base": base}}
+    return {**job_body, "student": {"kind": "encoder_mlp", "base": base}}
 
 
 def _upload_base(client, headers, directory: Path, name: str = "tiny-encoder"):  # noqa: ANN001, ANN202
@@ -85,9 +85,9 @@ def test_own_ids_are_accepted_and_stored_as_ids(client, auth_a, job_body, tiny_e
     base = _upload_base(client, auth_a, tiny_encoder_dir).json()["id"]
     r = _submit(client, auth_a, _encoder_job(job_body, base))
     assert r.status_code == 202, r.text
-    assert r.json()["student"] == {"architecture": "encoder_mlp", "base": base}
+    assert r.json()["student"] == {"kind": "encoder_mlp", "base": base}
     # The teacher itself may be the base of a transformer student.
-    transformer = {"architecture": "transformer", "base": job_body["teacher_id"]}
+    transformer = {"kind": "transformer", "base": job_body["teacher_id"]}
     r = _submit(client, auth_a, {**job_body, "student": transformer})
     assert r.status_code == 202, r.text
     # ... and neither can be deleted while a queued job starts from it.

@@ -31,10 +31,10 @@ def _csv(rows: list[dict]) -> bytes:
 
 
 def test_encoder_mlp_without_a_base_and_ngram_with_one(client, auth_a, job_body, enqueued) -> None:  # noqa: ANN001
-    error = _refused(_submit(client, auth_a, {**job_body, "student": {"architecture": "encoder_mlp"}}),
+    error = _refused(_submit(client, auth_a, {**job_body, "student": {"kind": "encoder_mlp"}}),
                      422, "base_required", "student.base")
     assert "--" not in error["message"]
-    ngram = {"architecture": "ngram", "base": job_body["teacher_id"]}
+    ngram = {"kind": "ngram", "base": job_body["teacher_id"]}
     _refused(_submit(client, auth_a, {**job_body, "student": ngram}), 422, "base_not_used", "student.base")
     assert enqueued == []
 

@@ -20,7 +20,7 @@ def test_the_api_schema_lists_the_library_methods_and_student_kinds() -> None:
     schema = JobCreate.model_json_schema()
     assert set(schema["properties"]["method"]["enum"]) == {"auto", *(m.value for m in Method)}
     assert schema["properties"]["method"]["default"] == DEFAULT_METHOD == "auto"
-    student = schema["$defs"]["StudentSpec"]["properties"]["architecture"]
+    student = schema["$defs"]["StudentSpec"]["properties"]["kind"]
     assert student["enum"] == list(STUDENT_KINDS) and student["default"] == DEFAULT_STUDENT_KIND
     status = JobRead.model_json_schema()["$defs"]["JobStatus"]["enum"]
     assert status == [s.value for s in JobStatus] == list(JOB_STATUSES)

@@ -51,7 +51,7 @@ def test_every_resource_has_list_show_delete_and_jobs_take_every_field(api_serve
               "--epochs", "1", "--subclasses", "2", "--beta", "1.5", "--tau", "2", "--alpha", "0.1", "--seed", "3",
               "--device", "cpu")
     assert job["method"] == "auto"  # the API's and `lelp distill`'s default
-    assert job["student"] == {"architecture": "encoder_mlp", "base": base["id"]}
+    assert job["student"] == {"kind": "encoder_mlp", "base": base["id"]}
     assert job["hyperparameters"] == {"max_length": 32, "learning_rate": 0.002, "batch_size": 16, "epochs": 1,
                                       "subclasses": 2, "beta": 1.5, "tau": 2.0, "alpha": 0.1, "seed": 3}
     assert run("jobs", "show", job["id"])["id"] == job["id"]

@@ -45,7 +45,7 @@ def test_job_to_predict_on_postgres_and_redis(service_client, celery_worker_proc
     assert "started" in events and events[-1] == "succeeded"
 
     model = client.get_model(job["model_id"])
-    assert model["job_id"] == job["id"] and model["method"] == "lelp" and model["architecture"] == "ngram"
+    assert model["job_id"] == job["id"] and model["method"] == "lelp" and model["kind"] == "ngram"
     assert set(model["metrics"]) >= {"student", "teacher", "agreement"}
 
     answer = client.predict(model["id"], ["a lovely great film", "awful sad plot"])

@@ -37,11 +37,11 @@ def test_encoder_mlp_from_an_owned_base_model(service_client, celery_worker_proc
     job = client.create_job(teacher["id"], train["id"], eval_dataset_id=evald["id"], method="kd",
                             student="encoder_mlp", student_base=base["id"], device="cpu",
                             hyperparameters={"epochs": 2, "seed": 0})
-    assert job["student"] == {"architecture": "encoder_mlp", "base": base["id"]}
+    assert job["student"] == {"kind": "encoder_mlp", "base": base["id"]}
     job = client.wait_job(job["id"], poll=0.5, timeout=240)
     assert job["status"] == "succeeded", f"{job['error']}\n{celery_worker_process.log_tail()}"
     model = client.get_model(job["model_id"])
-    assert model["architecture"] == "encoder_mlp" and model["text_pairs"] is False
+    assert model["kind"] == "encoder_mlp" and model["text_pairs"] is False
     answer = client.predict(model["id"], ["a lovely great film"])
     assert answer["predictions"][0]["label"] in ("negative", "positive")
 

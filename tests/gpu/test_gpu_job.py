@@ -19,7 +19,7 @@ def test_a_transformer_job_runs_on_the_gpu_worker(sqlite_service, tiny_teacher_d
         log = sqlite_service["worker"].log_tail()
         assert job["status"] == "succeeded", f"{job['error']}\n{log}"
         model = client.get_model(job["model_id"])
-        assert model["architecture"] == "transformer"
+        assert model["kind"] == "transformer"
         assert model["metrics"]["student"]["accuracy"] > 0.4
         answer = client.predict(model["id"], ["a lovely great film", "awful sad plot"])
         assert len(answer["predictions"]) == 2

@@ -34,7 +34,7 @@ def test_every_method_and_student_trains_saves_and_predicts(method, student, tin
                      **extra)
     result = distill(cfg, tmp_path / "out", cache_dir=tmp_path / "cache")
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert metrics["method"] == method and metrics["student"]["architecture"] == student
+    assert metrics["method"] == method and metrics["student"]["kind"] == student
     for side in ("student", "teacher"):
         assert 0.0 <= metrics[side]["accuracy"] <= 1.0
         assert metrics[side]["parameters"] > 0

@@ -161,7 +161,7 @@ def publish_model(session, store, *, tenant_id: str, job_id: str, teacher_id: st
         store.delete(uri)
         return None
     repo.create_model(session, tenant_id=tenant_id, job_id=job_id, teacher_id=teacher_id, method="kd",
-                      architecture="ngram", labels=labels, uri=uri, metrics={"agreement": 1.0},
+                      kind="ngram", labels=labels, uri=uri, metrics={"agreement": 1.0},
                       parameters=1, size_bytes=1, model_id=model_id)
     session.commit()
     return model_id

@@ -345,7 +345,7 @@ def test_malformed_json_unknown_fields_missing_ids_and_uris(sweep, auth_a, tmp_p
         s.check(name, response, status, code)
     unknown = {
         "job_top_level": {**job, "priority": "high"},
-        "job_student": {**job, "student": {"architecture": "ngram", "trust_remote_code": True}},
+        "job_student": {**job, "student": {"kind": "ngram", "trust_remote_code": True}},
         "job_hyperparameters": {**job, "hyperparameters": {"lr": 1}},
         "job_wrong_types": {**job, "hyperparameters": {"epochs": "ten"}},
         "job_huge_epochs": {**job, "hyperparameters": {"epochs": 10**12}},

@@ -70,7 +70,7 @@ def make_job(worker_settings, tiny_teacher_dir, tiny_train_csv, tiny_eval_csv) -
                                     sha256="0" * 64, size_bytes=0, created_at=now))
             session.flush()
             fields = {"status": "queued", "attempts": 0, "cancel_requested": False, "device": "cpu",
-                      "method": "lelp", "student": {"architecture": "ngram"}, **job_fields}
+                      "method": "lelp", "student": {"kind": "ngram"}, **job_fields}
             session.add(Job(id=job_id, tenant_id=tenant_id, teacher_id=teacher_id, train_dataset_id=train_id,
                             eval_dataset_id=eval_id, progress={}, created_at=now, updated_at=now,
                             hyperparameters=hyperparameters or {"subclasses": 2, "epochs": 1, "seed": 0},

@@ -18,7 +18,7 @@ from worker.runner import run_job
 
 @pytest.mark.parametrize("base", ["/etc", "{encoder}", "bm_" + "0" * 32, "tch_" + "0" * 32])
 def test_a_base_that_is_not_an_owned_id_fails_the_job(worker_settings, make_job, tiny_encoder_dir, base):
-    student = {"architecture": "encoder_mlp", "base": base.format(encoder=tiny_encoder_dir)}
+    student = {"kind": "encoder_mlp", "base": base.format(encoder=tiny_encoder_dir)}
     job_id = make_job(method="kd", student=student)
     assert run_job(job_id, worker_settings) == "failed"
     job = load_job(worker_settings, job_id)
@@ -34,6 +34,6 @@ def test_another_tenants_base_model_fails_the_job(worker_settings, make_job, tin
         session.add(BaseModelRow(id=base_id, tenant_id=other_tenant, name="theirs", uri=f"base_models/{base_id}",
                                  architecture="BertModel", model_type="bert", hidden_size=24, parameters=None,
                                  sha256="0" * 64, created_at=utcnow()))
-    job_id = make_job(method="kd", student={"architecture": "encoder_mlp", "base": base_id})
+    job_id = make_job(method="kd", student={"kind": "encoder_mlp", "base": base_id})
     assert run_job(job_id, worker_settings) == "failed"
     assert load_job(worker_settings, job_id).error["code"] == "missing_input"

@@ -135,7 +135,7 @@ async function loadJobs() {
     progressCell.appendChild(progressBar(jobFraction(job)));
     progressCell.appendChild(document.createTextNode(pct(jobFraction(job), 0)));
     cell(row, job.method);
-    cell(row, (job.student && job.student.architecture) || "ngram");
+    cell(row, (job.student && job.student.kind) || "ngram");
     cell(row, when(job.created_at));
     body.appendChild(row);
   }
@@ -171,7 +171,7 @@ async function loadJob(id) {
   status.textContent = job.status;
   status.className = "status " + job.status;
   const p = job.progress || {};
-  $("job-summary").textContent = job.method + " \u00b7 " + ((job.student && job.student.architecture) || "ngram")
+  $("job-summary").textContent = job.method + " \u00b7 " + ((job.student && job.student.kind) || "ngram")
     + " student \u00b7 attempt " + job.attempts + " \u00b7 submitted " + when(job.created_at);
   const fraction = jobFraction(job);
   $("job-bar").style.width = Math.round(fraction * 100) + "%";
@@ -213,7 +213,7 @@ async function loadModels() {
     const row = document.createElement("tr");
     cell(row, "").appendChild(link("#/models/" + model.id, model.id));
     cell(row, model.method);
-    cell(row, model.architecture);
+    cell(row, model.kind);
     cell(row, pct(model.metrics && model.metrics.student && model.metrics.student.accuracy));
     cell(row, pct(model.metrics && model.metrics.agreement));
     cell(row, when(model.created_at));
@@ -227,7 +227,7 @@ async function loadModel(id) {
   const model = await json("/v1/models/" + encodeURIComponent(id));
   $("model-id").textContent = model.id;
   const m = model.metrics || {};
-  $("model-summary").textContent = model.method + " \u00b7 " + model.architecture + " student \u00b7 labels "
+  $("model-summary").textContent = model.method + " \u00b7 " + model.kind + " student \u00b7 labels "
     + (model.labels || []).join(", ") + " \u00b7 accuracy " + pct(m.student && m.student.accuracy)
     + " (teacher " + pct(m.teacher && m.teacher.accuracy) + ")";
   $("predict-form").dataset.modelId = model.id;

@@ -38,6 +38,40 @@ RECIPE_VERSION = 1
 _TABLE_OPTIONS = ("pca_dims", "sif_coefficient")
 
 
+def _fast_encoder(tokenizer, max_length: int):
+    """A private copy of a fast tokenizer's Rust backend, truncating at ``max_length``, never padding.
+
+    ``encode_batch_fast`` (tokenizers >= 0.20) skips the character offsets that the
+    ``transformers`` call computes for every token: the token ids of a batch of short
+    sentences come about 2x faster, and tokenising is most of what a table student costs
+    per sentence (``benchmarks/README.md``). The copy keeps the caller's tokenizer untouched.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or not hasattr(backend, "encode_batch_fast"):
+        return None
+    cache = tokenizer.__dict__.setdefault("_lelp_fast_encoders", {})
+    if max_length not in cache:
+        from tokenizers import Tokenizer
+
+        copy = Tokenizer.from_str(backend.to_str())
+        copy.no_padding()
+        copy.enable_truncation(max_length, strategy="longest_first")
+        cache[max_length] = copy
+    return cache[max_length]
+
+
+def token_ids(tokenizer, texts: Sequence[str], text_pairs: Sequence[str] | None, max_length: int) -> list[list[int]]:
+    """Each row's token ids, no special tokens, truncated to ``max_length``: what
+    ``tokenizer(texts, text_pairs, add_special_tokens=False, truncation=True, max_length=...)`` gives."""
+    encoder = _fast_encoder(tokenizer, max_length)
+    if encoder is None:  # a slow (Python) tokenizer
+        return tokenizer(list(texts), list(text_pairs) if text_pairs is not None else None,
+                         add_special_tokens=False, truncation=True, max_length=max_length,
+                         return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+    inputs = list(zip(texts, text_pairs, strict=True)) if text_pairs is not None else list(texts)
+    return [e.ids for e in encoder.encode_batch_fast(inputs, add_special_tokens=False)]
+
+
 class StaticInputs:
     """Token ids per row (no special tokens) as one CSR array; a batch is (ids, offsets).
 
@@ -51,9 +85,8 @@ class StaticInputs:
         parts, lengths = [], []
         for start in range(0, len(texts), chunk_rows):
             stop = start + chunk_rows
-            encoded = tokenizer(list(texts[start:stop]), list(text_pairs[start:stop]) if text_pairs is not None
-                                else None, add_special_tokens=False, truncation=True, max_length=max_length,
-                                return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+            encoded = token_ids(tokenizer, texts[start:stop], text_pairs[start:stop] if text_pairs is not None
+                                else None, max_length)
             lengths.append(np.fromiter((len(row) for row in encoded), dtype=np.int64, count=len(encoded)))
             parts.append(np.fromiter((t for row in encoded for t in row), dtype=np.int32,
                                      count=int(lengths[-1].sum())))

@@ -15,30 +15,20 @@ from lelp.teacher import load_teacher
 from tests.tiny import make_text_rows
 
 
-class CountingTokenizer:
-    """The real tokenizer, recording how many rows each call was given."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer, self.calls = tokenizer, []
-
-    def __call__(self, texts, *args, **kwargs):
-        self.calls.append(len(texts))
-        return self.tokenizer(texts, *args, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self.tokenizer, name)
-
-
 def _texts(n: int) -> list[str]:
     return [row["text"] for row in make_text_rows(n, seed=3)]
 
 
-def test_static_inputs_tokenize_in_chunks_and_keep_packed_ids(tiny_teacher_dir):
+def test_static_inputs_tokenize_in_chunks_and_keep_packed_ids(tiny_teacher_dir, monkeypatch):
+    from lelp.students import static
+
     tokenizer = load_teacher(tiny_teacher_dir).tokenizer
     texts = _texts(30)
-    counting = CountingTokenizer(tokenizer)
-    inputs = StaticInputs(counting, texts, None, max_length=8, chunk_rows=7)
-    assert counting.calls == [7, 7, 7, 7, 2]
+    calls: list[int] = []
+    real = static.token_ids
+    monkeypatch.setattr(static, "token_ids", lambda tok, t, *a: calls.append(len(t)) or real(tok, t, *a))
+    inputs = StaticInputs(tokenizer, texts, None, max_length=8, chunk_rows=7)
+    assert calls == [7, 7, 7, 7, 2]
     assert inputs.indices.dtype == torch.int32 and len(inputs) == 30
     want = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=8)["input_ids"]
     rows = torch.tensor([29, 0, 13, 6])
@@ -70,3 +60,20 @@ def test_transformer_inputs_are_packed_arrays_padded_per_batch(tiny_teacher_dir)
     assert set(batch) == set(want.keys())
     for key in want.keys():
         assert torch.equal(batch[key], want[key]), key
+
+
+def test_fast_token_ids_are_the_transformers_calls(tiny_teacher_dir):
+    """The Rust fast path (no offsets) gives exactly what ``tokenizer(...)`` gives, pairs and truncation included."""
+    from lelp.students.static import _fast_encoder, token_ids
+
+    tokenizer = load_teacher(tiny_teacher_dir).tokenizer
+    texts = _texts(40) + ["", "   ", "ünïcödé façade naïve", "good " * 300, "a\tb\nc"]
+    pairs = texts[::-1]
+    assert _fast_encoder(tokenizer, 16) is not None  # the tiny teacher's tokenizer is a fast one
+    for max_length in (4, 16, 512):
+        want = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
+        assert token_ids(tokenizer, texts, None, max_length) == want
+        want = tokenizer(texts, pairs, add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
+        assert token_ids(tokenizer, texts, pairs, max_length) == want
+    # the caller's tokenizer keeps its own settings (the fast path works on a copy)
+    assert tokenizer("good " * 300, add_special_tokens=False)["input_ids"].__len__() == 300

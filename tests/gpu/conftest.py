@@ -52,7 +52,7 @@ def sqlite_service(tmp_path_factory) -> Iterator[dict]:
     with session_scope(env["LELP_DATABASE_URL"]) as session:
         key = create_api_key(session, "gpu")
     logs = tmp_path_factory.mktemp("gpu-logs")
-    worker = ServiceProcess("worker-gpu", [sys.executable, "-m", "app.cli", "worker", "--queues", "gpu",
+    worker = ServiceProcess("worker-gpu", [sys.executable, "-m", "worker.cli", "worker", "--queues", "gpu",
                                            "--gpus", "0"], env, logs).start()
     port = free_port()
     api = ServiceProcess("api", [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",

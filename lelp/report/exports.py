@@ -11,20 +11,13 @@ export figures and no process has to redraw the figures to add one table.
 from __future__ import annotations
 
 import re
-from functools import cache
+
+from lelp.report.templating import environment
 
 START, END = "<!--lelp:exports-->", "<!--/lelp:exports-->"
 _SECTION = re.compile(re.escape(START) + r".*?" + re.escape(END), re.S)
 VARIANT_ORDER = ("onnx-fp32", "onnx-int8")
 
-
-@cache
-def _template():
-    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
-
-    env = Environment(loader=PackageLoader("lelp.report", "templates"), autoescape=select_autoescape(["j2", "html"]),
-                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    return env.get_template("exports.html.j2")
 
 
 def _points(delta: float | None) -> str | None:
@@ -59,7 +52,7 @@ def export_rows(metrics: dict) -> list[dict]:
 
 def render_exports(metrics: dict) -> str:
     """The section's HTML, markers included."""
-    return _template().render(rows=export_rows(metrics), start=START, end=END)
+    return environment().get_template("exports.html.j2").render(rows=export_rows(metrics), start=START, end=END)
 
 
 def splice_exports(html: str, metrics: dict) -> str:

@@ -6,26 +6,14 @@ texts come from users' data); the figures arrive as ``data:`` URIs from ``lelp.r
 
 from __future__ import annotations
 
-from functools import cache
-
 import numpy as np
 
 from lelp.report import analysis, exports
-from lelp.report.exports import export_rows
+from lelp.report.templating import environment
 
 STAGES = (("load", "loading the teacher and the data"), ("extract", "teacher features"),
           ("train", "training (all candidates)"), ("evaluate", "evaluation"), ("save", "saving, speed test"))
 
-
-@cache
-def environment():
-    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
-
-    env = Environment(loader=PackageLoader("lelp.report", "templates"), autoescape=select_autoescape(["j2", "html"]),
-                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters["pct"] = lambda x, digits=1: "\u2013" if x is None else f"{x * 100:.{digits}f}%"
-    env.filters["num"] = lambda x, spec=",": "\u2013" if x is None else format(x, spec)
-    return env
 
 
 def _compare_rows(metrics: dict) -> list[dict]:
@@ -158,7 +146,7 @@ def build_context(metrics: dict, data: dict, manifest: dict) -> dict:
         "search": _search_section(metrics, plots),
         "inside": _subclass_section(data, method, plots),
         "data": _data_section(data, labels, plots),
-        "exports": {"rows": export_rows(metrics), "start": exports.START, "end": exports.END},
+        "exports": {"rows": exports.export_rows(metrics), "start": exports.START, "end": exports.END},
         "provenance": _provenance(metrics, data, manifest),
         "created_at": manifest.get("created_at", ""),
     }

@@ -121,6 +121,8 @@ def test_console_signs_in_lists_jobs_shows_progress_report_and_predicts(browser,
     _shot(browser, "4-finished-job")
     browser.switch_to.frame(browser.find_element(By.ID, "job-report"))
     try:
+        # srcdoc is set before the frame's document has loaded: wait for it, as for the live page above
+        _wait(browser).until(lambda d: d.find_elements(By.ID, "headline"))
         headline = browser.find_element(By.ID, "headline").text
         assert f"{job['metrics']['agreement'] * 100:.1f}%" in headline
         assert browser.find_elements(By.CSS_SELECTOR, "img.plot")

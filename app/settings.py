@@ -60,9 +60,9 @@ class Settings(BaseSettings):
     header_timeout_s: float = Field(10.0, gt=0, description="A client must send its request headers within this.")
     shutdown_timeout_s: float = Field(15.0, gt=0, description="Longest wait for requests in flight at shutdown.")
 
-    def model_limits(self):  # noqa: ANN201 - lelp.model_limits.ModelLimits (imported lazily, light)
+    def model_limits(self):  # noqa: ANN201 - lelp.uploads.model_limits.ModelLimits (imported lazily, light)
         """The library's bounds on model configs, from these settings."""
-        from lelp.model_limits import ModelLimits
+        from lelp.uploads.model_limits import ModelLimits
 
         return ModelLimits(max_parameters=self.max_model_parameters, max_labels=self.max_model_labels,
                            max_memory_bytes=self.max_model_memory_bytes)

@@ -1,6 +1,6 @@
 """One vocabulary for the API, the database, the CLIs and the client (torch-free, SQLAlchemy-free).
 
-The method and student-kind lists come from the library (``lelp.methods``,
+The method and student-kind lists come from the library (``lelp.method.registry``,
 ``lelp.students.registry``: both import neither torch nor numpy), so a new method or student
 kind shows in the API schema, ``lelp jobs submit --help`` and ``LelpClient`` without a second
 list to keep in step. Job statuses are the service's own: one enum for the ORM, the schemas,
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from lelp.methods import DEFAULT_METHOD, METHOD_CHOICES
+from lelp.method.registry import DEFAULT_METHOD, METHOD_CHOICES
 from lelp.students.registry import DEFAULT_STUDENT_KIND, STUDENT_KINDS
 
 __all__ = ["ACTIVE_STATUSES", "DEFAULT_METHOD", "DEFAULT_STUDENT_KIND", "DEVICE_CHOICES", "FINISHED_STATUSES",
@@ -30,7 +30,7 @@ class JobStatus(StrEnum):
 
 ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
 FINISHED_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
-# What a job may ask for; ``lelp.devices.resolve_device`` says what each means.
+# What a job may ask for; ``lelp.devices.resolve.resolve_device`` says what each means.
 DEVICE_CHOICES = ("auto", "cpu", "gpu")
 
 

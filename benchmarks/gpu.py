@@ -5,9 +5,9 @@ GPU machine and keeps the JSON. The teacher is a random BERT-base-sized classifi
 hidden 768; random weights do not change speed) over the SST-2 dev sentences shipped in
 ``demo/data`` (a word-level vocabulary: one token per word, so lengths are realistic).
 
-(a) extraction: ``lelp.features.extract_teacher_features`` sentences/s, fp32 vs the library's
+(a) extraction: ``lelp.teacher.features.extract_teacher_features`` sentences/s, fp32 vs the library's
     choice (bf16 autocast, fp16 where bf16 is missing), TF32 on in both;
-(b) training: ``lelp.train.train_student`` steps/s of the transformer student (6 layers from the
+(b) training: ``lelp.training.loop.train_student`` steps/s of the transformer student (6 layers from the
     teacher), fp32 vs the library's choice;
 (c) 1 vs N GPUs: a whole ``distill`` job's train stage with ``gpus: 1`` and ``gpus: N``, where N GPUs
     are visible (skipped, and said so, on a one-GPU machine).
@@ -42,7 +42,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from lelp.gpu import FP32, Precision, choose_precision  # noqa: E402
+from lelp.devices.cuda import FP32, Precision, choose_precision  # noqa: E402
 
 DATA = ROOT / "demo" / "data" / "sst2_dev.csv"
 
@@ -110,13 +110,14 @@ class Utilisation:
 
 
 def extraction(teacher_dir: Path, texts: list[str], precision: str) -> dict:
-    from lelp.features import extract_teacher_features
-    from lelp.teacher import load_teacher
+    from lelp.teacher.features import extract_teacher_features
+    from lelp.teacher.loading import load_teacher
 
     teacher = load_teacher(teacher_dir, device=DEVICE)
-    patch = mock.patch("lelp.features.choose_precision", return_value=FP32) if precision == "fp32" else _nothing()
+    target = "lelp.teacher.features.choose_precision"
+    patch = mock.patch(target, return_value=FP32) if precision == "fp32" else _nothing()
     if DEVICE == "cpu" and precision != "fp32":  # the CPU check: the same code, bf16 forced
-        patch = mock.patch("lelp.features.choose_precision", return_value=Precision(torch.bfloat16))
+        patch = mock.patch(target, return_value=Precision(torch.bfloat16))
     with patch:
         extract_teacher_features(teacher, texts[:512], max_length=128, batch_size=128)  # warm-up
         _sync()
@@ -146,8 +147,8 @@ def _sync() -> None:
 def training(teacher_dir: Path, texts: list[str], precision: str, batch_size: int) -> dict:
     from lelp.students.kind import KindContext
     from lelp.students.registry import student_kind
-    from lelp.teacher import load_teacher
-    from lelp.train import TrainConfig, train_student
+    from lelp.teacher.loading import load_teacher
+    from lelp.training.loop import TrainConfig, train_student
 
     teacher = load_teacher(teacher_dir, device=DEVICE)
     kind = student_kind("transformer")(KindContext(teacher=teacher, max_length=128, device=torch.device(DEVICE),
@@ -157,9 +158,9 @@ def training(teacher_dir: Path, texts: list[str], precision: str, batch_size: in
     targets = rng.dirichlet([1.0, 1.0], size=len(texts)).astype(np.float32)
     labels = rng.integers(0, 2, size=len(texts))
     config = TrainConfig(epochs=1, learning_rate=5e-5, batch_size=batch_size)
-    patch = mock.patch("lelp.train_state.choose_precision", return_value=FP32) if precision == "fp32" else _nothing()
+    patch = mock.patch("lelp.training.state.choose_precision", return_value=FP32) if precision == "fp32" else _nothing()
     if DEVICE == "cpu" and precision != "fp32":
-        patch = mock.patch("lelp.train_state.choose_precision", return_value=Precision(torch.bfloat16))
+        patch = mock.patch("lelp.training.state.choose_precision", return_value=Precision(torch.bfloat16))
     with patch:
         torch.manual_seed(0)
         train_student(kind.build(2, ["negative", "positive"], 1), inputs, targets[:batch_size * 4],

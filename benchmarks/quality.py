@@ -5,7 +5,7 @@ Protocol (one run of this script = one dataset x transfer size x augmentation):
    split (its own 10% held out, best epoch kept); it is never trained on the other splits.
 2. Students learn on a transfer split whose rows are labelled **by the teacher only** (soft
    targets, alpha 0; the true labels are never used). With ``--augment K`` every transfer row
-   also gets K teacher-scored variants (``lelp.augment``); validation and test rows never do.
+   also gets K teacher-scored variants (``lelp.data.augment``); validation and test rows never do.
 3. Every student kind x method trains with the library defaults (``STUDENT_DEFAULTS``: the
    step budget, tau, S = 2, beta = 1) for ``--seeds`` seeds; the best epoch is chosen on the
    validation split (early stopping), and ``auto`` picks, per seed, the best of kd / lelp /
@@ -38,18 +38,18 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from lelp.augment import AugmentSpec, augment_rows  # noqa: E402
-from lelp.data import encode_labels, read_table  # noqa: E402
+from lelp.data.augment import AugmentSpec, augment_rows  # noqa: E402
+from lelp.data.datasets import encode_labels, read_table  # noqa: E402
 from lelp.evaluate import classification_metrics, directory_size, sentences_per_second  # noqa: E402
-from lelp.features import extract_teacher_features  # noqa: E402
-from lelp.make_teacher import TeacherTrainingConfig, make_teacher  # noqa: E402
+from lelp.method.targets import SUBCLASS_METHODS, build_targets, parse_method  # noqa: E402
 from lelp.pipeline import AUTO_METHOD_RANK, STUDENT_DEFAULTS, DistillConfig, budget_epochs  # noqa: E402
 from lelp.students.base import count_module_parameters, predict_class_log_probs  # noqa: E402
 from lelp.students.kind import KindContext  # noqa: E402
 from lelp.students.registry import student_kind  # noqa: E402
-from lelp.targets import SUBCLASS_METHODS, build_targets, parse_method  # noqa: E402
-from lelp.teacher import load_teacher  # noqa: E402
-from lelp.train import TrainConfig, train_student  # noqa: E402
+from lelp.teacher.features import extract_teacher_features  # noqa: E402
+from lelp.teacher.loading import load_teacher  # noqa: E402
+from lelp.training.loop import TrainConfig, train_student  # noqa: E402
+from lelp.training.make_teacher import TeacherTrainingConfig, make_teacher  # noqa: E402
 
 DATA = Path(os.environ.get("LELP_SHARED_DATA", ROOT.parent / "shared" / "data"))
 OUT = ROOT / "benchmarks" / "out"

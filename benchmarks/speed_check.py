@@ -25,9 +25,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from lelp.artifacts import HFClassifierPredictor, load_student, read_manifest  # noqa: E402
-from lelp.data import read_table  # noqa: E402
+from lelp.data.datasets import read_table  # noqa: E402
 from lelp.evaluate import sentences_per_second  # noqa: E402
-from lelp.teacher import load_teacher  # noqa: E402
+from lelp.teacher.loading import load_teacher  # noqa: E402
 
 DATA = Path(os.environ.get("LELP_SHARED_DATA", ROOT.parent / "shared" / "data"))
 

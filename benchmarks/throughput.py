@@ -1,7 +1,7 @@
 """Throughput of the two heavy library stages, printed as markdown tables.
 
 (a) Teacher feature extraction on real SST-2 sentences with a MiniLM-L6 classifier: ours
-    (``lelp.features.extract_teacher_features``: length-sorted, dynamically padded, written
+    (``lelp.teacher.features.extract_teacher_features``: length-sorted, dynamically padded, written
     to an on-disk cache) against a naive loop (fixed padding to max_length, input order) and
     a plain length-sorted loop kept in memory. Same model, data and batch size; one run each.
 (b) ``LELPProjector.fit`` on synthetic float16 embeddings stored as a memmap, against a bare
@@ -87,8 +87,8 @@ def sorted_loop(teacher, texts: list[str], batch_size: int, max_length: int) -> 
 def bench_extraction(args: argparse.Namespace) -> list[tuple[str, float, float]]:
     import torch
 
-    from lelp.features import extract_teacher_features
-    from lelp.teacher import load_teacher
+    from lelp.teacher.features import extract_teacher_features
+    from lelp.teacher.loading import load_teacher
 
     texts = read_sentences(args.data, args.rows)
     with tempfile.TemporaryDirectory(prefix="lelp-bench-") as tmp:
@@ -172,7 +172,7 @@ def measure(kind: str, folder: Path, subclasses: int, chunk_rows: int) -> dict:
     import numpy as np
     import torch
 
-    from lelp.projection import LELPProjector
+    from lelp.method.projection import LELPProjector
 
     x = np.load(folder / "embeddings.npy", mmap_mode="r")
     labels = np.load(folder / "labels.npy")

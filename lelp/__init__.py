@@ -12,21 +12,21 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "LELPProjector": "lelp.projection",
-    "KMeansSubclasser": "lelp.kmeans_subclass",
-    "Method": "lelp.targets",
-    "build_targets": "lelp.targets",
-    "distillation_loss": "lelp.losses",
-    "load_teacher": "lelp.teacher",
-    "read_teacher_config": "lelp.teacher",
-    "extract_teacher_features": "lelp.features",
-    "encode_mean_pooled": "lelp.features",
-    "TeacherFeatures": "lelp.features",
+    "LELPProjector": "lelp.method.projection",
+    "KMeansSubclasser": "lelp.method.kmeans_subclass",
+    "Method": "lelp.method.targets",
+    "build_targets": "lelp.method.targets",
+    "distillation_loss": "lelp.method.losses",
+    "load_teacher": "lelp.teacher.loading",
+    "read_teacher_config": "lelp.teacher.loading",
+    "extract_teacher_features": "lelp.teacher.features",
+    "encode_mean_pooled": "lelp.teacher.features",
+    "TeacherFeatures": "lelp.teacher.features",
     "DistillConfig": "lelp.pipeline",
     "distill": "lelp.pipeline",
     "load_student": "lelp.artifacts",
     "load_predictor": "lelp.artifacts",
-    "read_table": "lelp.data",
+    "read_table": "lelp.data.datasets",
 }
 
 __all__ = sorted(_LAZY)

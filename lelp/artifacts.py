@@ -154,7 +154,7 @@ def load_predictor(path: str | Path) -> Predictor:
     path = Path(path)
     if (path / MANIFEST).is_file():
         return load_student(path)
-    from lelp.teacher import load_teacher
+    from lelp.teacher.loading import load_teacher
 
     teacher = load_teacher(path)
     return HFClassifierPredictor(teacher.model, teacher.tokenizer, list(teacher.info.labels))

@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from lelp.errors import LELPError
-from lelp.methods import DEFAULT_METHOD, METHOD_CHOICES
+from lelp.method.registry import DEFAULT_METHOD, METHOD_CHOICES
 from lelp.progress import Progress
 from lelp.students.registry import DEFAULT_STUDENT_KIND, STUDENT_KINDS
 
@@ -207,7 +207,7 @@ def make_teacher_command(
 ) -> None:
     """Fine-tune a pretrained encoder into a sequence-classification teacher (best epoch on held-out rows)."""
     _quiet_transformers()
-    from lelp.make_teacher import TeacherTrainingConfig, make_teacher
+    from lelp.training.make_teacher import TeacherTrainingConfig, make_teacher
 
     bars = ProgressBars()
     try:
@@ -219,7 +219,7 @@ def make_teacher_command(
         bars.close()
     import json
 
-    from lelp.make_teacher import TEACHER_METRICS
+    from lelp.training.make_teacher import TEACHER_METRICS
 
     held = json.loads((path / TEACHER_METRICS).read_text())
     typer.echo(f"held-out accuracy {held['held_out_accuracy']:.4f} on {held['held_out_rows']} rows "
@@ -253,7 +253,7 @@ def evaluate_command(
     import numpy as np
 
     from lelp.artifacts import load_predictor
-    from lelp.data import encode_labels, read_table
+    from lelp.data.datasets import encode_labels, read_table
     from lelp.errors import DataError
     from lelp.evaluate import classification_metrics
 

@@ -2,8 +2,8 @@
 
 ``lelp.pipeline`` (the stages) and ``lelp.job`` (the state between them) both import it at
 the top, so neither imports the other to reach a config type. It imports neither torch nor
-the training code (the method vocabulary, ``Method``, is ``lelp.methods``, re-exported here
-and by ``lelp.targets``); ``from lelp.pipeline import DistillConfig, distill`` keeps working.
+the training code (the method vocabulary, ``Method``, is ``lelp.method.registry``, re-exported here
+and by ``lelp.method.targets``); ``from lelp.pipeline import DistillConfig, distill`` keeps working.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 from lelp.errors import ConfigError
-from lelp.methods import AUTO_METHODS, DEFAULT_METHOD, SUBCLASS_METHODS, Method, parse_method  # noqa: F401
+from lelp.method.registry import AUTO_METHODS, DEFAULT_METHOD, SUBCLASS_METHODS, Method, parse_method  # noqa: F401
 from lelp.students.registry import DEFAULT_STUDENT_KIND, KINDS, STUDENT_KINDS, kinds_where
 
 # Defaults from benchmarks/quality.py (tables in benchmarks/README.md): each student kind's own
@@ -54,7 +54,7 @@ class DistillConfig:
     max_length: int = 128
     seed: int = 0
     device: str = "auto"
-    # teacher-scored variants per training row (lelp.augment); 0 = none
+    # teacher-scored variants per training row (lelp.data.augment); 0 = none
     augment: int = 0
     # epochs without a better validation score before stopping; None = the student's default
     # (with --epochs given: no early stopping, the best epoch still ships)
@@ -62,7 +62,7 @@ class DistillConfig:
     # constructor options of the student, e.g. {"n_features": 2**16, "embedding_dim": 32} for ngram,
     # {"hidden": 512} for encoder_mlp, {"layers": 3} for transformer
     student_options: dict | None = None
-    # GPUs one job trains on: > 1 runs the job under torchrun with DDP (lelp.ddp_launch); the
+    # GPUs one job trains on: > 1 runs the job under torchrun with DDP (lelp.devices.ddp_launch); the
     # transformer student only (the others are too small to gain). Without CUDA the N ranks are
     # gloo processes sharing the CPU, which only tests pay for.
     gpus: int = 1

@@ -13,20 +13,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lelp.augment import AugmentSpec, augment_rows
 from lelp.config import VALIDATION_FRACTION, Candidate, DistillConfig, effective_hyperparameters
-from lelp.data import encode_labels, file_sha256, read_table, split_rows
-from lelp.devices import resolve_device
+from lelp.data.augment import AugmentSpec, augment_rows
+from lelp.data.datasets import encode_labels, file_sha256, read_table, split_rows
+from lelp.devices.resolve import resolve_device
 from lelp.evaluate import agreement, classification_metrics, directory_size, sentences_per_second
-from lelp.features import extract_teacher_features
+from lelp.method.projection import softmax_rows
+from lelp.method.targets import build_hint, build_targets
 from lelp.progress import CancelCheck, Progress, ProgressCallback, report
-from lelp.projection import softmax_rows
 from lelp.students.base import count_module_parameters, predict_class_log_probs
 from lelp.students.kind import KindContext
 from lelp.students.registry import student_kind
-from lelp.targets import build_hint, build_targets
-from lelp.teacher import load_teacher
-from lelp.train import TrainConfig, TrainResult, train_student
+from lelp.teacher.features import extract_teacher_features
+from lelp.teacher.loading import load_teacher
+from lelp.training.loop import TrainConfig, TrainResult, train_student
 
 
 class RowView:

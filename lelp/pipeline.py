@@ -36,12 +36,12 @@ from lelp.config import (
     effective_hyperparameters,
     validate_config,
 )
-from lelp.data import split_rows
+from lelp.data.datasets import split_rows
 from lelp.errors import ConfigError
 from lelp.job import DistillJob
 from lelp.progress import CancelCheck, Progress, ProgressCallback, report
 
-# The configuration moved to lelp.config and split_rows to lelp.data (issue 8); these names stay
+# The configuration moved to lelp.config and split_rows to lelp.data.datasets (issue 8); these names stay
 # importable from here (README: ``from lelp.pipeline import DistillConfig, distill``).
 __all__ = ["AUTO_GRID", "AUTO_METHODS", "AUTO_METHOD_RANK", "DEFAULT_BETA", "DEFAULT_METHOD", "DEFAULT_STUDENT",
            "DEFAULT_SUBCLASSES", "STUDENT_DEFAULTS", "VALIDATION_FRACTION", "Candidate", "DistillConfig",
@@ -75,15 +75,15 @@ def distill(
 ) -> DistillResult:
     """Run a whole distillation job and write the student artifact to ``out_dir``.
 
-    With ``config.gpus > 1`` this process starts torchrun and waits (``lelp.ddp_launch``); each
+    With ``config.gpus > 1`` this process starts torchrun and waits (``lelp.devices.ddp_launch``); each
     rank comes back here, trains its share, and rank 0 alone evaluates and saves.
     """
-    from lelp import distributed
+    from lelp.devices import distributed
     from lelp.report import write_report, write_report_data  # matplotlib/Jinja2: only when a job ends
 
     validate_config(config)
     if config.gpus > 1 and not distributed.active():
-        from lelp.ddp_launch import launch
+        from lelp.devices.ddp_launch import launch
 
         return launch(config, out_dir, cache_dir=cache_dir, checkpoint_dir=checkpoint_dir, progress=progress,
                       should_cancel=should_cancel, on_checkpoint=on_checkpoint)

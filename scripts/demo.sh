@@ -24,5 +24,5 @@ if [ "${LELP_DEMO_MODE:-service}" = "library" ]; then
     --eval demo/data/sst2_dev.csv --max-length 64 --out "$DEMO/student"
   lelp predict --model "$DEMO/student" "a gripping, beautifully acted film" "a tedious mess"
 else
-  python -m worker.demo "$DEMO/service" "$DEMO/teacher" demo/data/sst2_transfer.csv demo/data/sst2_dev.csv
+  python -m demo.run "$DEMO/service" "$DEMO/teacher" demo/data/sst2_transfer.csv demo/data/sst2_dev.csv
 fi

@@ -199,7 +199,7 @@ def service_api_key(pg_url) -> str:
 
 @pytest.fixture
 def service_client(api_server, service_api_key):
-    from app.client import LelpClient
+    from app.client.http import LelpClient
 
     with LelpClient(api_server, service_api_key, timeout=120) as client:
         yield client

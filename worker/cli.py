@@ -1,10 +1,10 @@
 """The ``lelp`` console script: the app floor's commands plus the two that start workers.
 
-The console script is the composition root, so it lives on the top floor: ``app.cli``
+The console script is the composition root, so it lives on the top floor: ``app.admin_commands``
 holds every verb that needs no worker (library verbs, ``api``, ``db``, ``admin``, the
 client verbs); this module adds ``worker`` and ``serve`` (API + one worker child), the
 only commands that must name the worker's Celery app. ``app`` never imports or names
-``worker``; ``app.embedded`` is handed the worker command line as an argument.
+``worker``; ``worker.embedded`` is handed the worker command line as an argument.
 ``python -m worker.cli`` is the same as ``lelp``.
 """
 
@@ -17,9 +17,9 @@ from typing import Annotated
 
 import typer
 
-from app.cli import app
-from app.cli import main as _run
-from app.cli_client import cli_errors
+from app.admin_commands import app
+from app.admin_commands import main as _run
+from app.client.commands import cli_errors
 
 CELERY_APP = "worker.celery_app:celery_app"
 
@@ -42,7 +42,7 @@ def serve(
     data_dir: Annotated[Path | None, typer.Option(help="Data directory (default LELP_DATA_DIR or ./.lelp).")] = None,
 ) -> None:
     """Run the embedded service: API + one worker process on SQLite and a local broker."""
-    from app.embedded import serve as run
+    from worker.embedded import serve as run
 
     run(host=host, port=port, data_dir=data_dir, worker_command=worker_command(hostname="embedded@%h"))
 
@@ -61,17 +61,17 @@ def worker(
     """Run only a Celery worker (replaces this process, so signals reach Celery directly).
 
     With --gpus: one Celery worker per GPU (group), each with --concurrency 1, started and
-    supervised by this process, which never touches CUDA (app.gpu_workers).
+    supervised by this process, which never touches CUDA (worker.gpu_workers).
     """
     from functools import partial
 
-    from app.embedded import child_env
     from app.settings import get_settings
+    from worker.embedded import child_env
 
     if gpus is None:
         command = worker_command(queues=queues, concurrency=concurrency, pool=pool, loglevel=loglevel)
         os.execve(command[0], command, child_env(get_settings()))
-    from app.gpu_workers import gpu_groups, gpu_workers, supervise
+    from worker.gpu_workers import gpu_groups, gpu_workers, supervise
 
     try:
         groups = gpu_groups(gpus, gpus_per_worker)

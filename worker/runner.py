@@ -19,7 +19,7 @@ directly. The flow, and why each step is there:
    committed together. Failures store ``{code, message}``; tracebacks go to the log only.
 
 This module is the flow; the pieces live beside it: ``job_inputs`` (the row read once, the
-library config), ``reporting`` (progress, heartbeat, cancel check), ``store_sync`` (inputs,
+library config), ``job_progress`` (progress, heartbeat, cancel check), ``store_sync`` (inputs,
 checkpoints, feature cache), ``failures`` (exception -> final state). Every state change is
 a function of ``app.db.job_states``; each unit of work commits once, at its end.
 """
@@ -42,7 +42,7 @@ from app.settings import Settings
 from app.storage import ArtifactStore
 from worker.failures import Redactions, record_failure
 from worker.job_inputs import JobInputs, MissingInput, build_config, read_inputs
-from worker.reporting import CancelCheck, Heartbeat, ProgressWriter
+from worker.job_progress import CancelCheck, Heartbeat, ProgressWriter
 from worker.store_sync import CheckpointSync, FeatureCacheSync, dir_size, local_dir, local_file
 
 __all__ = ["CheckpointSync", "JobInputs", "ProgressWriter", "build_config", "model_id_for", "run_job"]
@@ -143,7 +143,7 @@ def _record_placement(url: str, job_id: str, device: str) -> dict[str, Any]:
     A device the library will refuse (``gpu`` without CUDA) is recorded as asked; the
     library's own check fails the job with its clear message.
     """
-    from lelp.devices import describe_device, device_summary
+    from lelp.devices.resolve import describe_device, device_summary
     from lelp.errors import LELPError
 
     try:

@@ -29,7 +29,7 @@ OWNED_ID = re.compile(r"(tch|bm)_[A-Za-z0-9]{1,60}")
 
 def _register(session: Session, store: ArtifactStore, settings: Settings, tenant_id: str, model_dir: Path,
               name: str, shown_as: str, param: str) -> BaseModelRow:
-    from lelp.model_files import read_base_config
+    from lelp.uploads.model_files import read_base_config
 
     info = validate_model_dir(model_dir, settings, read_base_config, shown_as=shown_as, param=param)
     base_id = new_id("bm")

@@ -1,4 +1,4 @@
-"""Datasets: validate a table with ``lelp.data.read_table``, copy the file into the store."""
+"""Datasets: validate a table with ``lelp.data.datasets.read_table``, copy the file into the store."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ class ColumnChoice:
 
 
 def _format_of(filename: str, declared: str | None) -> str:
-    from lelp.data import detect_format
+    from lelp.data.datasets import detect_format
     from lelp.errors import DataError
 
     try:
@@ -52,7 +52,7 @@ def _format_of(filename: str, declared: str | None) -> str:
 
 def _register(session: Session, store: ArtifactStore, settings: Settings, tenant_id: str, path: Path, *,
               filename: str, name: str | None, choice: ColumnChoice, sha256: str, size: int) -> Dataset:
-    from lelp.data import label_counts, read_table
+    from lelp.data.datasets import label_counts, read_table
     from lelp.errors import LELPError
 
     fmt = _format_of(filename, choice.format)
@@ -94,7 +94,7 @@ def create_from_upload(session: Session, store: ArtifactStore, settings: Setting
 def create_from_uri(session: Session, store: ArtifactStore, settings: Settings, tenant_id: str, *, uri: str,
                     name: str | None, choice: ColumnChoice) -> Dataset:
     """Copy a file under an allowed root to a temp file (size-capped), then validate and store it."""
-    from lelp.data import file_sha256
+    from lelp.data.datasets import file_sha256
 
     resolved = check_uri(uri, settings.allowed_uri_roots)
     filename = resolved.rstrip("/").rsplit("/", 1)[-1]

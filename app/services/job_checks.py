@@ -20,13 +20,13 @@ from app.errors import Unprocessable, not_found
 from app.queue import gpu_worker_alive
 from app.schemas.jobs import JobCreate
 from app.settings import Settings
-from lelp.data import label_matcher
+from lelp.data.datasets import label_matcher
 from lelp.students.registry import KINDS
 
-# Methods that split each class into S sub-classes from the teacher's embedding (lelp.targets).
+# Methods that split each class into S sub-classes from the teacher's embedding (lelp.method.targets).
 PROJECTED_METHODS = ("lelp", "random_subclass", "kmeans_subclass")
 DEFAULT_SUBCLASSES = 2  # lelp.config.DEFAULT_SUBCLASSES
-# lelp.data.split_rows: 10% held out, at least 20 rows on each side.
+# lelp.data.datasets.split_rows: 10% held out, at least 20 rows on each side.
 HOLD_OUT_FRACTION, HOLD_OUT_MINIMUM = 0.1, 20
 STUDENTS_WITH_BASE = {kind: info.base for kind, info in KINDS.items()}  # lelp.students.registry (no torch)
 
@@ -39,7 +39,7 @@ class JobInputs:
 
 
 def class_index(label: str, teacher: Teacher) -> int | None:
-    """The library's rule (``lelp.data.label_matcher``, what the worker's ``encode_labels`` applies)."""
+    """The library's rule (``lelp.data.datasets.label_matcher``, what the worker's ``encode_labels`` applies)."""
     return label_matcher(list(teacher.labels or []))(label)
 
 
@@ -48,7 +48,7 @@ def held_out(pool: int) -> int:
 
 
 def split_sizes(rows: int, labelled: int) -> tuple[int, int] | None:
-    """``lelp.data.split_rows``'s (kept, held out) for a dataset, None when it would refuse."""
+    """``lelp.data.datasets.split_rows``'s (kept, held out) for a dataset, None when it would refuse."""
     pool = labelled if labelled >= 2 * HOLD_OUT_MINIMUM + int(round(labelled * HOLD_OUT_FRACTION)) else rows
     k = held_out(pool)
     if pool - k < HOLD_OUT_MINIMUM:
@@ -168,7 +168,7 @@ def _check_subclasses(body: JobCreate, inputs: JobInputs) -> None:
 
 
 def _check_rows(body: JobCreate, train: Dataset) -> None:
-    """The held-out splits the library will cut (``lelp.data.split_rows``) must leave rows to train on."""
+    """The held-out splits the library will cut (``lelp.data.datasets.split_rows``) must leave rows to train on."""
     rows = train.rows
     if body.eval_dataset_id is None:
         sizes = split_sizes(rows, train.labelled_rows)

@@ -33,7 +33,7 @@ T = TypeVar("T")
 def put_model_dir(store: ArtifactStore, source: Path, uri: str, shown_as: str) -> None:
     """Copy the model's own files from ``source`` to the store's ``uri`` (never through a link)."""
     from lelp.errors import LELPError
-    from lelp.model_files import copy_model_files, model_file_names
+    from lelp.uploads.model_files import copy_model_files, model_file_names
 
     try:
         local = store.local_path(uri)
@@ -82,7 +82,7 @@ def uri_model_dir(uri: str, settings: Settings, *, param: str = "uri", code: str
     files are never changed; a local copy takes only the model's own files, never a link.
     """
     from lelp.errors import LELPError
-    from lelp.model_files import copy_model_files
+    from lelp.uploads.model_files import copy_model_files
 
     resolved = check_uri(uri, settings.allowed_uri_roots, param=param)
     local = Path(resolved) if "://" not in resolved else None
@@ -116,7 +116,7 @@ def validate_model_dir(model_dir: Path, settings: Settings, read: Callable[..., 
     config is read again afterwards for the parameter count and hash of the stored files.
     """
     from lelp.errors import LELPError
-    from lelp.tokenizer_probe import probe_model_dir
+    from lelp.uploads.tokenizer_probe import probe_model_dir
 
     try:
         read(model_dir, settings.model_limits())

@@ -19,7 +19,7 @@ from app.storage import ArtifactStore
 def _register(session: Session, store: ArtifactStore, settings: Settings, tenant_id: str, model_dir: Path,
               name: str, shown_as: str, param: str, text_pairs: bool = False) -> Teacher:
     """Validate without torch (``validate_model_dir``), copy the model's own files, insert."""
-    from lelp.teacher import read_teacher_config  # lelp.teacher's reader does not import torch
+    from lelp.teacher.loading import read_teacher_config  # lelp.teacher.loading's reader does not import torch
 
     info = validate_model_dir(model_dir, settings, read_teacher_config, shown_as=shown_as, param=param)
     teacher_id = new_id("tch")

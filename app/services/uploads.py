@@ -24,7 +24,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from app.errors import BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMediaType
-from lelp import jsonsafe
+from lelp.uploads import jsonsafe
 
 CHUNK = 1 << 20
 MAX_JSON_BYTES = 1 << 20

@@ -96,7 +96,7 @@ def score(predict_proba, rows: CheckRows) -> np.ndarray:
 def rows_from_table(path, labels: list[str], *, text_column: str = "text", text_pair_column: str | None = None,
                     label_column: str | None = "label", max_rows: int | None = None) -> CheckRows:
     """Check rows from a data file (its label names must be the model's; empty labels are unlabelled)."""
-    from lelp.data import encode_labels, read_table
+    from lelp.data.datasets import encode_labels, read_table
 
     data = read_table(path, text_column=text_column, text_pair_column=text_pair_column, label_column=label_column)
     n = len(data.texts) if max_rows is None else min(max_rows, len(data.texts))

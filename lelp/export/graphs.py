@@ -90,7 +90,7 @@ class _EncoderMLP(nn.Module):
 
 def encoder_mlp_graph(predictor, manifest: dict) -> Graph:
     """Frozen encoder, mean pooling over the attention mask, then the student's MLP."""
-    from lelp.features import mean_pool
+    from lelp.teacher.features import mean_pool
 
     encoder = predictor.encoder
     names, example = _token_example(encoder.tokenizer, encoder.max_length)

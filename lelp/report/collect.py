@@ -56,7 +56,7 @@ def eval_section(labels: np.ndarray, student_probs: np.ndarray, teacher_probs: n
 
 def null_space_projector(head_weight: np.ndarray) -> np.ndarray:
     """(D-r, D) orthonormal basis of the head's null space: what the classifier does not read."""
-    from lelp.projection import head_bases  # torch: only where a job runs, not for `lelp report`
+    from lelp.method.projection import head_bases  # torch: only where a job runs, not for `lelp report`
 
     _, null = head_bases(head_weight, head_weight.shape[1], null_space=True)
     return null

@@ -74,7 +74,7 @@ def fold_temperature(student: nn.Module, tau: float) -> None:
 def predict_class_log_probs(student: nn.Module, inputs: StudentInputs, subclasses: int,
                             device: torch.device = torch.device("cpu"), batch_size: int = 512) -> np.ndarray:
     """(n, C) class log-probabilities of a student over all its inputs, sub-classes folded."""
-    from lelp.losses import class_log_probs
+    from lelp.method.losses import class_log_probs
 
     student.eval().to(device)
     # inputs that pad their batches (``lengths()``) go shortest first: a batch pads to its own longest row

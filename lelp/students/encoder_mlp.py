@@ -1,7 +1,7 @@
 """Cross-architecture student: a frozen pretrained sentence encoder, mean-pooled, + MLP.
 
 Only the MLP trains, on encoder embeddings computed once and cached on disk
-(``lelp.features.encode_mean_pooled``), so an epoch costs a few matrix products.
+(``lelp.teacher.features.encode_mean_pooled``), so an epoch costs a few matrix products.
 The encoder travels inside the artifact (``encoder/``) so predictions need nothing else.
 """
 
@@ -52,13 +52,13 @@ class FrozenEncoder:
     """The artifact's sentence encoder at serving time: tokenise, forward, mean-pool (in memory)."""
 
     def __init__(self, model_dir, max_length: int = 128, batch_size: int = 64):
-        from lelp.features import load_encoder
+        from lelp.teacher.features import load_encoder
 
         self.model, self.tokenizer = load_encoder(model_dir)
         self.max_length, self.batch_size = max_length, batch_size
 
     def encode(self, texts, text_pairs=None) -> np.ndarray:
-        from lelp.features import mean_pool
+        from lelp.teacher.features import mean_pool
 
         out = []
         with torch.inference_mode():
@@ -75,7 +75,7 @@ class EncoderMLPKind(StudentKind):
     name = "encoder_mlp"
 
     def inputs(self, texts, text_pairs, dataset_sha256):
-        from lelp.features import encode_mean_pooled
+        from lelp.teacher.features import encode_mean_pooled
 
         ctx = self.ctx
         vectors = encode_mean_pooled(ctx.student_base, texts, text_pairs, max_length=ctx.max_length,
@@ -91,7 +91,7 @@ class EncoderMLPKind(StudentKind):
             raise ConfigError(f"bad student option for encoder_mlp: {exc}", param="student_options") from None
 
     def save(self, student, out):
-        from lelp.model_files import copy_model_files
+        from lelp.uploads.model_files import copy_model_files
 
         super().save(student, out)
         copy_model_files(self.ctx.student_base, out / "encoder")  # the encoder's own files, never a link

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 class KindContext:
     """Everything of the job a kind may read: the teacher, the base encoder, options, caches."""
 
-    teacher: Any  # lelp.teacher.Teacher
+    teacher: Any  # lelp.teacher.loading.Teacher
     student_base: str | None = None
     options: dict = field(default_factory=dict)
     max_length: int = 128

@@ -177,8 +177,8 @@ class StaticKind(StudentKind):
         """The encoder whose vocabulary the table covers, and its hash (the cache key)."""
         ctx = self.ctx
         if ctx.student_base:
-            from lelp.features import load_encoder
-            from lelp.teacher import directory_sha256
+            from lelp.teacher.features import load_encoder
+            from lelp.teacher.loading import directory_sha256
 
             model, _tok = load_encoder(ctx.student_base)
             return model, directory_sha256(ctx.student_base)

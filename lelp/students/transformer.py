@@ -80,14 +80,14 @@ def build_transformer_student(teacher_model: nn.Module, labels: Sequence[str], s
 
 
 class TokenInputs:
-    """Tokenised rows packed into flat int32 arrays (``lelp.features.TokenizedRows``), padded per batch.
+    """Tokenised rows packed into flat int32 arrays (``lelp.teacher.features.TokenizedRows``), padded per batch.
 
     No per-row Python lists are kept: a million rows of them took ~4.6 GB, the packed arrays
     ~4 bytes per token per tokenizer output (``benchmarks/scale.py``).
     """
 
     def __init__(self, tokenizer, texts: Sequence[str], text_pairs: Sequence[str] | None, max_length: int):
-        from lelp.features import tokenize_rows
+        from lelp.teacher.features import tokenize_rows
 
         self.tokenizer = tokenizer
         self.tokens = tokenize_rows(tokenizer, texts, text_pairs, max_length)
@@ -96,7 +96,7 @@ class TokenInputs:
         return len(self.tokens.offsets) - 1
 
     def batch(self, indices: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
-        from lelp.gpu import to_device
+        from lelp.devices.cuda import to_device
 
         padded = self.tokenizer.pad(self.tokens.batch(indices.numpy()), return_tensors="pt")
         return {k: to_device(v, device) for k, v in padded.items()}

@@ -27,7 +27,7 @@ def test_the_sweeper_and_embedded_server_write_no_sql_and_embedded_imports_no_wo
     for path in ("worker/sweeper.py", "app/services/recovery.py"):
         text = (ROOT / path).read_text()
         assert "sqlalchemy" not in text and "sa." not in text, path
-    tree = ast.parse((ROOT / "app/embedded.py").read_text())
+    tree = ast.parse((ROOT / "worker/embedded.py").read_text())
     imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
     imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
     assert not [m for m in imported if m == "worker" or m.startswith("worker.")], imported

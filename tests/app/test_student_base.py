@@ -152,7 +152,7 @@ def job_body_for(tiny_teacher_dir, train_csv_bytes):  # noqa: ANN001, ANN201
 
 def test_copying_a_model_dir_never_follows_links_or_takes_stray_files(tmp_path, tiny_encoder_dir) -> None:  # noqa: ANN001
     from lelp.errors import TeacherError
-    from lelp.model_files import copy_model_files
+    from lelp.uploads.model_files import copy_model_files
 
     source = tmp_path / "src"
     shutil.copytree(tiny_encoder_dir, source)

@@ -177,10 +177,10 @@ def test_labels_match_the_teacher_in_any_case_as_lelp_distill_does(client, auth_
                                                                   enqueued) -> None:  # noqa: ANN001
     """Teacher labels ``negative/positive``; a dataset that writes ``Positive``/``NEGATIVE`` is accepted.
 
-    The submit check and the worker's ``encode_labels`` use one rule (``lelp.data.label_matcher``);
+    The submit check and the worker's ``encode_labels`` use one rule (``lelp.data.datasets.label_matcher``);
     a label the teacher does not know is still refused.
     """
-    from lelp.data import encode_labels
+    from lelp.data.datasets import encode_labels
 
     rows = [{"text": f"row {i} good", "label": "Positive"} for i in range(40)]
     rows += [{"text": f"row {i} bad", "label": "NEGATIVE"} for i in range(40)]

@@ -7,12 +7,12 @@ import inspect
 import pytest
 from typer.testing import CliRunner
 
-from app.client import FINISHED, LelpClient
+from app.client.http import FINISHED, LelpClient
 from app.db.models import ACTIVE_STATUSES, FINISHED_STATUSES, JOB_STATUSES
 from app.schemas.jobs import JobCreate, JobRead
 from app.vocabulary import JobStatus
 from lelp.errors import ConfigError
-from lelp.methods import DEFAULT_METHOD, METHOD_CHOICES, Method
+from lelp.method.registry import DEFAULT_METHOD, METHOD_CHOICES, Method
 from lelp.students.registry import DEFAULT_STUDENT_KIND, STUDENT_KINDS
 
 
@@ -37,7 +37,7 @@ def test_one_default_method_and_student_everywhere() -> None:
 
 
 def test_cli_help_lists_every_method_kind_and_status() -> None:
-    from app.cli import app as cli
+    from app.admin_commands import app as cli
 
     runner = CliRunner()
     submit = " ".join(runner.invoke(cli, ["jobs", "submit", "--help"], env={"COLUMNS": "400"}).output.split())

@@ -33,7 +33,7 @@ def session_commands() -> str:
 
 @pytest.mark.skipif(shutil.which("curl") is None or shutil.which("jq") is None, reason="needs curl and jq")
 def test_the_documented_curl_session_runs(tmp_path, tiny_teacher_dir, monkeypatch):
-    from worker.demo import free_port, start_server, stop_server, wait_ready
+    from demo.run import free_port, start_server, stop_server, wait_ready
 
     repo = tmp_path / "checkout"
     (repo / "demo").mkdir(parents=True)

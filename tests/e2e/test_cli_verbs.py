@@ -111,7 +111,7 @@ def test_help_is_plain(command):
 
 
 def test_help_defaults_are_the_librarys():
-    from app.cli_client import PER_STUDENT_DEFAULTS
+    from app.client.commands import PER_STUDENT_DEFAULTS
     from lelp.pipeline import DEFAULT_BETA, DEFAULT_SUBCLASSES, STUDENT_DEFAULTS
 
     for name, per_kind in PER_STUDENT_DEFAULTS.items():

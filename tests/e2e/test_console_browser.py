@@ -38,7 +38,7 @@ def _text_is(selector: str, expected: str):
 
 @pytest.fixture(scope="module")
 def module_client(api_server, service_api_key):
-    from app.client import LelpClient
+    from app.client.http import LelpClient
 
     with LelpClient(api_server, service_api_key, timeout=120) as client:
         yield client

@@ -88,7 +88,7 @@ def _wait_for_status(client, job_id: str, status: str, timeout_s: float = 120) -
 
 def test_embedded_serve_runs_a_job(tmp_path, tiny_teacher_dir, csvs, capsys):
     """``lelp serve`` with only LELP_DATA_DIR: migrations, key file, worker, job, predict, clean stop."""
-    from worker.demo import run_demo
+    from demo.run import run_demo
 
     data_dir = tmp_path / "lelp-data"
     result = run_demo(data_dir, tiny_teacher_dir, *csvs, subclasses=2, epochs=1)

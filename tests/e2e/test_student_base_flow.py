@@ -12,7 +12,7 @@ import tarfile
 
 import pytest
 
-from app.client import ApiError
+from app.client.http import ApiError
 from tests.tiny import make_text_rows, write_csv
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(300)]

@@ -6,7 +6,7 @@ from tests.tiny import make_text_rows, write_csv
 
 
 def test_a_transformer_job_runs_on_the_gpu_worker(sqlite_service, tiny_teacher_dir, tmp_path) -> None:  # noqa: ANN001
-    from app.client import LelpClient
+    from app.client.http import LelpClient
 
     train = write_csv(tmp_path / "train.csv", make_text_rows(400, seed=1))
     evald = write_csv(tmp_path / "eval.csv", make_text_rows(80, seed=2))

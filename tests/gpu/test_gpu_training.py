@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lelp.artifacts import load_student
-from lelp.gpu import GPUMemoryError, choose_precision, fit_batch_size
+from lelp.devices.cuda import GPUMemoryError, choose_precision, fit_batch_size
 from lelp.pipeline import DistillConfig, distill
 from tests.gpu.conftest import needs_two_gpus
 from tests.tiny import make_text_rows, write_csv

@@ -21,8 +21,8 @@ def test_lelp_imports_nothing_from_the_service_or_the_worker() -> None:
 
 
 def test_importing_lelp_and_its_data_layer_does_not_load_torch() -> None:
-    code = ("import sys\nimport lelp, lelp.data, lelp.errors, lelp.teacher, lelp.cli\n"
-            "lelp.teacher.read_teacher_config\n"
+    code = ("import sys\nimport lelp, lelp.data.datasets, lelp.errors, lelp.teacher.loading, lelp.cli\n"
+            "lelp.teacher.loading.read_teacher_config\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -31,10 +31,11 @@ def test_importing_lelp_and_its_data_layer_does_not_load_torch() -> None:
 def test_the_job_config_is_a_light_leaf() -> None:
     """``lelp.config`` (config, defaults, grids, method names) loads neither torch nor the job's stages."""
     code = ("import sys\nimport lelp.config\n"
-            "heavy = [m for m in ('torch', 'numpy', 'lelp.pipeline', 'lelp.job', 'lelp.targets') if m in sys.modules]\n"
+            "heavy = [m for m in ('torch', 'numpy', 'lelp.pipeline', 'lelp.job', 'lelp.method.targets')\n"
+            "         if m in sys.modules]\n"
             "assert not heavy, heavy\n"
             "from lelp.pipeline import DistillConfig, distill, split_rows\n"
-            "import lelp.data\n"
-            "assert DistillConfig is lelp.config.DistillConfig and split_rows is lelp.data.split_rows\n")
+            "import lelp.data.datasets\n"
+            "assert DistillConfig is lelp.config.DistillConfig and split_rows is lelp.data.datasets.split_rows\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -102,7 +102,7 @@ def test_make_teacher_builds_a_loadable_classifier(tiny_teacher_dir, tiny_train_
     result = invoke("make-teacher", "--base", tiny_teacher_dir, "--train", tiny_train_csv, "--out", out,
                     "--epochs", "1", "--max-length", "32")
     assert result.exit_code == 0, result.output
-    from lelp.teacher import read_teacher_config
+    from lelp.teacher.loading import read_teacher_config
 
     info = read_teacher_config(out)
     assert info.labels == ["negative", "positive"] and info.num_labels == 2

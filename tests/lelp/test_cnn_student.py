@@ -41,7 +41,7 @@ def test_the_convolution_sees_word_order_where_the_mean_does_not():
 
 
 def test_padding_does_not_change_a_rows_score(tiny_teacher_dir):
-    from lelp.teacher import load_teacher
+    from lelp.teacher.loading import load_teacher
 
     tokenizer = load_teacher(tiny_teacher_dir).tokenizer
     texts = ["good film", "a much longer sentence about a rather bad film", ""]
@@ -62,7 +62,7 @@ def test_padding_does_not_change_a_rows_score(tiny_teacher_dir):
 
 
 def test_folded_taps_give_the_convolutions_scores(tiny_teacher_dir):
-    from lelp.teacher import load_teacher
+    from lelp.teacher.loading import load_teacher
 
     tokenizer = load_teacher(tiny_teacher_dir).tokenizer
     inputs = PaddedTokenInputs(tokenizer, ["good film", "a much longer sentence about a bad film", ""], None, 32)
@@ -81,7 +81,7 @@ def test_cnn_artifact_starts_from_the_static_table_and_loads_as_a_model2vec_stat
     from lelp.students.cnn import CnnKind
     from lelp.students.kind import KindContext
     from lelp.students.static import StaticKind
-    from lelp.teacher import load_teacher
+    from lelp.teacher.loading import load_teacher
 
     teacher = load_teacher(tiny_teacher_dir)
     ctx = KindContext(teacher=teacher, options=SMALL_CNN, cache_dir=tmp_path / "cache")

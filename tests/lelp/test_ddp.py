@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from lelp.artifacts import load_student
-from lelp.ddp_launch import ERROR, _raise_rank_error
+from lelp.devices.cuda import GPUMemoryError
+from lelp.devices.ddp_launch import ERROR, _raise_rank_error
 from lelp.errors import ConfigError, JobCancelled
-from lelp.gpu import GPUMemoryError
 from lelp.pipeline import DistillConfig, distill
 
 TEXTS = ["good great film", "bad awful plot", "the story was quite dull", "a wonderful, moving story"]

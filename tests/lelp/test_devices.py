@@ -1,4 +1,4 @@
-"""``lelp.devices``: one meaning of each device name, and the record of where a job ran."""
+"""``lelp.devices.resolve``: one meaning of each device name, and the record of where a job ran."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from lelp.devices import describe_device, device_summary, resolve_device
+from lelp.devices.resolve import describe_device, device_summary, resolve_device
 from lelp.errors import ConfigError
 
 
@@ -27,12 +27,13 @@ def test_names_resolve_the_same_everywhere() -> None:
 
 
 def test_the_library_has_one_resolve_device() -> None:
-    import lelp.features
-    import lelp.teacher
-    import lelp.train
+    import lelp.teacher.features
+    import lelp.teacher.loading
+    import lelp.training.loop
 
-    assert lelp.train.resolve_device is resolve_device and lelp.features.resolve_device is resolve_device
-    assert not hasattr(lelp.teacher, "resolve_device") or lelp.teacher.resolve_device is resolve_device
+    assert lelp.training.loop.resolve_device is resolve_device
+    assert lelp.teacher.features.resolve_device is resolve_device
+    assert not hasattr(lelp.teacher.loading, "resolve_device") or lelp.teacher.loading.resolve_device is resolve_device
 
 
 def test_describe_device_on_cpu() -> None:
@@ -53,6 +54,6 @@ def test_describe_device_on_cuda() -> None:
 
 
 def test_importing_lelp_devices_does_not_import_torch() -> None:
-    code = "import sys\nimport lelp.devices\nassert 'torch' not in sys.modules\n"
+    code = "import sys\nimport lelp.devices.resolve\nassert 'torch' not in sys.modules\n"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

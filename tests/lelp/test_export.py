@@ -12,7 +12,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 from lelp.artifacts import load_student  # noqa: E402
-from lelp.data import encode_labels, read_table  # noqa: E402
+from lelp.data.datasets import encode_labels, read_table  # noqa: E402
 from lelp.errors import ConfigError  # noqa: E402
 from lelp.export import FP32_TOLERANCE, CheckRows, OnnxPredictor, export_onnx, record_export  # noqa: E402
 from lelp.export.graphs import GRAPHS  # noqa: E402

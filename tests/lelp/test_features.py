@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from lelp import features
 from lelp.errors import JobCancelled
-from lelp.features import encode_mean_pooled, extract_teacher_features
 from lelp.progress import Progress
-from lelp.teacher import load_teacher
+from lelp.teacher import features
+from lelp.teacher.features import encode_mean_pooled, extract_teacher_features
+from lelp.teacher.loading import load_teacher
 
 # Mixed lengths on purpose, long ones in the middle: sorting must not leak into the output order.
 TEXTS = [
@@ -229,7 +229,7 @@ def test_abandoned_half_written_cache_is_removed_but_a_live_one_is_kept(tmp_path
     import os
     import time
 
-    from lelp.features import remove_abandoned_work
+    from lelp.teacher.features import remove_abandoned_work
 
     old = tmp_path / ".tmp-k1-dead"
     old.mkdir()

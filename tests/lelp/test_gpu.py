@@ -1,4 +1,4 @@
-"""The CUDA-only choices of lelp.gpu and the trainer's micro-batches, checked on a CPU."""
+"""The CUDA-only choices of lelp.devices.cuda and the trainer's micro-batches, checked on a CPU."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from lelp.gpu import FP32, GPUMemoryError, Precision, choose_precision, fit_batch_size, to_device
+from lelp.devices.cuda import FP32, GPUMemoryError, Precision, choose_precision, fit_batch_size, to_device
 from lelp.students.base import Student
-from lelp.train import TrainConfig, prepare, train_epoch
+from lelp.training.loop import TrainConfig, prepare, train_epoch
 
 
 @pytest.mark.parametrize("kind", ["transformer", "teacher", "ngram", "static", "encoder_mlp"])

@@ -11,7 +11,7 @@ import torch
 
 from lelp.students.static import StaticInputs
 from lelp.students.transformer import TokenInputs
-from lelp.teacher import load_teacher
+from lelp.teacher.loading import load_teacher
 from tests.tiny import make_text_rows
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lelp.losses import class_log_probs, distillation_loss, fitnet_loss
+from lelp.method.losses import class_log_probs, distillation_loss, fitnet_loss
 
 B, C, S = 6, 3, 4
 

@@ -1,4 +1,4 @@
-"""Issue 14: model configs are bounded before anything is allocated (``lelp.model_limits``).
+"""Issue 14: model configs are bounded before anything is allocated (``lelp.uploads.model_limits``).
 
 The estimate must match the real parameter count (from the safetensors header) for the
 shipped MiniLM and the tiny test BERTs, and every path that reads a model config refuses
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from lelp import jsonsafe
 from lelp.errors import TeacherError
-from lelp.model_limits import ModelLimits, check_model_config, estimate_model_size
-from lelp.teacher import _safetensors_parameters, read_model_config, read_teacher_config
+from lelp.teacher.loading import _safetensors_parameters, read_model_config, read_teacher_config
+from lelp.uploads import jsonsafe
+from lelp.uploads.model_limits import ModelLimits, check_model_config, estimate_model_size
 from tests.hostile_models import edit_config
 from tests.tiny import make_tiny_teacher
 

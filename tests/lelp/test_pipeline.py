@@ -10,8 +10,8 @@ import torch
 
 from lelp.artifacts import load_predictor, load_student, read_manifest
 from lelp.errors import ArtifactError, ConfigError, DataError, JobCancelled
+from lelp.method.targets import Method
 from lelp.pipeline import DistillConfig, distill
-from lelp.targets import Method
 
 SMALL_NGRAM = {"n_features": 2**12, "embedding_dim": 16, "hidden": 32}
 

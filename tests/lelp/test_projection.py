@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from lelp.errors import ConfigError, DataError
-from lelp.kmeans_subclass import KMeansSubclasser
-from lelp.projection import LELPProjector, softmax_rows
+from lelp.method.kmeans_subclass import KMeansSubclasser
+from lelp.method.projection import LELPProjector, softmax_rows
 
 N, D, C, S = 360, 12, 3, 3
 

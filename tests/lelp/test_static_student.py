@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lelp.artifacts import load_student, read_manifest
-from lelp.augment import AugmentSpec, augment_rows
+from lelp.data.augment import AugmentSpec, augment_rows
 from lelp.errors import ConfigError, JobCancelled
 from lelp.pipeline import DistillConfig, budget_epochs, distill
 
@@ -26,7 +26,7 @@ def static_config(teacher, train, eval_, **overrides) -> DistillConfig:
 def test_static_table_is_the_teachers_encoder_distilled_and_cached(tiny_teacher_dir, tmp_path):
     from lelp.students.kind import KindContext
     from lelp.students.static import StaticKind
-    from lelp.teacher import load_teacher
+    from lelp.teacher.loading import load_teacher
 
     teacher = load_teacher(tiny_teacher_dir)
     kind = StaticKind(KindContext(teacher=teacher, options={"pca_dims": 8}, cache_dir=tmp_path))
@@ -128,7 +128,7 @@ def test_default_budget_gives_small_sets_enough_steps():
 
 def _train_tiny(epochs, scores, checkpoint=None, should_cancel=None, patience=None, saved=None):
     from lelp.students.ngram import HashedInputs, HashingSpec, NgramStudent
-    from lelp.train import TrainConfig, train_student
+    from lelp.training.loop import TrainConfig, train_student
 
     texts = [f"w{i % 7} w{i % 3} word" for i in range(64)]
     inputs = HashedInputs(HashingSpec(n_features=2**8), texts)
@@ -188,7 +188,7 @@ def test_distill_reports_epochs_run_best_epoch_and_history(tiny_teacher_dir, tin
 
 
 def test_make_teacher_holds_out_rows_and_stores_its_accuracy(tiny_teacher_dir, tmp_path):
-    from lelp.make_teacher import TEACHER_METRICS, TeacherTrainingConfig, make_teacher, teacher_holdout_split
+    from lelp.training.make_teacher import TEACHER_METRICS, TeacherTrainingConfig, make_teacher, teacher_holdout_split
     from tests.tiny import make_text_rows, write_csv
 
     labels = np.array([0, 1] * 100)

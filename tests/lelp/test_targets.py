@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from lelp.errors import ConfigError
-from lelp.kmeans_subclass import KMeansSubclasser
-from lelp.projection import LELPProjector, softmax_rows
-from lelp.targets import SUBCLASS_METHODS, Method, build_targets
+from lelp.method.kmeans_subclass import KMeansSubclasser
+from lelp.method.projection import LELPProjector, softmax_rows
+from lelp.method.targets import SUBCLASS_METHODS, Method, build_targets
 
 N, D, C = 240, 10, 2
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from lelp.errors import TeacherError
-from lelp.teacher import load_teacher, read_teacher_config
+from lelp.teacher.loading import load_teacher, read_teacher_config
 from tests.tiny import make_tiny_teacher
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,7 +55,7 @@ def test_reads_tiny_bert_info(tiny_teacher_dir):
 
 def test_read_config_imports_neither_torch_nor_transformers(tiny_teacher_dir):
     code = (
-        "import sys, lelp.teacher as t; info = t.read_teacher_config(sys.argv[1]); "
+        "import sys, lelp.teacher.loading as t; info = t.read_teacher_config(sys.argv[1]); "
         "assert info.num_labels == 2; "
         "bad = [m for m in ('torch', 'transformers', 'numpy') if m in sys.modules]; "
         "assert not bad, bad"

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from lelp.errors import TeacherError
-from lelp.tokenizer_probe import probe_model_dir
+from lelp.uploads.tokenizer_probe import probe_model_dir
 from tests.panicky import make_panicking_tokenizer
 
 

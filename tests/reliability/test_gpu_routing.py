@@ -51,7 +51,7 @@ def live_workers(database_url: str) -> dict[str, tuple[list[str], list[str]]]:
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory, pg_url, tiny_teacher_dir) -> Iterator[dict[str, Any]]:
-    from app.client import LelpClient
+    from app.client.http import LelpClient
     from app.db.session import session_scope
     from app.security import create_api_key
 
@@ -109,7 +109,7 @@ def test_auto_jobs_route_by_the_policy(deployment) -> None:  # noqa: ANN001
     started = time.monotonic()
     assert ran_on(deployment, run(deployment, "transformer")) == ["cpu"], "no GPU worker alive: auto goes to cpu"
     assert time.monotonic() - started < 240
-    from app.client import ApiError
+    from app.client.http import ApiError
 
     with pytest.raises(ApiError) as error:  # device gpu with no GPU worker alive: refused at submit
         deployment["client"].create_job(deployment["teacher"], deployment["train"], method="kd", student="ngram",

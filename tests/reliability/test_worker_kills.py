@@ -60,7 +60,7 @@ def broker(tmp_path_factory) -> Iterator[PrivateRedis]:
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory, pg_url, broker, tiny_teacher_dir) -> Iterator[dict[str, Any]]:
     """One API process, a tenant key, the tiny teacher and a 1000-row dataset; workers per test."""
-    from app.client import LelpClient
+    from app.client.http import LelpClient
     from app.db.session import session_scope
     from app.security import create_api_key
 
@@ -275,7 +275,7 @@ def test_job_that_keeps_killing_its_worker_fails_after_max_attempts(deployment, 
 
 @pytest.mark.timeout(300)
 def test_api_and_broker_restarts_lose_no_job_and_duplicate_no_artifact(tmp_path, pg_url, tiny_teacher_dir, figures):
-    from app.client import ApiError, LelpClient
+    from app.client.http import ApiError, LelpClient
     from app.db.session import session_scope
     from app.security import create_api_key
 

@@ -10,8 +10,8 @@ import textwrap
 import pytest
 from typer.testing import CliRunner
 
-from app.gpu_workers import GPUWorker, gpu_groups, gpu_workers
 from worker.cli import app, worker_command
+from worker.gpu_workers import GPUWorker, gpu_groups, gpu_workers
 
 
 def test_gpu_groups_split_the_list_into_pinned_sets() -> None:
@@ -42,7 +42,7 @@ def test_supervisor_pins_each_child_and_never_imports_torch(tmp_path) -> None:  
     """Real child processes report the env they got; the first to exit ends the set with its status."""
     code = textwrap.dedent(f"""
         import json, sys
-        from app.gpu_workers import GPUWorker, supervise
+        from worker.gpu_workers import GPUWorker, supervise
         child = ("import os, sys, time; d = os.environ['CUDA_VISIBLE_DEVICES']; "
                  "open(sys.argv[1] + '/' + d, 'w').write(os.environ['CUDA_VISIBLE_DEVICES']); "
                  "time.sleep(0.5 if d == '1' else 60); sys.exit(7)")

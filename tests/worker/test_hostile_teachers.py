@@ -17,7 +17,7 @@ from app.db.session import session_scope
 from tests.panicky import PANIC_TEXT, make_panicking_tokenizer
 from tests.tiny import make_text_rows, write_csv
 from tests.worker.conftest import load_job
-from worker import reporting, runner
+from worker import job_progress, runner
 from worker.runner import run_job
 
 
@@ -41,9 +41,9 @@ def test_a_teacher_whose_tokenizer_panics_fails_the_job_at_once(worker_settings,
 
 
 def test_a_teacher_bigger_than_the_free_memory_fails_fast(worker_settings, make_job, monkeypatch):  # noqa: ANN001
-    import lelp.model_limits
+    import lelp.uploads.model_limits
 
-    monkeypatch.setattr(lelp.model_limits, "available_memory_bytes", lambda: 1_000_000)  # 1 MB free
+    monkeypatch.setattr(lelp.uploads.model_limits, "available_memory_bytes", lambda: 1_000_000)  # 1 MB free
     job_id = make_job()
     started = time.perf_counter()
     assert run_job(job_id, worker_settings) == "failed"
@@ -56,7 +56,7 @@ def test_a_teacher_bigger_than_the_free_memory_fails_fast(worker_settings, make_
 
 def test_a_cancelled_job_leaves_no_checkpoints(worker_settings, make_job, monkeypatch, store):  # noqa: ANN001
     job_id = make_job(hyperparameters={"subclasses": 2, "epochs": 4, "batch_size": 8, "seed": 0})
-    monkeypatch.setattr(reporting, "CANCEL_CHECK_INTERVAL_S", 0.0)
+    monkeypatch.setattr(job_progress, "CANCEL_CHECK_INTERVAL_S", 0.0)
     write_progress = runner.ProgressWriter.__call__
     seen: list[list[str]] = []
 

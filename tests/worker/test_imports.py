@@ -8,8 +8,8 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("module", ["worker.celery_app", "worker.cli", "app.queue", "app.cli", "app.client",
-                                    "app.embedded"])
+@pytest.mark.parametrize("module", ["worker.celery_app", "worker.cli", "app.queue", "app.admin_commands",
+                                    "app.client.http", "worker.embedded"])
 def test_light_modules_do_not_import_torch(module):
     code = (f"import sys, {module}; heavy = [m for m in ('torch', 'transformers', 'lelp.pipeline') "
             "if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)")

@@ -13,7 +13,7 @@ from app.db.models import Job, Model
 from app.db.session import session_scope
 from tests.tiny import make_text_rows, write_csv
 from tests.worker.conftest import events, load_job
-from worker import reporting, runner
+from worker import job_progress, runner
 from worker.runner import run_job
 
 
@@ -83,7 +83,7 @@ def test_cancel_before_start(worker_settings, make_job):
 
 def test_cancel_while_training(worker_settings, make_job, monkeypatch):
     job_id = make_job(hyperparameters={"subclasses": 2, "epochs": 3, "batch_size": 8, "seed": 0})
-    monkeypatch.setattr(reporting, "CANCEL_CHECK_INTERVAL_S", 0.0)
+    monkeypatch.setattr(job_progress, "CANCEL_CHECK_INTERVAL_S", 0.0)
     write_progress = runner.ProgressWriter.__call__
 
     def cancel_when_training(self, progress):

@@ -19,8 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from app.client import ApiError, LelpClient
-from app.embedded import API_KEY_FILE, REPO_ROOT, terminate
+from app.client.http import ApiError, LelpClient
+from worker.embedded import API_KEY_FILE, REPO_ROOT, terminate
 
 EXAMPLES = ["a warm, funny and beautifully acted film", "a dull plot and an awful, lifeless script"]
 READY_TIMEOUT_S = 120.0
@@ -63,7 +63,7 @@ def stop_server(server: subprocess.Popen, grace_s: float = 30.0) -> None:
 def run_demo(data_dir: str | Path, teacher_dir: str | Path, train_csv: str | Path, eval_csv: str | Path,
              *, subclasses: int | None = None, epochs: int | None = None) -> dict:
     """Run the whole demo; returns the finished job, the model and the predictions."""
-    from app.cli import JobProgressBar
+    from app.admin_commands import JobProgressBar
 
     data_dir = Path(data_dir).resolve()
     port = free_port()
@@ -137,7 +137,7 @@ def _report(job: dict, model: dict, predictions: list[dict], data_dir: Path) -> 
           f"-d '{json.dumps({'inputs': EXAMPLES[:1]})}' http://127.0.0.1:8000/v1/models/{model['id']}/predict")
 
 
-if __name__ == "__main__":  # python -m worker.demo DATA_DIR TEACHER_DIR TRAIN_CSV EVAL_CSV
+if __name__ == "__main__":  # python -m demo.run DATA_DIR TEACHER_DIR TRAIN_CSV EVAL_CSV
     try:
         run_demo(*sys.argv[1:5])
     except (ApiError, RuntimeError, TimeoutError) as exc:

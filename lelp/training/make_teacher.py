@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lelp.data import encode_labels, read_table, split_rows
+from lelp.data.datasets import encode_labels, read_table, split_rows
 from lelp.errors import DataError
 from lelp.progress import CancelCheck, ProgressCallback
 
@@ -60,8 +60,8 @@ def make_teacher(base_dir: str | Path, train_path: str | Path, out_dir: str | Pa
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     from lelp.students.transformer import TransformerStudent
-    from lelp.teacher import load_tokenizer, read_model_config
-    from lelp.train import TrainConfig, train_student
+    from lelp.teacher.loading import load_tokenizer, read_model_config
+    from lelp.training.loop import TrainConfig, train_student
 
     base = Path(base_dir)
     read_model_config(base)  # refuses missing dirs, bad JSON and remote code
@@ -91,7 +91,7 @@ def make_teacher(base_dir: str | Path, train_path: str | Path, out_dir: str | Pa
         pairs = [data.text_pairs[i] for i in idx] if data.text_pairs is not None else None
         return wrapped.make_inputs(tokenizer, texts, pairs, config.max_length)
 
-    from lelp.devices import resolve_device
+    from lelp.devices.resolve import resolve_device
     from lelp.students.base import predict_class_log_probs
 
     held_inputs, held_truth = rows_inputs(held), labels[held]

@@ -2,7 +2,7 @@
 
 Every builder returns probabilities, (n, K) float32, with K = C for the class-level methods
 and K = S*C (column ``c*S+s``) for the sub-class methods, so one cross-entropy loss
-(``lelp.losses.distillation_loss``) trains every method.
+(``lelp.method.losses.distillation_loss``) trains every method.
 
 Embeddings may be a float16 memmap of millions of rows: the fitted models stream it in
 chunks and never copy it whole.
@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 
 from lelp.errors import ConfigError
-from lelp.kmeans_subclass import KMeansSubclasser
-from lelp.losses import FitNetHint
-from lelp.methods import SUBCLASS_METHODS, Method, parse_method  # noqa: F401 - re-exported
-from lelp.projection import LELPProjector, resolve_labels, softmax_rows
+from lelp.method.kmeans_subclass import KMeansSubclasser
+from lelp.method.losses import FitNetHint
+from lelp.method.projection import LELPProjector, resolve_labels, softmax_rows
+from lelp.method.registry import SUBCLASS_METHODS, Method, parse_method  # noqa: F401 - re-exported
 
 Targets = tuple[np.ndarray, int, object | None]  # (targets, subclasses used, fitted model or None)
 

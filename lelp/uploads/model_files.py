@@ -5,7 +5,7 @@ a model moves (an upload into the store, an encoder into a student artifact) onl
 copied, and each must be a regular file: a symlink could point anywhere on the machine, and
 other files beside the model (notes, keys, another model) are not the model's to carry.
 ``read_base_config`` describes a pretrained encoder (a student base) the way
-``lelp.teacher.read_teacher_config`` describes a teacher, through the same config reader,
+``lelp.teacher.loading.read_teacher_config`` describes a teacher, through the same config reader,
 but without asking for a classification head.
 """
 
@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lelp.errors import TeacherError
-from lelp.model_limits import ModelLimits
-from lelp.teacher import (
+from lelp.teacher.loading import (
     TOKENIZER_FILES,
     VOCAB_FILES,
     config_hidden_size,
@@ -29,6 +28,7 @@ from lelp.teacher import (
     read_model_config,
     weight_files,
 )
+from lelp.uploads.model_limits import ModelLimits
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Self
 
 import typer
 
-from app.client import ApiError, LelpClient
+from app.client.http import ApiError, LelpClient
 from app.vocabulary import (
     DEFAULT_METHOD,
     DEFAULT_STUDENT_KIND,

@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from lelp import distributed
-from lelp.devices import resolve_device
+from lelp.devices import distributed
+from lelp.devices.cuda import choose_precision, enable_tf32, fit_batch_size, to_device
+from lelp.devices.resolve import resolve_device
 from lelp.errors import ConfigError, DataError
-from lelp.gpu import choose_precision, enable_tf32, fit_batch_size, to_device
 from lelp.progress import CancelCheck, Progress, ProgressCallback, check_cancelled, report
-from lelp.teacher import (
+from lelp.teacher.loading import (
     Teacher,
     config_hidden_size,
     directory_sha256,

@@ -1,6 +1,6 @@
 """What one training run holds and a checkpoint keeps: config, result, optimisers, save/restore.
 
-``lelp.train`` runs the loop over it: ``prepare`` -> ``restore`` -> per epoch ``train_epoch`` +
+``lelp.training.loop`` runs the loop over it: ``prepare`` -> ``restore`` -> per epoch ``train_epoch`` +
 ``save``. A checkpoint is one ``torch.save`` dict, written atomically, holding everything an epoch
 boundary needs (student, the method's extra term, optimisers, schedules, the fp16 grad scaler,
 history and the best epoch's weights), so a resumed run takes exactly the uninterrupted run's steps.
@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lelp import distributed
-from lelp.gpu import Precision, choose_precision
+from lelp.devices import distributed
+from lelp.devices.cuda import Precision, choose_precision
 from lelp.students.base import Student
 
 

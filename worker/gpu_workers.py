@@ -6,7 +6,7 @@ with ``CUDA_VISIBLE_DEVICES`` set in its environment (and ``--concurrency 1``: o
 the way open-source GPU services run Celery. Each worker's prefork parent never imports torch
 either (``worker.celery_app`` stays light); its one pool child imports torch with the first job
 and sees only its own GPU(s) as ``cuda:0..``. ``--gpus-per-worker 2`` gives each process two
-GPUs, for jobs with ``hyperparameters.gpus: 2`` (``lelp.ddp_launch``).
+GPUs, for jobs with ``hyperparameters.gpus: 2`` (``lelp.devices.ddp_launch``).
 
 This supervisor forwards SIGTERM/SIGINT to every worker (a warm shutdown each) and, when one
 worker exits, stops the others and exits with its status, so that the process manager

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lelp import jsonsafe
 from lelp.errors import TeacherError
-from lelp.model_limits import ModelLimits, ModelSize, check_model_config, config_num_labels
+from lelp.uploads import jsonsafe
+from lelp.uploads.model_limits import ModelLimits, ModelSize, check_model_config, config_num_labels
 
 if TYPE_CHECKING:  # pragma: no cover - typing only, keeps import-time torch-free
     import torch
@@ -123,7 +123,7 @@ def read_model_config(path: str | Path, limits: ModelLimits | None = None, *,
     """``config.json`` as a dict, refusing remote code and sizes over ``limits`` (default: from the env).
 
     Every path that reads a teacher or base model comes here first, so no model is ever
-    allocated from a config that was not bounded (``lelp.model_limits``).
+    allocated from a config that was not bounded (``lelp.uploads.model_limits``).
     """
     root = _directory(path)
     config_path = root / "config.json"
@@ -341,7 +341,7 @@ def read_teacher_config(path: str | Path, limits: ModelLimits | None = None) -> 
 
 def teacher_size(config: dict[str, Any], num_labels: int) -> ModelSize:
     """The estimate ``check_model_config`` bounded, for the worker's free-memory check."""
-    from lelp.model_limits import estimate_model_size
+    from lelp.uploads.model_limits import estimate_model_size
 
     return estimate_model_size(config, num_labels=num_labels)
 
@@ -428,8 +428,8 @@ def load_tokenizer(root: Path) -> Any:
 
 
 def _teacher_device(device: str | torch.device | None) -> torch.device:
-    """``lelp.devices.resolve_device``, its refusal reported as a ``TeacherError`` (what loading raises)."""
-    from lelp.devices import resolve_device
+    """``lelp.devices.resolve.resolve_device``, its refusal reported as a ``TeacherError`` (what loading raises)."""
+    from lelp.devices.resolve import resolve_device
     from lelp.errors import ConfigError
 
     try:
@@ -442,7 +442,7 @@ def load_teacher(path: str | Path, device: str | torch.device = "cpu") -> Teache
     """Load a validated teacher in eval mode on ``device``, with its classification head found."""
     from transformers import AutoModelForSequenceClassification
 
-    from lelp.model_limits import check_available_memory
+    from lelp.uploads.model_limits import check_available_memory
 
     info = read_teacher_config(path)
     root = Path(path)

@@ -1,4 +1,4 @@
-"""The reporting of a running job: progress, heartbeat and the cancel check.
+"""A running job's progress: what it reports, the heartbeat and the cancel check.
 
 Each turns a library callback into as few database writes as will do: progress at most
 about once a second (it doubles as the heartbeat), a background beat during long silent

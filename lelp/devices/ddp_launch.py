@@ -1,11 +1,11 @@
 """One job on several GPUs: ``distill`` with ``gpus > 1`` runs itself again under torchrun.
 
 The calling process (the worker's job, or ``lelp distill``) starts
-``python -m torch.distributed.run --standalone --nproc-per-node N -m lelp.ddp_launch RUN.json``
+``python -m torch.distributed.run --standalone --nproc-per-node N -m lelp.devices.ddp_rank RUN.json``
 and waits: torchrun (torch's elastic launcher, c10d rendezvous on localhost) starts N ranks,
 each runs ``distill`` with the same config inside an initialised process group (NCCL on GPUs,
-gloo on a CPU, which is what CI tests), and ``lelp.train`` trains with DDP. The teacher's
-extraction is sharded over the ranks (``lelp.features``), checkpoints keep the one-process
+gloo on a CPU, which is what CI tests), and ``lelp.training.loop`` trains with DDP. The teacher's
+extraction is sharded over the ranks (``lelp.teacher.features``), checkpoints keep the one-process
 format and are written by rank 0 alone, so resume works as before (a resumed run may even use
 another number of GPUs). Rank 0 writes the artifact and relays progress, checkpoints and a
 user error through files in a run directory, which this process reads back; a cancel stops the
@@ -21,8 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, replace
-from datetime import timedelta
+from dataclasses import asdict
 from pathlib import Path
 
 from lelp.errors import ConfigError, JobCancelled, LELPError
@@ -43,14 +42,14 @@ _DIE_WITH_PARENT = ("import ctypes, os, signal, sys\n"
 
 def torchrun_command(spec_path: Path, processes: int) -> list[str]:
     return [sys.executable, "-c", _DIE_WITH_PARENT, "-m", "torch.distributed.run", "--standalone",
-            f"--nproc-per-node={processes}", "--max-restarts=0", "-m", "lelp.ddp_launch", str(spec_path)]
+            f"--nproc-per-node={processes}", "--max-restarts=0", "-m", "lelp.devices.ddp_rank", str(spec_path)]
 
 
 def check_devices(config) -> None:
     """Refuse a job that asks for more GPUs than this process can see (before starting anything)."""
     import torch
 
-    from lelp.devices import resolve_device
+    from lelp.devices.resolve import resolve_device
 
     if resolve_device(config.device).type != "cuda":
         return  # N gloo processes on the CPU: only useful to test the DDP path
@@ -98,7 +97,7 @@ def _stop(process: subprocess.Popen) -> None:
 
 def _error_class(code: str) -> type[LELPError]:
     """The library error class of ``code`` (any subclass of LELPError, the GPU's included)."""
-    import lelp.gpu  # noqa: F401  (GPUMemoryError)
+    import lelp.devices.cuda  # noqa: F401  (GPUMemoryError)
 
     pending, seen = [LELPError], []
     while pending:
@@ -151,55 +150,3 @@ def launch(config, out_dir, *, cache_dir=None, checkpoint_dir=None, progress: Pr
         result = json.loads((run_dir / RESULT).read_text())
     metrics = json.loads((Path(result["artifact_dir"]) / "metrics.json").read_text())
     return DistillResult(result["artifact_dir"], metrics, resumed_from_epoch=result["resumed_from_epoch"])
-
-
-def run_rank(spec: dict) -> int:
-    """One rank's whole job (called under torchrun): init the group, ``distill``, report."""
-    import torch
-    import torch.distributed as dist
-
-    from lelp.devices import resolve_device
-    from lelp.pipeline import DistillConfig, distill
-
-    run_dir = Path(spec["run_dir"])
-    config = DistillConfig(**spec["config"])
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = resolve_device(config.device).type == "cuda"
-    if cuda:
-        torch.cuda.set_device(local_rank)
-        config = replace(config, device=f"cuda:{local_rank}")
-    else:  # the ranks share the CPU cores
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
-    dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(hours=2))
-    rank = dist.get_rank()
-    events = (run_dir / EVENTS).open("a") if rank == 0 else None
-
-    def emit(event: dict) -> None:
-        events.write(json.dumps(event) + "\n")
-        events.flush()
-
-    try:
-        result = distill(config, spec["out_dir"], cache_dir=spec["cache_dir"], checkpoint_dir=spec["checkpoint_dir"],
-                         progress=(lambda p: emit({"progress": asdict(p)})) if events else None,
-                         on_checkpoint=(lambda path: emit({"checkpoint": path})) if events else None)
-        if rank == 0:
-            (run_dir / RESULT).write_text(json.dumps({"artifact_dir": result.artifact_dir,
-                                                      "resumed_from_epoch": result.resumed_from_epoch}))
-        return 0
-    except LELPError as exc:
-        (run_dir / f"{ERROR}.{rank}").write_text(json.dumps({"code": exc.code, "message": exc.message,
-                                                             "param": exc.param}))
-        return 3
-    finally:
-        if events is not None:
-            events.close()
-        dist.destroy_process_group()
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    return run_rank(json.loads(Path(args[0]).read_text()))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from lelp.errors import ConfigError
-from lelp.projection import (
+from lelp.method.projection import (
     _TINY,
     DEFAULT_CHUNK_ROWS,
     Array,

@@ -22,14 +22,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from lelp import distributed
-from lelp.devices import resolve_device
-from lelp.gpu import enable_tf32, fit_batch_size, to_device
-from lelp.losses import distillation_loss
+from lelp.devices import distributed
+from lelp.devices.cuda import enable_tf32, fit_batch_size, to_device
+from lelp.devices.resolve import resolve_device
+from lelp.method.losses import distillation_loss
 from lelp.progress import CancelCheck, Progress, ProgressCallback, check_cancelled, report
 from lelp.students.base import Student, StudentInputs, fold_temperature
 from lelp.students.base import output_layer as student_output_layer
-from lelp.train_state import TrainConfig, TrainResult, TrainState, cpu_state, prepare, restore, save
+from lelp.training.state import TrainConfig, TrainResult, TrainState, cpu_state, prepare, restore, save
 
 __all__ = ["TrainConfig", "TrainResult", "TrainState", "find_micro_batch", "prepare", "resolve_device", "restore",
            "save", "train_epoch", "train_student"]
@@ -192,10 +192,10 @@ def train_student(
 ) -> TrainResult:
     """Train in place: restore the checkpoint, then one ``train_epoch`` + ``save`` per epoch.
 
-    ``hint`` is a method's extra term (FitNet's regressor, ``lelp.targets.build_hint``), trained
+    ``hint`` is a method's extra term (FitNet's regressor, ``lelp.method.targets.build_hint``), trained
     with the student. ``evaluate(student) -> score`` (higher is better), called after every epoch
     on the model as it would ship, selects the best epoch, whose weights the student holds when
-    this returns. Under torchrun (``lelp.ddp_launch``) each rank trains on its share of every
+    this returns. Under torchrun (``lelp.devices.ddp_launch``) each rank trains on its share of every
     batch with DDP and rank 0 alone writes checkpoints.
 
     A sub-class student comes back with 1/tau folded into its output layer (see

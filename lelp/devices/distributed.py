@@ -1,4 +1,4 @@
-"""Where this process stands in a DDP run (started by ``lelp.ddp_launch`` under torchrun).
+"""Where this process stands in a DDP run (started by ``lelp.devices.ddp_launch`` under torchrun).
 
 Outside such a run (``torch.distributed`` not initialised) every helper answers as the one and
 only process: rank 0 of 1, so single-process code paths need no branches.

@@ -1,6 +1,6 @@
 """The method vocabulary, torch-free: the one list the library, the API, the CLIs and the client share.
 
-``lelp.targets`` builds each method's targets (numpy, torch); this module only names them, so
+``lelp.method.targets`` builds each method's targets (numpy, torch); this module only names them, so
 the API process and ``lelp jobs submit --help`` can list them without importing either.
 """
 

@@ -4,7 +4,7 @@ A tokenizer is code we did not write: a ``tokenizer.json`` can carry a split reg
 makes the Rust library panic (``pyo3_runtime.PanicException``, a ``BaseException`` that
 escapes every ``except Exception``), loop for a long time, or allocate without bound. So at
 upload the service runs :func:`probe_model_dir`, which starts ``python -m
-lelp.tokenizer_probe DIR`` with a wall-clock limit and an address-space limit, and refuses
+lelp.uploads.tokenizer_probe DIR`` with a wall-clock limit and an address-space limit, and refuses
 the model when the child does not finish cleanly on a few probe strings. The same child
 converts ``pytorch_model.bin`` to ``model.safetensors`` with the real
 ``torch.load(weights_only=True)`` loader, so the stored teacher never holds a pickle and the
@@ -81,7 +81,7 @@ def _convert_pickle(root: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m lelp.tokenizer_probe DIR [--convert] [--memory BYTES]``: one result line, exit 0 when clean."""
+    """``python -m lelp.uploads.tokenizer_probe DIR [--convert] [--memory BYTES]``: one result line, 0 when clean."""
     args = list(sys.argv[1:] if argv is None else argv)
     root = Path(args[0])
     if "--memory" in args:  # first thing, before any tokenizer file is parsed
@@ -109,7 +109,7 @@ def probe_model_dir(root: str | Path, *, timeout_s: float = DEFAULT_TIMEOUT_S,
                     memory_bytes: int = DEFAULT_MEMORY_BYTES, convert_pickle: bool = True) -> dict:
     """Run the probe child on ``root``; TeacherError when the tokenizer panics, hangs or runs out of memory."""
     # The child sets its own address-space limit: ``preexec_fn`` is unsafe in a threaded server.
-    command = [sys.executable, "-m", "lelp.tokenizer_probe", str(root), "--memory", str(memory_bytes),
+    command = [sys.executable, "-m", "lelp.uploads.tokenizer_probe", str(root), "--memory", str(memory_bytes),
                *(["--convert"] if convert_pickle else [])]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "RUST_BACKTRACE": "0", "OMP_NUM_THREADS": "1"}

@@ -19,8 +19,8 @@ from typing import Annotated
 
 import typer
 
-from app.cli_client import PLAIN, JobProgressBar, cli_errors, fail, plain_metavars
-from app.cli_client import register as register_client_verbs
+from app.client.commands import PLAIN, JobProgressBar, cli_errors, fail, plain_metavars
+from app.client.commands import register as register_client_verbs
 from lelp.cli import register_commands
 
 __all__ = ["JobProgressBar", "app", "main"]

@@ -76,7 +76,7 @@ class FitNetHint(nn.Linear):
         self.embeddings = embeddings
 
     def forward(self, hidden: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        from lelp.gpu import to_device
+        from lelp.devices.cuda import to_device
 
         teacher_rows = torch.from_numpy(np.asarray(self.embeddings[rows.cpu().numpy()], dtype=np.float32))
         return fitnet_loss(super().forward(hidden), to_device(teacher_rows, hidden.device))

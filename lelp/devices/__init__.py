@@ -1,0 +1,6 @@
+"""Where a job computes: CPU or CUDA, mixed precision, and one job over several GPUs.
+
+``resolve`` says what ``device`` means (torch imported only when called), ``cuda`` what
+training does differently on a GPU, ``distributed`` where a process stands in a DDP run, and
+``ddp_launch`` restarts a job under torchrun.
+"""

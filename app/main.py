@@ -121,7 +121,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        from app.services.sweeper import SweeperThread
+
+        sweeper = SweeperThread(settings).start() if settings.sweep_in_api else None
         yield
+        if sweeper is not None:
+            sweeper.stop()
         inference.close()
         engine.dispose()
 

@@ -1,8 +1,11 @@
-"""The sweeper thread: runs the recovery sweep (``app.services.recovery``) inside the worker.
+"""The sweeper thread: runs the recovery sweep (``app.services.recovery``) in a long-lived process.
 
-Why in the worker: a worker that is alive is the one process sure to be able to re-run
-what another one left; several workers sweeping at once is safe (each requeue is one
-conditional UPDATE). This module keeps only the thread; the rules live in the service.
+Every worker runs one (started on ``worker_ready``): a live worker is the one process sure
+to be able to re-run what another one left. Every API process runs one too
+(``LELP_SWEEP_IN_API``): API replicas are the steadiest processes of a deployment, so a job
+owed its message is sent again even while every worker is down. Any number may sweep at
+once (each change is one conditional UPDATE). This module keeps only the thread; the rules
+live in the service.
 """
 
 from __future__ import annotations
@@ -13,11 +16,11 @@ import threading
 from app.services.recovery import sweep
 from app.settings import Settings
 
-log = logging.getLogger("lelp.worker.sweeper")
+log = logging.getLogger("lelp.sweeper")
 
 
 class SweeperThread:
-    """Runs ``sweep`` every ``sweep_interval_s`` inside the worker process (started on ``worker_ready``)."""
+    """Runs ``sweep`` at start and then every ``sweep_interval_s`` (a daemon thread)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -26,11 +29,13 @@ class SweeperThread:
 
     def _run(self) -> None:
         interval = float(self.settings.sweep_interval_s)
-        while not self._stop.wait(interval):
+        while True:
             try:
                 sweep(self.settings)
             except Exception:  # a database or broker blip: try again next round
                 log.warning("sweep failed", exc_info=True)
+            if self._stop.wait(interval):
+                return
 
     def start(self) -> SweeperThread:
         self._thread.start()

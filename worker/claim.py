@@ -10,10 +10,37 @@ unwinds the library's training loop from whichever callback noticed first.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy.exc import DBAPIError
 
 from app.db import job_states
 from app.db.session import session_scope
+
+log = logging.getLogger("lelp.worker")
+T = TypeVar("T")
+
+
+def retrying(write: Callable[[], T], deadline: float) -> T:
+    """Run a database unit of work until it answers: a database restarting must not cost the job.
+
+    Safe to repeat because each write is conditional (on the claim, or on the job's state);
+    past ``deadline`` (the claim would be stale by then anyway) the last error is raised.
+    """
+    pause = 0.5
+    while True:
+        try:
+            return write()
+        except DBAPIError:
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("the database did not answer; retrying in %.1f s", pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
 
 class ClaimLost(Exception):  # noqa: N818 - a state, like JobCancelled
@@ -27,8 +54,9 @@ class ClaimLost(Exception):  # noqa: N818 - a state, like JobCancelled
 class Claim:
     """The job id and this delivery's token, and whether a write has found the claim gone."""
 
-    def __init__(self, url: str, job_id: str, token: str) -> None:
+    def __init__(self, url: str, job_id: str, token: str, patience_s: float = 0.0) -> None:
         self.url, self.job_id, self.token = url, job_id, token
+        self.patience_s = patience_s  # how long a checkpoint promotion waits for the database
         self._lost = threading.Event()
 
     @property
@@ -54,7 +82,11 @@ class Claim:
 
     def promote_checkpoint(self, uri: str) -> tuple[bool, str | None]:
         """Point the job at this claim's checkpoint folder; (won, the folder it replaced)."""
-        with session_scope(self.url) as session:
-            won, previous = job_states.promote_checkpoint(session, self.job_id, self.token, uri)
+
+        def promote() -> tuple[bool, str | None]:
+            with session_scope(self.url) as session:
+                return job_states.promote_checkpoint(session, self.job_id, self.token, uri)
+
+        won, previous = retrying(promote, time.monotonic() + self.patience_s)
         self.saw(won)
         return won, previous

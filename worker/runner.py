@@ -35,7 +35,6 @@ import logging
 import socket
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -47,9 +46,10 @@ from app.db import repositories as repo
 from app.db.base import utcnow
 from app.db.models import FINISHED_STATUSES, JobStatus, Model
 from app.db.session import session_scope
+from app.services.recovery import process_name
 from app.settings import Settings
 from app.storage import ArtifactStore
-from worker.claim import Claim, ClaimLost
+from worker.claim import Claim, ClaimLost, retrying
 from worker.failures import Redactions, record_failure
 from worker.job_inputs import JobInputs, MissingInput, build_config, read_inputs
 from worker.job_progress import CancelCheck, Heartbeat, ProgressWriter
@@ -62,6 +62,30 @@ log = logging.getLogger("lelp.worker")
 
 def run_job(job_id: str, settings: Settings) -> str:
     """Run one delivery of ``job_id``; returns the job's status afterwards (or ``"skipped"``)."""
+    url = settings.database_url
+    # A database restarting as the message arrives: wait for it rather than drop the delivery.
+    started = retrying(lambda: _start(job_id, settings), time.monotonic() + 2 * settings.heartbeat_stale_s)
+    if isinstance(started, str):
+        return started
+    inputs, claim, resume_from = started
+    shown = Redactions(settings)
+    try:
+        return _execute(inputs, settings, shown, claim, resume_from)
+    except (SystemExit, KeyboardInterrupt, GeneratorExit):
+        raise  # the worker is stopping: the job stays running and is requeued, not failed
+    except ClaimLost:
+        log.warning("job %s: this delivery lost its claim (requeued while this worker was cut off); "
+                    "it stopped and wrote nothing more", job_id)
+        return CLAIM_LOST
+    except BaseException as exc:  # noqa: BLE001 - a Rust panic too: every failure ends as a clean {code, message}
+        status = record_failure(url, job_id, exc, shown, claim_token=claim.token)
+    if status in (JobStatus.FAILED, JobStatus.CANCELLED):  # for good: a submit/cancel loop must not fill the disk
+        CheckpointSync(ArtifactStore(settings.artifact_url), job_id, Path(tempfile.gettempdir())).delete()
+    return status
+
+
+def _start(job_id: str, settings: Settings) -> str | tuple[JobInputs, Claim, str | None]:
+    """Claim the job and read its inputs in one unit of work; a status string when there is nothing to run."""
     url = settings.database_url
     stale_before = utcnow() - timedelta(seconds=settings.heartbeat_stale_s)
     with session_scope(url) as session:
@@ -82,8 +106,7 @@ def run_job(job_id: str, settings: Settings) -> str:
             return "skipped"
         job = repo.get_job(session, job_id)
         assert job is not None
-        claim = Claim(url, job_id, token)
-        resume_from = job.checkpoint_uri
+        claim = Claim(url, job_id, token, patience_s=settings.heartbeat_stale_s)
         if job.attempts > settings.job_max_attempts:
             message = (f"the job was started {job.attempts - 1} times without finishing "
                        f"(limit {settings.job_max_attempts}); its worker may be running out of memory")
@@ -96,22 +119,9 @@ def run_job(job_id: str, settings: Settings) -> str:
         except MissingInput as exc:
             job_states.finish(session, job_id, JobStatus.FAILED, error={"code": exc.code, "message": str(exc)})
             return JobStatus.FAILED
-        repo.add_event(session, job_id, "started", f"attempt {job.attempts} started", {"attempt": job.attempts})
-
-    shown = Redactions(settings)
-    try:
-        return _execute(inputs, settings, shown, claim, resume_from)
-    except (SystemExit, KeyboardInterrupt, GeneratorExit):
-        raise  # the worker is stopping: the job stays running and is requeued, not failed
-    except ClaimLost:
-        log.warning("job %s: this delivery lost its claim (requeued while this worker was cut off); "
-                    "it stopped and wrote nothing more", job_id)
-        return CLAIM_LOST
-    except BaseException as exc:  # noqa: BLE001 - a Rust panic too: every failure ends as a clean {code, message}
-        status = record_failure(url, job_id, exc, shown, claim_token=claim.token)
-    if status in (JobStatus.FAILED, JobStatus.CANCELLED):  # for good: a submit/cancel loop must not fill the disk
-        CheckpointSync(ArtifactStore(settings.artifact_url), job_id, Path(tempfile.gettempdir())).delete()
-    return status
+        repo.add_event(session, job_id, "started", f"attempt {job.attempts} started",
+                       {"attempt": job.attempts, "worker": process_name()})
+        return inputs, claim, job.checkpoint_uri
 
 
 CLAIM_LOST = "claim_lost"  # run_job's answer when another delivery took the job from this one
@@ -172,8 +182,11 @@ def _record_placement(url: str, job_id: str, device: str) -> dict[str, Any]:
         ran_on = describe_device(device)
     except LELPError:
         ran_on = {"host": socket.gethostname(), "device": str(device)}
-    with session_scope(url) as session:
-        repo.add_event(session, job_id, "ran_on", f"running on {device_summary(ran_on)}", ran_on)
+    try:
+        with session_scope(url) as session:
+            repo.add_event(session, job_id, "ran_on", f"running on {device_summary(ran_on)}", ran_on)
+    except DBAPIError:  # advisory: the same record reaches the metrics at the end
+        log.warning("the placement of job %s was not recorded (database unreachable)", job_id)
     return ran_on
 
 
@@ -194,7 +207,7 @@ def _publish(inputs: JobInputs, settings: Settings, store: ArtifactStore, artifa
     """
     model_id = model_id_for(inputs.job_id)
     deadline = time.monotonic() + settings.heartbeat_stale_s
-    if not _retrying(claim.beat, deadline):  # first, so that a lost delivery does not upload in vain
+    if not retrying(claim.beat, deadline):  # first, so that a lost delivery does not upload in vain
         raise ClaimLost(inputs.job_id)
     uri = f"models/{model_id}/{claim.token}"
     store.put_dir(artifact, uri)
@@ -217,7 +230,7 @@ def _publish(inputs: JobInputs, settings: Settings, store: ArtifactStore, artifa
             )
             return True
 
-    if not _retrying(commit, deadline):
+    if not retrying(commit, deadline):
         store.delete(uri)
         raise ClaimLost(inputs.job_id)
     try:
@@ -227,21 +240,3 @@ def _publish(inputs: JobInputs, settings: Settings, store: ArtifactStore, artifa
     except Exception:  # the job is done; what is left is garbage, not state
         log.warning("job %s succeeded; removing its leftover files failed", inputs.job_id, exc_info=True)
     return JobStatus.SUCCEEDED
-
-
-def _retrying(write: Callable[[], bool], deadline: float) -> bool:
-    """Run a fenced write until it answers: a database restarting must not cost the trained student.
-
-    Safe to repeat (each write is conditional on the claim); past ``deadline`` (the claim
-    would be stale by then anyway) the last error is raised.
-    """
-    pause = 0.5
-    while True:
-        try:
-            return write()
-        except DBAPIError:
-            if time.monotonic() + pause > deadline:
-                raise
-            log.warning("the database did not answer; retrying in %.1f s", pause)
-            time.sleep(pause)
-            pause = min(pause * 2, 5.0)

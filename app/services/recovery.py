@@ -47,8 +47,8 @@ def _send(job_id: str, device: str) -> None:
     send_job(job_id, device)
 
 
-def sweeper_name() -> str:
-    """Who swept, in a ``requeued`` event: the host and process (operators read it; tests kill by it)."""
+def process_name() -> str:
+    """This process as ``host/pid``: who swept (``requeued`` events) or runs an attempt (``started``)."""
     return f"{socket.gethostname()}/{os.getpid()}"
 
 
@@ -82,7 +82,7 @@ def sweep(settings: Settings, *, now: datetime | None = None, running_stale_s: f
     queued_cutoff = now - timedelta(seconds=float(settings.queued_stale_s))
     to_send: list[tuple[str, str]] = []
     with session_scope(settings.database_url) as session:
-        by = sweeper_name()
+        by = process_name()
         for job in job_states.stale_running_jobs(session, running_cutoff):
             if job_states.requeue_stale(session, job.id, running_cutoff, by=by):
                 to_send.append((job.id, job.device))

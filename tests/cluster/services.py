@@ -80,6 +80,8 @@ class PostgresServer:
             os.chown(self.dir, entry.pw_uid, entry.pw_gid)
         self._as_user([str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
                        "--no-sync", "-E", "UTF8"], check=True)
+        with (self.data / "pg_hba.conf").open("a") as hba:  # the cluster's private network, no password
+            hba.write("host all all 0.0.0.0/0 trust\n")
 
     def _command(self, args: list[str]) -> list[str]:
         # setpriv execs in place (runuser would fork and stand between the test and the postmaster)

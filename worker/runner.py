@@ -233,6 +233,7 @@ def _publish(inputs: JobInputs, settings: Settings, store: ArtifactStore, artifa
     if not retrying(commit, deadline):
         store.delete(uri)
         raise ClaimLost(inputs.job_id)
+    log.info("job %s published model %s (claim %s)", inputs.job_id, model_id, claim.token[:8])
     try:
         for leftover in {rel.split("/", 1)[0] for rel in store.list_files(f"models/{model_id}")} - {claim.token}:
             store.delete(f"models/{model_id}/{leftover}")

@@ -10,7 +10,9 @@ every API process, and once at start-up by ``lelp serve``):
 2. a ``running`` job whose heartbeat is older than ``heartbeat_stale_s`` goes back to
    ``queued`` (its claim dropped, so the lost worker can no longer write) and is sent again;
    the next delivery resumes from its last checkpoint and counts an attempt, so a job that
-   keeps killing workers ends ``failed``. A job whose worker still beats is never requeued;
+   keeps killing workers ends ``failed``. A job whose worker still beats is never requeued,
+   nor one whose worker could not beat because the database was down (the sweeper thread
+   waits ``heartbeat_stale_s`` after an outage before judging heartbeats);
 3. a ``queued`` job still owed its message ``enqueue_grace_s`` after its commit is sent
    (the process that committed it died before its send, or the broker refused the send):
    with a live worker or API process, no job waits without a message longer than
@@ -71,8 +73,12 @@ def _check_broker(settings: Settings) -> int:
 
 
 def sweep(settings: Settings, *, now: datetime | None = None, running_stale_s: float | None = None,
-          send: Send | None = None) -> list[str]:
-    """Requeue stale jobs, send what is owed; returns the ids sent (``running_stale_s=0``: every running job)."""
+          send: Send | None = None, requeue_running: bool = True) -> list[str]:
+    """Requeue stale jobs, send what is owed; returns the ids sent (``running_stale_s=0``: every running job).
+
+    ``requeue_running=False`` skips step 2 (the sweeper thread's choice right after the
+    database came back: heartbeats could not be written while it was down).
+    """
     send = send or _send
     _check_broker(settings)
     now = now or utcnow()
@@ -83,7 +89,7 @@ def sweep(settings: Settings, *, now: datetime | None = None, running_stale_s: f
     to_send: list[tuple[str, str]] = []
     with session_scope(settings.database_url) as session:
         by = process_name()
-        for job in job_states.stale_running_jobs(session, running_cutoff):
+        for job in job_states.stale_running_jobs(session, running_cutoff) if requeue_running else []:
             if job_states.requeue_stale(session, job.id, running_cutoff, by=by):
                 to_send.append((job.id, job.device))
     sent = _send_all(settings, to_send, send, "requeued job %s")

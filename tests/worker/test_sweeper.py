@@ -133,3 +133,28 @@ def test_a_broker_that_restarted_empty_makes_every_queued_job_owed(worker_settin
     assert marks == [worker_settings.broker_url], "the mark is set once the jobs are owed"
     assert load_job(worker_settings, running).status == "running", "a running job keeps its worker"
     assert sweep(worker_settings, send=lambda j, d: calls.append(j)) == [] and calls == [queued]
+
+
+def test_the_sweeper_thread_judges_no_heartbeat_right_after_a_database_outage(worker_settings, monkeypatch):
+    """While the database was down no worker could beat: heartbeats are judged again only a stale window later."""
+    from app.services import sweeper as module
+
+    calls = []
+
+    def fake_sweep(settings, requeue_running=True):  # noqa: ANN001
+        calls.append(requeue_running)
+        if len(calls) == 2:
+            raise ConnectionError("database down")
+
+    monkeypatch.setattr(module, "sweep", fake_sweep)
+    thread = module.SweeperThread(worker_settings.model_copy(update={"sweep_interval_s": 0.01}))
+    assert thread.requeues_running()
+    thread.start()
+    import time
+
+    deadline = time.monotonic() + 10
+    while len(calls) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    thread.stop()
+    assert calls[:2] == [True, True] and calls[2:4] == [False, False], calls
+    assert not thread.requeues_running(), "heartbeat_stale_s has not passed since the outage"

@@ -135,9 +135,7 @@ class Cluster:
         if self.network.mode == "netns":
             return API_PORT
         if host.name not in self._api_ports:
-            from tests.service_fixtures import free_port
-
-            self._api_ports[host.name] = free_port()
+            self._api_ports[host.name] = self.network.service_port(API_PORT)
         return self._api_ports[host.name]
 
     def start_api(self, host: Host) -> None:

@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -83,6 +84,11 @@ class Network:
 
     def address_of(self, host: Host) -> str:
         raise NotImplementedError
+
+    def service_port(self, default: int) -> int:
+        """The port a service listens on: its usual one on a host of its own, a free one on loopback
+        (127.0.0.1:5432 and :6379 are the machine's shared Postgres and Redis: never bind or reach them)."""
+        return default
 
     def wrap(self, host: Host, command: list[str]) -> list[str]:
         return command
@@ -301,6 +307,11 @@ class LoopbackNetwork(Network):
 
     def address_of(self, host: Host) -> str:
         return "127.0.0.1"
+
+    def service_port(self, default: int) -> int:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
 
     def endpoint(self, client: Host | None, server: Host, port: int) -> tuple[str, int]:
         if client is None or client is server:

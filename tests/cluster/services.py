@@ -50,6 +50,12 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str | Callabl
         time.sleep(poll_s)
 
 
+def _alive(process: subprocess.Popen | None, log: Path) -> None:
+    """A server that exited (a port already taken...) must fail the test, never leave it talking to another one."""
+    if process is None or process.poll() is not None:
+        raise AssertionError(f"the server exited:\n{log.read_text(errors='replace')[-2000:] if log.exists() else ''}")
+
+
 def _pg_bin() -> Path:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=lambda p: int(p.split("/")[4]))
     if found:
@@ -63,10 +69,9 @@ def _pg_bin() -> Path:
 class PostgresServer:
     """A private PostgreSQL on ``host``; ``restart`` is a crash (immediate shutdown) and a start."""
 
-    port = 5432
-
     def __init__(self, host: Host) -> None:
         self.host = host
+        self.port = host.network.service_port(5432)
         self.bin = _pg_bin()
         self.user = "postgres" if os.geteuid() == 0 else None
         # Not under pytest's 0700 temp root: the postgres user must reach it.
@@ -108,6 +113,7 @@ class PostgresServer:
         import psycopg
 
         def ready() -> bool:
+            _alive(self.process, self.log)
             address, port = self.host.network.endpoint(None, self.host, self.port)
             with psycopg.connect(host=address, port=port, user="postgres", dbname="postgres", connect_timeout=2):
                 return True
@@ -144,10 +150,9 @@ class PostgresServer:
 
 
 class RedisServer:
-    port = 6379
-
     def __init__(self, host: Host) -> None:
         self.host = host
+        self.port = host.network.service_port(6379)
         self.log = host.dir / "redis.log"
         self.process: subprocess.Popen | None = None
         self.restarts = 0
@@ -170,7 +175,7 @@ class RedisServer:
     def wait_ready(self, timeout_s: float = 30) -> None:
         client = self.client()
         try:
-            wait_for(client.ping, timeout_s, f"redis on {self.host.name}")
+            wait_for(lambda: _alive(self.process, self.log) or client.ping(), timeout_s, f"redis on {self.host.name}")
         finally:
             client.close()
 
@@ -187,15 +192,15 @@ class RedisServer:
 
 
 class S3Server:
-    port = 9000
-
     def __init__(self, host: Host) -> None:
         self.host = host
+        self.port = host.network.service_port(9000)
         self.log = host.dir / "s3.log"
+        self.process: subprocess.Popen | None = None
 
     def start(self) -> S3Server:
         command = [sys.executable, "-m", "moto.server", "-H", self.host.address, "-p", str(self.port)]
-        self.host.spawn(command, dict(os.environ), self.log)
+        self.process = self.host.spawn(command, dict(os.environ), self.log)
         return self
 
     def url(self, client: Host | None) -> str:
@@ -214,7 +219,8 @@ class S3Server:
     def wait_ready(self, timeout_s: float = 60) -> None:
         import httpx
 
-        wait_for(lambda: httpx.get(self.url(None), timeout=2).status_code < 500, timeout_s,
+        wait_for(lambda: _alive(self.process, self.log) or httpx.get(self.url(None), timeout=2).status_code < 500,
+                 timeout_s,
                  lambda: f"moto on {self.host.name}:\n{self.log.read_text()[-2000:]}", poll_s=0.25)
 
     def create_bucket(self) -> None:

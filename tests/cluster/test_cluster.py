@@ -38,10 +38,11 @@ pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 
 SHORT = {"epochs": 2, "batch_size": 16, "seed": 0}
 LONG = {"epochs": 12, "batch_size": 8, "seed": 0}
-# The outbox bound in this cluster (enqueue_grace_s + sweep_interval_s), plus slack for two busy
-# cores: a sweep is a few queries, but it may wait its turn for a CPU.
+# The outbox bound in this cluster (enqueue_grace_s + sweep_interval_s), plus slack for two cores
+# shared with others: a sweep is a few queries, but on a machine loaded 10x each waits its turn
+# for a CPU (11 s was seen at a load average of 22). The figure printed is the measured one.
 UNSENT_BOUND_S = SETTINGS["ENQUEUE_GRACE_S"] + SETTINGS["SWEEP_INTERVAL_S"]
-SLACK_S = 6.0
+SLACK_S = 12.0
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,12 @@ worker count the workers are started fresh and warmed up (one untimed job each: 
 imported, the teacher's features cached), then ``--jobs`` identical jobs are submitted at
 once and timed from the first submit to the last job's end.
 
-    python benchmarks/workers.py                   # 12 jobs per run, ~3-4 min on 2 idle cores
-    python benchmarks/workers.py --jobs 6          # a quicker look
+    python benchmarks/workers.py                   # 12 jobs per run, 2 rounds: ~6-8 min on 2 idle cores
+    python benchmarks/workers.py --jobs 6 --repeat 1   # a quicker look
 
-Prints a markdown table (workers, wall time, jobs per minute, ratio to 1 worker, the
-workers' busy share) with the machine's load average before and after each run: on a shared
+Each round runs every worker count (alternating the order), and the summary keeps the median
+jobs per minute of each. Prints every run (wall time, jobs per minute, mean job time, the
+workers' busy share) with the machine's load average before and after it: on a shared
 machine the ratio says as much about the neighbours as about the service.
 """
 
@@ -22,6 +23,7 @@ import argparse
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -154,6 +156,8 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--student", default="static")
     parser.add_argument("--workers", default="1,2", help="worker counts to compare, e.g. 1,2,3")
+    parser.add_argument("--repeat", type=int, default=2,
+                        help="rounds; each round runs every worker count, so load drifts hit all alike (median kept)")
     args = parser.parse_args()
 
     from app.client.http import LelpClient
@@ -174,29 +178,36 @@ def main() -> int:
         train = client.upload_dataset(write_csv(work / "train.csv", make_text_rows(args.rows, seed=7)))
         resources = {"teacher": teacher["id"], "train": train["id"]}
         counts = [int(n) for n in args.workers.split(",")]
-        for n in counts:
-            workers = deployment.start_workers(n, str(n))
-            run_batch(client, resources, n, hyperparameters, args.student)  # warm-up: torch imported, features cached
-            before = load()
-            wall, busy = run_batch(client, resources, args.jobs, hyperparameters, args.student)
-            rows.append({"workers": n, "wall": wall, "per_min": args.jobs / wall * 60, "busy": busy / (n * wall),
-                         "job_s": busy / args.jobs, "load_before": before, "load_after": load()})
-            deployment.stop_workers(workers)
-            print(f"{n} worker(s): {args.jobs} jobs in {wall:.1f} s", flush=True)
+        for round_ in range(args.repeat):
+            for n in counts if round_ % 2 == 0 else counts[::-1]:
+                workers = deployment.start_workers(n, f"{n}r{round_}")
+                run_batch(client, resources, n, hyperparameters, args.student)  # warm-up: torch in, features cached
+                before = load()
+                wall, busy = run_batch(client, resources, args.jobs, hyperparameters, args.student)
+                rows.append({"workers": n, "round": round_ + 1, "wall": wall, "per_min": args.jobs / wall * 60,
+                             "busy": busy / (n * wall), "job_s": busy / args.jobs, "load_before": before,
+                             "load_after": load()})
+                deployment.stop_workers(workers)
+                print(f"round {round_ + 1}, {n} worker(s): {args.jobs} jobs in {wall:.1f} s", flush=True)
         client.close()
     finally:
         deployment.close()
         shutil.rmtree(work, ignore_errors=True)
 
-    base = rows[0]["per_min"]
+    median = {n: statistics.median(r["per_min"] for r in rows if r["workers"] == n) for n in counts}
+    base = median[counts[0]]
     print(f"\n{args.jobs} identical jobs ({args.student} student of the tiny BERT teacher, {args.rows} rows, "
           f"{args.epochs} epochs, method kd) per run; {os.cpu_count()} CPUs; one thread per worker\n")
-    print("| workers | wall (s) | jobs / min | ratio to 1 worker | mean job (s) | workers busy | load avg before | "
+    print("| workers | round | wall (s) | jobs / min | mean job (s) | workers busy | load avg before | "
           "load avg after |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['workers']} | {r['wall']:.1f} | {r['per_min']:.1f} | {r['per_min'] / base:.2f}x | "
-              f"{r['job_s']:.1f} | {r['busy']:.0%} | {r['load_before']} | {r['load_after']} |")
+        print(f"| {r['workers']} | {r['round']} | {r['wall']:.1f} | {r['per_min']:.1f} | {r['job_s']:.1f} | "
+              f"{r['busy']:.0%} | {r['load_before']} | {r['load_after']} |")
+    print("\n| workers | jobs / min (median) | ratio to " + f"{counts[0]} worker |")
+    print("|---|---|---|")
+    for n in counts:
+        print(f"| {n} | {median[n]:.1f} | {median[n] / base:.2f}x |")
     return 0
 
 

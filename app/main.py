@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__, ui
@@ -94,6 +95,14 @@ def install_error_handlers(app: FastAPI) -> None:
             message = "no such endpoint"
         return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
 
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        # Postgres restarting or unreachable: the client may retry; nothing of the request was kept.
+        log.warning("database unavailable: %s", str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+        return error_response(503, "database_unavailable", "the database is not answering; try again shortly",
+                              headers={"Retry-After": "5"})
+
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
@@ -121,7 +130,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        from app.services.sweeper import SweeperThread
+
+        sweeper = SweeperThread(settings).start() if settings.sweep_in_api else None
         yield
+        if sweeper is not None:
+            sweeper.stop()
         inference.close()
         engine.dispose()
 

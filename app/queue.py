@@ -132,3 +132,42 @@ def route(session: Session, settings: Settings, device: str | None, kind: str | 
 def enqueue_job(job_id: str, device: str | None = "cpu", queue: str | None = None) -> None:
     """Send the job id (and nothing else) to ``queue``, by default the one ``device`` alone picks."""
     celery_app.send_task(TASK_NAME, args=[job_id], queue=queue or queue_for(device))
+
+
+# A key the recovery sweep keeps in the broker's own Redis database: it vanishes with the
+# messages when Redis restarts without persistence (or is flushed), which tells the sweep that
+# every queued job lost its message. Other transports keep no such mark (see ``broker_emptied``).
+BROKER_MARK_KEY = "lelp:broker-mark"
+REDIS_SCHEMES = ("redis", "rediss")
+
+
+def _redis(broker_url: str):  # noqa: ANN202 - redis.Redis, imported lazily (the API may run without it)
+    import redis
+
+    return redis.Redis.from_url(broker_url, socket_connect_timeout=5, socket_timeout=5)
+
+
+def broker_emptied(broker_url: str) -> bool:
+    """True when a Redis broker holds no mark: it restarted empty (or is new), its messages are gone.
+
+    False for other transports (the sweep's ``queued_stale_s`` re-send covers them). Raises
+    when the broker does not answer (nothing can be sent then anyway; the sweep asks again).
+    """
+    if broker_url.split("://", 1)[0] not in REDIS_SCHEMES:
+        return False
+    client = _redis(broker_url)
+    try:
+        return not client.exists(BROKER_MARK_KEY)
+    finally:
+        client.close()
+
+
+def mark_broker(broker_url: str) -> None:
+    """Set the mark ``broker_emptied`` looks for, once the queued jobs are owed their messages again."""
+    if broker_url.split("://", 1)[0] not in REDIS_SCHEMES:
+        return
+    client = _redis(broker_url)
+    try:
+        client.set(BROKER_MARK_KEY, "1")
+    finally:
+        client.close()

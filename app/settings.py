@@ -47,8 +47,11 @@ class Settings(BaseSettings):
     job_time_limit_s: int = Field(24 * 3600, gt=0, description="Hard time limit of one job attempt.")
     job_max_attempts: int = Field(3, gt=0, description="Deliveries of one job before it fails.")
     heartbeat_stale_s: int = Field(120, gt=0, description="A running job silent this long is requeued.")
-    sweep_interval_s: float = Field(30, gt=0, description="How often each worker sweeps for stale jobs.")
+    sweep_interval_s: float = Field(10, gt=0, description="How often each worker (and API process) sweeps.")
+    enqueue_grace_s: float = Field(
+        10, gt=0, description="A queued job still owed its message this long is sent again by the sweep.")
     queued_stale_s: float = Field(900, gt=0, description="A queued job untouched this long is enqueued again.")
+    sweep_in_api: bool = Field(True, description="API processes run the recovery sweep too (not only workers).")
     max_model_parameters: int = Field(2_000_000_000, gt=0,
                                       description="Most parameters a teacher or base model's config may describe.")
     max_model_labels: int = Field(1_000, gt=1, description="Most labels (num_labels / id2label) of a teacher.")
@@ -59,6 +62,16 @@ class Settings(BaseSettings):
     metrics_token: str | None = Field(None, description="Bearer token for /metrics; unset = no per-tenant data.")
     header_timeout_s: float = Field(10.0, gt=0, description="A client must send its request headers within this.")
     shutdown_timeout_s: float = Field(15.0, gt=0, description="Longest wait for requests in flight at shutdown.")
+
+    @property
+    def heartbeat_interval_s(self) -> float:
+        """How often a running job beats: a few beats fit in ``heartbeat_stale_s`` (at most 5 s apart)."""
+        return max(0.5, min(5.0, self.heartbeat_stale_s / 4))
+
+    @property
+    def unsent_bound_s(self) -> float:
+        """The longest a queued job stays without a message while any worker or API process lives."""
+        return self.enqueue_grace_s + self.sweep_interval_s
 
     def model_limits(self):  # noqa: ANN201 - lelp.uploads.model_limits.ModelLimits (imported lazily, light)
         """The library's bounds on model configs, from these settings."""

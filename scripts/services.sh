@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # Make sure the Postgres and Redis the service tests use answer on 127.0.0.1; start them if not.
 set -uo pipefail
+# tests/cluster puts its hosts in network namespaces (ip netns, iproute2); without them it runs on loopback
+if ! command -v ip >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing iproute2" >&2
+  (apt-get update -qq && apt-get install -y -qq iproute2) >/dev/null 2>&1 || echo "iproute2 not installed" >&2
+fi
 pg_ok() { pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; }
 redis_ok() { redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; }
 if ! pg_ok; then

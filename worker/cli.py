@@ -57,6 +57,9 @@ def worker(
         help="GPU indices, e.g. 0,1: one worker process per GPU, pinned with CUDA_VISIBLE_DEVICES.")] = None,
     gpus_per_worker: Annotated[int, typer.Option(
         help="With --gpus: GPUs per worker process (2 for jobs with hyperparameters.gpus: 2).")] = 1,
+    name: Annotated[str | None, typer.Option(
+        help="Celery node name, e.g. cpu1@%h (default celery@<hostname>): unique per worker, "
+             "so give one to each worker sharing a machine.")] = None,
 ) -> None:
     """Run only a Celery worker (replaces this process, so signals reach Celery directly).
 
@@ -69,7 +72,7 @@ def worker(
     from worker.embedded import child_env
 
     if gpus is None:
-        command = worker_command(queues=queues, concurrency=concurrency, pool=pool, loglevel=loglevel)
+        command = worker_command(queues=queues, concurrency=concurrency, pool=pool, loglevel=loglevel, hostname=name)
         os.execve(command[0], command, child_env(get_settings()))
     from worker.gpu_workers import gpu_groups, gpu_workers, supervise
 

@@ -19,10 +19,11 @@ from app.storage import ArtifactStore
 log = logging.getLogger("lelp.worker")
 
 
-def finish(url: str, job_id: str, status: str, code: str, message: str) -> None:
-    """End the job in its own unit of work (the delivery's session is long closed)."""
+def finish(url: str, job_id: str, status: str, code: str, message: str, claim_token: str | None = None) -> bool:
+    """End the job in its own unit of work (the delivery's session is long closed); False: not ours to end."""
     with session_scope(url) as session:
-        job_states.finish(session, job_id, status, error={"code": code, "message": message})
+        return job_states.finish(session, job_id, status, error={"code": code, "message": message},
+                                 claim_token=claim_token)
 
 
 class Redactions:
@@ -44,13 +45,21 @@ class Redactions:
         return message
 
 
-def record_failure(url: str, job_id: str, exc: BaseException, shown: Any = None) -> str:
+def record_failure(url: str, job_id: str, exc: BaseException, shown: Any = None,
+                   claim_token: str | None = None) -> str:
     """Map an exception to the job's final state and a ``{code, message}`` a user can read.
 
     Messages name ids, never server paths (``shown`` replaces them). A ``BaseException``
     that is not an ``Exception`` (a Rust panic in the teacher's tokenizer) fails the job at
-    once with ``model_failed``: a redelivery would only panic again.
+    once with ``model_failed``: a redelivery would only panic again. With ``claim_token``
+    the job ends only if this delivery still holds it; otherwise nothing is written and the
+    answer is ``"claim_lost"`` (another delivery runs the job: its checkpoints must stay).
     """
+    status = _record(url, job_id, exc, shown, claim_token)
+    return status if status else "claim_lost"
+
+
+def _record(url: str, job_id: str, exc: BaseException, shown: Any, claim_token: str | None) -> str | None:
     from celery.exceptions import SoftTimeLimitExceeded
 
     from lelp.errors import JobCancelled, LELPError
@@ -58,24 +67,22 @@ def record_failure(url: str, job_id: str, exc: BaseException, shown: Any = None)
     def clean(message: str) -> str:
         return shown(message) if shown is not None else message
 
+    def end(status: str, code: str, message: str) -> str | None:
+        return status if finish(url, job_id, status, code, message, claim_token) else None
+
     if isinstance(exc, JobCancelled):
-        finish(url, job_id, "cancelled", exc.code, clean(exc.message))
-        return "cancelled"
+        return end("cancelled", exc.code, clean(exc.message))
     if isinstance(exc, LELPError):
         log.info("job %s failed: %s", job_id, exc)
-        finish(url, job_id, "failed", exc.code, clean(exc.message))
-        return "failed"
+        return end("failed", exc.code, clean(exc.message))
     if isinstance(exc, SoftTimeLimitExceeded):
-        finish(url, job_id, "failed", "time_limit_exceeded", "the job ran past the configured time limit")
-        return "failed"
+        return end("failed", "time_limit_exceeded", "the job ran past the configured time limit")
     if not isinstance(exc, Exception):
         first = (str(exc).splitlines() or [""])[0][:200]
         log.error("job %s: the model's code crashed: %s: %s", job_id, type(exc).__name__, first)
-        finish(url, job_id, "failed", "model_failed",
-                clean(f"the teacher's code crashed ({type(exc).__name__}: {first}); the job is not retried: "
-                      "upload a teacher whose tokenizer transformers' own classes build"))
-        return "failed"
+        return end("failed", "model_failed",
+                   clean(f"the teacher's code crashed ({type(exc).__name__}: {first}); the job is not retried: "
+                         "upload a teacher whose tokenizer transformers' own classes build"))
     log.error("job %s crashed:\n%s", job_id, "".join(traceback.format_exception(exc)))
-    finish(url, job_id, "failed", "internal_error",
-            f"the worker hit an unexpected {type(exc).__name__}; the details are in the worker log")
-    return "failed"
+    return end("failed", "internal_error",
+               f"the worker hit an unexpected {type(exc).__name__}; the details are in the worker log")

@@ -5,6 +5,11 @@ about once a second (it doubles as the heartbeat), a background beat during long
 stages (model loading, one long batch), and the cancel flag read at most once a second.
 Each write is its own short unit of work (``session_scope``): no session stays open while
 the job trains. The state changes themselves are ``app.db.job_states``.
+
+Every write is fenced by the delivery's ``Claim``: once one finds the claim gone (the sweep
+requeued the job while this worker was cut off), the next callback raises ``ClaimLost``
+and training stops. A database that does not answer (restarting) costs a skipped write,
+never the job: the next write, or the next beat, tries again.
 """
 
 from __future__ import annotations
@@ -14,9 +19,12 @@ import threading
 import time
 from typing import Any, Self
 
+from sqlalchemy.exc import DBAPIError
+
 from app.db import job_states
 from app.db import repositories as repo
 from app.db.session import session_scope
+from worker.claim import Claim, ClaimLost
 
 log = logging.getLogger("lelp.worker")
 
@@ -34,9 +42,10 @@ class ProgressWriter:
     ``{"epoch": N}`` (epochs already done) shows that a redelivered job did not start over.
     """
 
-    def __init__(self, url: str, job_id: str, interval_s: float | None = None) -> None:
+    def __init__(self, url: str, job_id: str, interval_s: float | None = None, claim: Claim | None = None) -> None:
         self.url = url
         self.job_id = job_id
+        self.claim = claim
         self.interval_s = PROGRESS_INTERVAL_S if interval_s is None else interval_s
         self._last_write = 0.0
         self._stage: str | None = None
@@ -48,9 +57,12 @@ class ProgressWriter:
     def record_resume(self, epoch: int) -> None:
         """Log that training continued after ``epoch`` finished epochs (read from a checkpoint)."""
         self.resumed_epochs.append(epoch)
-        with session_scope(self.url) as session:
-            repo.add_event(session, self.job_id, "resumed", f"resumed from the checkpoint of epoch {epoch}",
-                           {"epoch": epoch})
+        try:
+            with session_scope(self.url) as session:
+                repo.add_event(session, self.job_id, "resumed", f"resumed from the checkpoint of epoch {epoch}",
+                               {"epoch": epoch})
+        except DBAPIError:
+            log.warning("the resume of job %s was not recorded (database unreachable)", self.job_id)
 
     def _track_history(self, progress: Any) -> None:
         """Every report (throttled or not) updates the running epoch's loss; the last is its mean."""
@@ -66,6 +78,8 @@ class ProgressWriter:
                 self.history.append(point)
 
     def __call__(self, progress: Any) -> None:
+        if self.claim is not None:
+            self.claim.check()
         now = time.monotonic()
         self._track_history(progress)
         new_stage = progress.stage != self._stage
@@ -84,45 +98,76 @@ class ProgressWriter:
                 "total_steps": progress.total_steps, "fraction": fraction, "loss": progress.loss,
                 "eta_s": round(eta, 1) if eta is not None else None, "message": progress.message,
                 "history": list(self.history)}
-        with session_scope(self.url) as session:
-            job_states.record_progress(session, self.job_id, body)
-            if new_stage:
-                repo.add_event(session, self.job_id, "stage", progress.message or progress.stage,
-                               {"stage": progress.stage})
+        token = self.claim.token if self.claim is not None else None
+        try:
+            with session_scope(self.url) as session:
+                held = job_states.record_progress(session, self.job_id, body, token)
+                if new_stage and held:
+                    repo.add_event(session, self.job_id, "stage", progress.message or progress.stage,
+                                   {"stage": progress.stage})
+        except DBAPIError:
+            log.warning("progress of job %s not written (database unreachable); the next write retries",
+                        self.job_id, exc_info=True)
+            return
         self._last_write = now
+        if self.claim is not None:
+            self.claim.saw(held)
+            self.claim.check()
 
 
 class CancelCheck:
-    """Reads the job's cancel flag at most once a second (the trainer asks every few steps)."""
+    """Reads the job's cancel flag at most once a second (the trainer asks every few steps).
 
-    def __init__(self, url: str, job_id: str, interval_s: float | None = None) -> None:
-        self.url, self.job_id = url, job_id
+    It is also where a lost claim stops training: the heartbeat thread may be the one that
+    found out, and the trainer calls this between steps.
+    """
+
+    def __init__(self, url: str, job_id: str, interval_s: float | None = None, claim: Claim | None = None) -> None:
+        self.url, self.job_id, self.claim = url, job_id, claim
         self.interval_s = CANCEL_CHECK_INTERVAL_S if interval_s is None else interval_s
         self._last = 0.0
         self._answer = False
 
     def __call__(self) -> bool:
+        if self.claim is not None:
+            self.claim.check()
         now = time.monotonic()
         if not self._answer and now - self._last >= self.interval_s:
-            with session_scope(self.url) as session:
-                self._answer = job_states.is_cancel_requested(session, self.job_id)
+            try:
+                with session_scope(self.url) as session:
+                    self._answer = job_states.is_cancel_requested(session, self.job_id)
+            except DBAPIError:
+                log.warning("cancel flag of job %s not read (database unreachable)", self.job_id)
             self._last = now
         return self._answer
 
 
 class Heartbeat:
-    """A daemon thread that beats while a stage reports nothing (model loading, a long batch)."""
+    """A daemon thread that beats while a stage reports nothing (model loading, a long batch).
 
-    def __init__(self, url: str, job_id: str, interval_s: float) -> None:
-        self.url, self.job_id, self.interval_s = url, job_id, interval_s
+    Beats under the delivery's claim; the first beat that finds the claim gone marks it lost
+    (the next progress report or cancel check stops training) and the thread ends.
+    """
+
+    def __init__(self, url: str, job_id: str, interval_s: float, claim: Claim | None = None) -> None:
+        self.url, self.job_id, self.interval_s, self.claim = url, job_id, interval_s, claim
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
+
+    def _beat(self) -> bool:
+        if self.claim is not None:
+            return self.claim.beat()
+        with session_scope(self.url) as session:
+            job_states.heartbeat(session, self.job_id)
+        return True
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
-                with session_scope(self.url) as session:
-                    job_states.heartbeat(session, self.job_id)
+                if not self._beat():
+                    log.warning("job %s: the claim is gone (requeued while this worker was away); stopping",
+                                self.job_id)
+                    return
             except Exception:  # a database blip must not kill the job; the next beat retries
                 log.warning("heartbeat of %s failed", self.job_id, exc_info=True)
 
@@ -133,3 +178,6 @@ class Heartbeat:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+
+__all__ = ["CancelCheck", "ClaimLost", "Heartbeat", "ProgressWriter"]

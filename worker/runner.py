@@ -6,17 +6,22 @@ directly. The flow, and why each step is there:
 1. Load the job; a finished job returns at once (a redelivered message is harmless).
 2. Claim it with one conditional UPDATE: a queued job, or a running one whose heartbeat
    went stale (its worker died). A running job with a fresh heartbeat belongs to a live
-   worker, so a duplicate message must not start a second copy of it.
+   worker, so a duplicate message must not start a second copy of it. The claim's token
+   fences every later write of this delivery (``worker.claim``): once the sweep requeued
+   the job (this worker was cut off past the heartbeat timeout), it writes nothing more.
 3. Past ``job_max_attempts`` deliveries the job fails with ``too_many_attempts``: a job
    that keeps killing its worker must end.
 4. Inputs come from the artifact store (used in place when the store is local);
-   checkpoints sync to ``checkpoints/{job_id}/`` so another machine can resume; the
-   teacher feature cache lives in ``cache/features/`` so the next job skips extraction.
+   checkpoints sync to ``checkpoints/{job_id}/{claim}/``, promoted by a fenced UPDATE, so
+   another machine can resume; the teacher feature cache lives in ``cache/features/`` so
+   the next job skips extraction.
 5. ``lelp.pipeline.distill`` runs with a throttled progress writer (at most about once a
    second; it doubles as the heartbeat, and a background thread beats during long silent
    stages) and a cancel check that reads the flag at most once a second.
-6. The artifact goes to ``models/{model_id}/``; the model row and the final state are
-   committed together. Failures store ``{code, message}``; tracebacks go to the log only.
+6. The artifact goes to ``models/{model_id}/{claim}/``; the model row and the final state
+   are committed together, under the claim, so a delivery that lost its claim can neither
+   finish the job nor touch the artifact another one published. Failures store ``{code,
+   message}``; tracebacks go to the log only.
 
 This module is the flow; the pieces live beside it: ``job_inputs`` (the row read once, the
 library config), ``job_progress`` (progress, heartbeat, cancel check), ``store_sync`` (inputs,
@@ -29,17 +34,22 @@ from __future__ import annotations
 import logging
 import socket
 import tempfile
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
+
 from app.db import job_states
 from app.db import repositories as repo
 from app.db.base import utcnow
-from app.db.models import FINISHED_STATUSES, JobStatus
+from app.db.models import FINISHED_STATUSES, JobStatus, Model
 from app.db.session import session_scope
+from app.services.recovery import process_name
 from app.settings import Settings
 from app.storage import ArtifactStore
+from worker.claim import Claim, ClaimLost, retrying
 from worker.failures import Redactions, record_failure
 from worker.job_inputs import JobInputs, MissingInput, build_config, read_inputs
 from worker.job_progress import CancelCheck, Heartbeat, ProgressWriter
@@ -52,6 +62,30 @@ log = logging.getLogger("lelp.worker")
 
 def run_job(job_id: str, settings: Settings) -> str:
     """Run one delivery of ``job_id``; returns the job's status afterwards (or ``"skipped"``)."""
+    url = settings.database_url
+    # A database restarting as the message arrives: wait for it rather than drop the delivery.
+    started = retrying(lambda: _start(job_id, settings), time.monotonic() + 2 * settings.heartbeat_stale_s)
+    if isinstance(started, str):
+        return started
+    inputs, claim, resume_from = started
+    shown = Redactions(settings)
+    try:
+        return _execute(inputs, settings, shown, claim, resume_from)
+    except (SystemExit, KeyboardInterrupt, GeneratorExit):
+        raise  # the worker is stopping: the job stays running and is requeued, not failed
+    except ClaimLost:
+        log.warning("job %s: this delivery lost its claim (requeued while this worker was cut off); "
+                    "it stopped and wrote nothing more", job_id)
+        return CLAIM_LOST
+    except BaseException as exc:  # noqa: BLE001 - a Rust panic too: every failure ends as a clean {code, message}
+        status = record_failure(url, job_id, exc, shown, claim_token=claim.token)
+    if status in (JobStatus.FAILED, JobStatus.CANCELLED):  # for good: a submit/cancel loop must not fill the disk
+        CheckpointSync(ArtifactStore(settings.artifact_url), job_id, Path(tempfile.gettempdir())).delete()
+    return status
+
+
+def _start(job_id: str, settings: Settings) -> str | tuple[JobInputs, Claim, str | None]:
+    """Claim the job and read its inputs in one unit of work; a status string when there is nothing to run."""
     url = settings.database_url
     stale_before = utcnow() - timedelta(seconds=settings.heartbeat_stale_s)
     with session_scope(url) as session:
@@ -66,11 +100,13 @@ def run_job(job_id: str, settings: Settings) -> str:
             job_states.finish(session, job_id, JobStatus.CANCELLED,
                               error={"code": "cancelled", "message": job_states.CANCELLED_BEFORE_START}, data=None)
             return JobStatus.CANCELLED
-        if not job_states.claim(session, job_id, stale_before):
+        token = job_states.claim(session, job_id, stale_before)
+        if token is None:
             log.info("job %s is running on a live worker; ignoring the duplicate delivery", job_id)
             return "skipped"
         job = repo.get_job(session, job_id)
         assert job is not None
+        claim = Claim(url, job_id, token, patience_s=settings.heartbeat_stale_s)
         if job.attempts > settings.job_max_attempts:
             message = (f"the job was started {job.attempts - 1} times without finishing "
                        f"(limit {settings.job_max_attempts}); its worker may be running out of memory")
@@ -83,25 +119,19 @@ def run_job(job_id: str, settings: Settings) -> str:
         except MissingInput as exc:
             job_states.finish(session, job_id, JobStatus.FAILED, error={"code": exc.code, "message": str(exc)})
             return JobStatus.FAILED
-        repo.add_event(session, job_id, "started", f"attempt {job.attempts} started", {"attempt": job.attempts})
-
-    shown = Redactions(settings)
-    try:
-        return _execute(inputs, settings, shown)
-    except (SystemExit, KeyboardInterrupt, GeneratorExit):
-        raise  # the worker is stopping: the job stays running and is requeued, not failed
-    except BaseException as exc:  # noqa: BLE001 - a Rust panic too: every failure ends as a clean {code, message}
-        status = record_failure(url, job_id, exc, shown)
-    if status in (JobStatus.FAILED, JobStatus.CANCELLED):  # for good: a submit/cancel loop must not fill the disk
-        CheckpointSync(ArtifactStore(settings.artifact_url), job_id, Path(tempfile.gettempdir())).delete()
-    return status
+        repo.add_event(session, job_id, "started", f"attempt {job.attempts} started",
+                       {"attempt": job.attempts, "worker": process_name()})
+        return inputs, claim, job.checkpoint_uri
 
 
-def _execute(inputs: JobInputs, settings: Settings, shown: Redactions) -> str:
+CLAIM_LOST = "claim_lost"  # run_job's answer when another delivery took the job from this one
+
+
+def _execute(inputs: JobInputs, settings: Settings, shown: Redactions, claim: Claim, resume_from: str | None) -> str:
     url, job_id = settings.database_url, inputs.job_id
     store = ArtifactStore(settings.artifact_url)
-    beat = max(1.0, min(30.0, settings.heartbeat_stale_s / 4))
-    with tempfile.TemporaryDirectory(prefix=f"lelp-{job_id}-") as tmp, Heartbeat(url, job_id, beat):
+    beat = settings.heartbeat_interval_s
+    with tempfile.TemporaryDirectory(prefix=f"lelp-{job_id}-") as tmp, Heartbeat(url, job_id, beat, claim):
         # Imported under the heartbeat: loading torch takes seconds on a busy machine, and a
         # silent claim would look like a dead worker to the sweeper.
         from lelp.pipeline import distill
@@ -115,18 +145,20 @@ def _execute(inputs: JobInputs, settings: Settings, shown: Redactions) -> str:
         shown.add(train_path, f"dataset {inputs.train_dataset_id}")
         eval_path = local_file(store, inputs.eval_uri, scratch) if inputs.eval_uri else None
         shown.add(eval_path, f"dataset {inputs.eval_dataset_id}")
-        checkpoints = CheckpointSync(store, job_id, scratch / "checkpoints")
+        checkpoints = CheckpointSync(store, job_id, scratch / "checkpoints", token=claim.token,
+                                     current=resume_from, promote=claim.promote_checkpoint)
         resumable = checkpoints.download()
         if resumable:
             log.info("job %s resumes from checkpoints %s", job_id, resumable)
         cache = FeatureCacheSync(store, scratch)
         base_dir = local_dir(store, inputs.student_base_uri, scratch) if inputs.student_base_uri else None
         config = build_config(inputs, teacher_dir, train_path, eval_path, base_dir)
-        writer = ProgressWriter(url, job_id)
+        writer = ProgressWriter(url, job_id, claim=claim)
         result = distill(
             config, scratch / "artifact", cache_dir=cache.download(), checkpoint_dir=checkpoints.local_dir,
-            progress=writer, should_cancel=CancelCheck(url, job_id), on_checkpoint=checkpoints,
+            progress=writer, should_cancel=CancelCheck(url, job_id, claim=claim), on_checkpoint=checkpoints,
         )
+        claim.check()
         resumed_from = getattr(result, "resumed_from_epoch", 0)
         if resumed_from and not writer.resumed_epochs:
             # Killed after its last epoch's checkpoint: training had nothing left to report.
@@ -134,7 +166,7 @@ def _execute(inputs: JobInputs, settings: Settings, shown: Redactions) -> str:
         cache.upload()
         metrics = {**result.metrics, "ran_on": ran_on} if isinstance(result.metrics, dict) else result.metrics
         return _publish(inputs, settings, store, Path(result.artifact_dir), metrics,
-                        getattr(result, "resumed_from_epoch", 0), checkpoints)
+                        getattr(result, "resumed_from_epoch", 0), checkpoints, claim)
 
 
 def _record_placement(url: str, job_id: str, device: str) -> dict[str, Any]:
@@ -150,8 +182,11 @@ def _record_placement(url: str, job_id: str, device: str) -> dict[str, Any]:
         ran_on = describe_device(device)
     except LELPError:
         ran_on = {"host": socket.gethostname(), "device": str(device)}
-    with session_scope(url) as session:
-        repo.add_event(session, job_id, "ran_on", f"running on {device_summary(ran_on)}", ran_on)
+    try:
+        with session_scope(url) as session:
+            repo.add_event(session, job_id, "ran_on", f"running on {device_summary(ran_on)}", ran_on)
+    except DBAPIError:  # advisory: the same record reaches the metrics at the end
+        log.warning("the placement of job %s was not recorded (database unreachable)", job_id)
     return ran_on
 
 
@@ -160,31 +195,49 @@ def model_id_for(job_id: str) -> str:
 
 
 def _publish(inputs: JobInputs, settings: Settings, store: ArtifactStore, artifact: Path, metrics: dict,
-             resumed_from_epoch: int, checkpoints: CheckpointSync) -> str:
+             resumed_from_epoch: int, checkpoints: CheckpointSync, claim: Claim) -> str:
     """Store the artifact, then commit the model row and the final state in one transaction.
 
-    The model id derives from the job id (a job has at most one model), so a delivery killed
-    between the copy and the commit leaves no orphan folder: the next one overwrites it.
+    The files go to ``models/{model_id}/{claim}/``, a folder no other delivery writes, and the
+    commit is conditional on the claim: a delivery that lost it (cut off past the heartbeat
+    timeout while another finished the job) removes its own folder and changes nothing, so
+    it can never overwrite or delete the artifact the winner published. The model id derives
+    from the job id (a job has at most one model); the winner removes the folders other
+    deliveries left under it (one killed between its copy and its commit).
     """
     model_id = model_id_for(inputs.job_id)
-    uri = f"models/{model_id}"
-    store.delete(uri)  # a partial copy from a killed delivery
+    deadline = time.monotonic() + settings.heartbeat_stale_s
+    if not retrying(claim.beat, deadline):  # first, so that a lost delivery does not upload in vain
+        raise ClaimLost(inputs.job_id)
+    uri = f"models/{model_id}/{claim.token}"
     store.put_dir(artifact, uri)
     student_metrics = metrics.get("student", {}) if isinstance(metrics, dict) else {}
-    with session_scope(settings.database_url) as session:
-        if not job_states.finish(session, inputs.job_id, JobStatus.SUCCEEDED, f"model {model_id} ready",
-                                 metrics=metrics, model_id=model_id,
-                                 data={"model_id": model_id, "resumed_from_epoch": resumed_from_epoch}):
-            # Someone else finished it meanwhile (a cancel that won): keep one consistent state.
-            session.rollback()
-            store.delete(uri)
-            job = repo.get_job(session, inputs.job_id)
-            return job.status if job else "missing"
-        repo.create_model(
-            session, tenant_id=inputs.tenant_id, job_id=inputs.job_id, teacher_id=inputs.teacher_id,
-            method=str(metrics.get("method", inputs.method)), kind=str(inputs.student.get("kind", "ngram")),
-            labels=inputs.labels, uri=uri, metrics=metrics, parameters=student_metrics.get("parameters"),
-            size_bytes=dir_size(artifact), model_id=model_id, text_pairs=inputs.text_pair_column is not None,
-        )
-    checkpoints.delete()
+
+    def commit() -> bool:
+        with session_scope(settings.database_url) as session:
+            if not job_states.finish(session, inputs.job_id, JobStatus.SUCCEEDED, f"model {model_id} ready",
+                                     metrics=metrics, model_id=model_id, claim_token=claim.token,
+                                     data={"model_id": model_id, "resumed_from_epoch": resumed_from_epoch}):
+                session.rollback()
+                # A retried commit whose first try went through (the answer was lost on the way back).
+                model = session.get(Model, model_id)
+                return model is not None and model.uri == uri
+            repo.create_model(
+                session, tenant_id=inputs.tenant_id, job_id=inputs.job_id, teacher_id=inputs.teacher_id,
+                method=str(metrics.get("method", inputs.method)), kind=str(inputs.student.get("kind", "ngram")),
+                labels=inputs.labels, uri=uri, metrics=metrics, parameters=student_metrics.get("parameters"),
+                size_bytes=dir_size(artifact), model_id=model_id, text_pairs=inputs.text_pair_column is not None,
+            )
+            return True
+
+    if not retrying(commit, deadline):
+        store.delete(uri)
+        raise ClaimLost(inputs.job_id)
+    log.info("job %s published model %s (claim %s)", inputs.job_id, model_id, claim.token[:8])
+    try:
+        for leftover in {rel.split("/", 1)[0] for rel in store.list_files(f"models/{model_id}")} - {claim.token}:
+            store.delete(f"models/{model_id}/{leftover}")
+        checkpoints.delete()
+    except Exception:  # the job is done; what is left is garbage, not state
+        log.warning("job %s succeeded; removing its leftover files failed", inputs.job_id, exc_info=True)
     return JobStatus.SUCCEEDED

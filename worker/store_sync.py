@@ -1,17 +1,22 @@
 """The store sync of a job: inputs fetched, checkpoints and the feature cache mirrored.
 
 Inputs come from the artifact store (used in place when the store is local); checkpoints
-sync to ``checkpoints/{job_id}/`` so another machine can resume; the teacher feature cache
-lives in ``cache/features/`` so the next job skips extraction. No database here.
+sync to ``checkpoints/{job_id}/{claim_token}/`` so another machine can resume; the teacher
+feature cache lives in ``cache/features/`` so the next job skips extraction. No SQL here:
+the checkpoint promotion (a fenced UPDATE) is handed in by the runner.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from app.storage import ArtifactStore
+from worker.claim import ClaimLost
+
+# (folder) -> (this claim still holds the job and now points at ``folder``, the folder it replaced)
+Promote = Callable[[str], tuple[bool, str | None]]
 
 
 def local_dir(store: ArtifactStore, path: str, scratch: Path) -> Path:
@@ -33,31 +38,68 @@ def local_file(store: ArtifactStore, path: str, scratch: Path) -> Path:
 
 
 class CheckpointSync:
-    """Mirrors the job's checkpoint directory to ``checkpoints/{job_id}/`` in the store."""
+    """Mirrors the job's checkpoint directory to a store folder of this delivery's own.
 
-    def __init__(self, store: ArtifactStore, job_id: str, local_dir: Path) -> None:
-        self.store, self.prefix, self.local_dir = store, f"checkpoints/{job_id}", local_dir
+    Two deliveries of one job (a worker cut off past the heartbeat timeout, and the one that
+    took its place) must never both write the checkpoints a resume reads. So each delivery
+    writes ``checkpoints/{job_id}/{claim_token}/`` only, and after each checkpoint ``promote``
+    (a fenced UPDATE of the job's ``checkpoint_uri``) makes that folder the one to resume
+    from; a delivery whose promotion fails removes its folder and stops (``ClaimLost``). The
+    winner removes the folder it replaced. Without a token (tests, ``lelp distill``-like
+    callers) the files go straight to ``checkpoints/{job_id}/``, the layout before claims.
+    """
+
+    def __init__(self, store: ArtifactStore, job_id: str, local_dir: Path, *, token: str | None = None,
+                 current: str | None = None, promote: Promote | None = None) -> None:
+        self.store, self.job_id, self.local_dir = store, job_id, local_dir
+        self.prefix = f"checkpoints/{job_id}"
+        self.folder = f"{self.prefix}/{token}" if token else self.prefix
+        self.current, self.promote = current, promote
+        self._synced: dict[str, int] = {}  # file name -> mtime_ns already in ``folder``
 
     def download(self) -> list[str]:
-        """Fetch the checkpoints an earlier attempt left (possibly on another machine)."""
-        names = self.store.list_files(self.prefix)
-        if names:
-            self.store.get_dir(self.prefix, self.local_dir)
+        """Fetch the promoted checkpoints of an earlier delivery (possibly on another machine).
+
+        A job checkpointed before claims existed keeps its files directly in ``checkpoints/{job_id}/``.
+        """
+        if self.current:
+            names = self.store.list_files(self.current)
+            if names:
+                self.store.get_dir(self.current, self.local_dir)
+            return names
+        names = [n for n in self.store.list_files(self.prefix) if "/" not in n]
+        for name in names:
+            self.local_dir.mkdir(parents=True, exist_ok=True)
+            with self.store.open(f"{self.prefix}/{name}", "rb") as src, (self.local_dir / name).open("wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
         return names
 
     def __call__(self, path: str) -> None:
-        """``on_checkpoint``: publish the file so a copy is never half written."""
-        source = Path(path)
-        local = self.store.local_path(f"{self.prefix}/{source.name}")
-        if local is None:  # object stores publish a PUT whole or not at all
-            self.store.put_file(source, f"{self.prefix}/{source.name}")
+        """``on_checkpoint``: publish the new file, then promote this delivery's folder.
+
+        The first call also carries the files this delivery resumed from (the other
+        candidates' checkpoints of an ``auto`` job), so the promoted folder is always whole.
+        Each file is published whole (object stores PUT whole; local ones rename into place).
+        """
+        for file in sorted(Path(path).parent.iterdir()):
+            if not file.is_file() or file.name.endswith(".tmp"):
+                continue
+            mtime = file.stat().st_mtime_ns
+            if self._synced.get(file.name) != mtime:
+                self.store.put_file(file, f"{self.folder}/{file.name}")
+                self._synced[file.name] = mtime
+        if self.promote is None:
             return
-        local.parent.mkdir(parents=True, exist_ok=True)
-        tmp = local.with_name(f".{local.name}.tmp")
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, local)
+        won, previous = self.promote(self.folder)
+        if not won:
+            self.store.delete(self.folder)  # never promoted: no delivery will read it
+            raise ClaimLost(self.job_id)
+        if previous and previous != self.folder:
+            self.store.delete(previous)
+        self.current = self.folder
 
     def delete(self) -> None:
+        """Remove every checkpoint of the job (every delivery's folder): it ended for good."""
         self.store.delete(self.prefix)
 
 

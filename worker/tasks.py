@@ -12,11 +12,11 @@ import logging
 
 from celery.signals import worker_ready, worker_shutdown
 
+from app.services.sweeper import SweeperThread
 from app.settings import get_settings
 from worker.celery_app import TASK_NAME, celery_app
 from worker.registry import WorkerRegistration
 from worker.runner import run_job
-from worker.sweeper import SweeperThread
 
 log = logging.getLogger("lelp.worker")
 _sweeper: SweeperThread | None = None

@@ -96,6 +96,7 @@ class Job(Base):
         sa.UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_tenant_id_idempotency_key"),
         sa.Index("ix_jobs_tenant_id_status_created_at", "tenant_id", "status", "created_at"),
         sa.Index("ix_jobs_status_heartbeat_at", "status", "heartbeat_at"),
+        sa.Index("ix_jobs_status_enqueued_at", "status", "enqueued_at"),
     )
 
     id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
@@ -117,6 +118,12 @@ class Job(Base):
     idempotency_key: Mapped[str | None] = mapped_column(sa.String(255))
     request_hash: Mapped[str | None] = mapped_column(sa.String(64))
     heartbeat_at: Mapped[datetime | None] = mapped_column(TZ)
+    # The delivery that holds the job (``app.db.job_states.claim``); every worker write checks it.
+    claim_token: Mapped[str | None] = mapped_column(sa.String(32))
+    # The promoted checkpoint folder (``checkpoints/{job_id}/{claim_token}``) a resume reads.
+    checkpoint_uri: Mapped[str | None] = mapped_column(sa.Text)
+    # When the job's message was last handed to the broker; NULL while a send is owed.
+    enqueued_at: Mapped[datetime | None] = mapped_column(TZ)
     created_at: Mapped[datetime] = mapped_column(TZ, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(TZ)
     finished_at: Mapped[datetime | None] = mapped_column(TZ)

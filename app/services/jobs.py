@@ -126,13 +126,21 @@ def send_job(job_id: str, device: str) -> None:
 
 
 def enqueue_after_commit(session: Session, job: Job, send: Enqueue) -> None:
-    """Enqueue; a broker failure leaves the job queued with an event (the sweeper re-sends it)."""
+    """Enqueue, then mark the job sent (its outbox entry done).
+
+    A broker failure leaves the job queued and owed its message, with an event; so does a
+    process that dies between its commit and its send: the recovery sweep sends it within
+    ``enqueue_grace_s + sweep_interval_s`` (``app.services.recovery``).
+    """
     try:
         send(job)
     except Exception as exc:  # noqa: BLE001 - any broker failure must not lose the committed job
         log.warning("could not enqueue job %s: %s", job.id, exc)
         repo.add_event(session, job.id, "enqueue_failed", f"the broker did not take the job: {type(exc).__name__}")
         session.commit()
+        return
+    job_states.mark_enqueued(session, job.id)
+    session.commit()
 
 
 def events_page(session: Session, job_id: str, *, after: int | None, limit: int) -> dict:

@@ -110,8 +110,11 @@ def make_settings(tmp_path, pg_url) -> Callable:
     from app.settings import Settings
 
     def make(**overrides):  # noqa: ANN202
+        # sweep_in_api off: these tests set job rows by hand and read them back; a sweeper thread
+        # in a live server's lifespan would requeue and re-send them behind the test's back.
         values = dict(data_dir=tmp_path / "data", database_url=pg_url, broker_url=TEST_BROKER_URL,
-                      artifact_url=str(tmp_path / "artifacts"), max_concurrent_jobs_per_tenant=100)
+                      artifact_url=str(tmp_path / "artifacts"), max_concurrent_jobs_per_tenant=100,
+                      sweep_in_api=False)
         values.update(overrides)
         return Settings(**values)
 

@@ -24,7 +24,7 @@ def test_only_job_states_updates_a_job_row() -> None:
 
 
 def test_the_sweeper_and_embedded_server_write_no_sql_and_embedded_imports_no_worker() -> None:
-    for path in ("worker/sweeper.py", "app/services/recovery.py"):
+    for path in ("app/services/sweeper.py", "app/services/recovery.py"):
         text = (ROOT / path).read_text()
         assert "sqlalchemy" not in text and "sa." not in text, path
     tree = ast.parse((ROOT / "worker/embedded.py").read_text())

@@ -260,3 +260,16 @@ def test_broker_down_keeps_the_job_queued(make_client, auth_a, job_body) -> None
     assert r.status_code == 202 and r.json()["status"] == "queued"
     types = [e["type"] for e in client.get(f"/v1/jobs/{r.json()['id']}/events", headers=auth_a).json()["data"]]
     assert types == ["created", "enqueue_failed"]
+    db = client.app.state.sessionmaker()
+    try:  # still owed its message: the recovery sweep sends it (app.services.recovery)
+        assert db.get(Job, r.json()["id"]).enqueued_at is None
+    finally:
+        db.close()
+
+
+def test_a_sent_job_is_marked_sent(client, auth_a, job_body, enqueued, db) -> None:  # noqa: ANN001
+    """The outbox mark: set only once the enqueuer returned (a sender that dies before leaves it empty)."""
+    r = _submit(client, auth_a, job_body)
+    assert r.status_code == 202
+    db.expire_all()
+    assert db.get(Job, r.json()["id"]).enqueued_at is not None

@@ -29,6 +29,14 @@ def test_readyz_reports_an_unreachable_database(make_client) -> None:  # noqa: A
     assert r.status_code == 503 and r.json()["checks"]["database"].startswith("unavailable")
 
 
+def test_an_unreachable_database_is_a_503_not_a_500(make_client, auth_a) -> None:  # noqa: ANN001
+    """Postgres restarting: every request that needs it answers 503 with Retry-After, the envelope intact."""
+    client = make_client(database_url="postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=1")
+    r = client.get("/v1/jobs", headers=auth_a)
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["code"] == "database_unavailable" and r.headers["Retry-After"] == "5"
+
+
 def test_metrics(client, auth_a, job_body) -> None:  # noqa: ANN001
     """Issue 14: without a configured metrics token, job counts (every tenant's) are not shown."""
     client.post("/v1/jobs", headers=auth_a, json=job_body)

@@ -61,3 +61,24 @@ def test_submit_routes_auto_jobs_by_the_live_workers(make_client, auth_a, job_bo
     db.commit()
     assert submit("transformer") == "cpu", "a GPU worker whose heartbeat went stale is gone"
     assert len(sent) == 8
+
+
+def test_the_broker_mark_tells_a_redis_that_restarted_empty() -> None:
+    """``broker_emptied`` is True until the sweep marks the broker, and again once its data is gone."""
+    import redis
+
+    from app.queue import BROKER_MARK_KEY, broker_emptied, mark_broker
+    from tests.app.conftest import TEST_BROKER_URL
+
+    client = redis.Redis.from_url(TEST_BROKER_URL)
+    try:
+        client.delete(BROKER_MARK_KEY)
+        assert broker_emptied(TEST_BROKER_URL)
+        mark_broker(TEST_BROKER_URL)
+        assert not broker_emptied(TEST_BROKER_URL)
+        client.flushdb()  # what a restart without persistence does to every key, messages included
+        assert broker_emptied(TEST_BROKER_URL)
+    finally:
+        client.delete(BROKER_MARK_KEY)
+        client.close()
+    assert not broker_emptied("sqla+sqlite:///nowhere.db"), "other transports keep no mark (queued_stale_s covers them)"

@@ -65,9 +65,11 @@ def deployment(tmp_path_factory, pg_url, broker, tiny_teacher_dir) -> Iterator[d
     from app.security import create_api_key
 
     root = tmp_path_factory.mktemp("kills")
-    # queued_stale_s: a worker killed between its sweep's commit and its send leaves a job queued
-    # with no message; the queued sweep re-sends it after this window (900 s by default).
-    stack = Stack.create(root, database_url=pg_url, broker_url=broker.url, job_max_attempts=6, queued_stale_s=30)
+    # A worker killed between its sweep's commit and its send leaves a job owed its message: the
+    # outbox re-send (enqueue_grace_s + sweep_interval_s, issue 20) covers it; queued_stale_s=30
+    # stays as the fallback it was before that.
+    stack = Stack.create(root, database_url=pg_url, broker_url=broker.url, job_max_attempts=6, queued_stale_s=30,
+                         enqueue_grace_s=3)
     try:
         api = stack.start_api()
         with session_scope(pg_url) as session:

@@ -34,7 +34,8 @@ def test_job_runs_to_a_stored_model(worker_settings, make_job, store):
     with session_scope(worker_settings.database_url) as session:
         model = session.get(Model, job.model_id)
         assert model.job_id == job_id and model.labels == ["negative", "positive"]
-        assert model.uri == f"models/{job.model_id}" and model.size_bytes > 0
+        # the folder of the claim that published it (worker.runner._publish)
+        assert model.uri.startswith(f"models/{job.model_id}/") and model.size_bytes > 0
     assert "metrics.json" in store.list_files(model.uri)
     assert {"report.html", "report_data.json"} <= set(store.list_files(model.uri))
     history = job.progress["history"]  # the live report's curve: one point per (candidate, epoch)
@@ -152,15 +153,20 @@ def test_killed_attempt_resumes_from_its_checkpoint(worker_settings, make_job, m
     assert done[0]["resumed_from_epoch"] == 1
 
 
-def test_partial_copy_of_a_killed_publish_is_replaced_not_orphaned(worker_settings, make_job, store, tmp_path):
-    """A delivery killed between copying the artifact and committing left files; the next one reuses the folder."""
+def test_partial_copy_of_a_killed_publish_is_removed_not_orphaned(worker_settings, make_job, store, tmp_path):
+    """Deliveries killed between copying the artifact and committing left files; the winner removes them."""
     job_id = make_job()
     stale = tmp_path / "stale"
     stale.mkdir()
     (stale / "half-written.bin").write_bytes(b"partial")
-    store.put_dir(stale, f"models/{runner.model_id_for(job_id)}")
+    model_dir = f"models/{runner.model_id_for(job_id)}"
+    store.put_dir(stale, model_dir)  # the layout before claims: files straight in the folder
+    store.put_dir(stale, f"{model_dir}/0123456789abcdef0123456789abcdef")  # a killed claim's folder
     assert run_job(job_id, worker_settings) == "succeeded"
     job = load_job(worker_settings, job_id)
     assert job.model_id == runner.model_id_for(job_id)
-    files = store.list_files(f"models/{job.model_id}")
-    assert "metrics.json" in files and "half-written.bin" not in files
+    with session_scope(worker_settings.database_url) as session:
+        uri = session.get(Model, job.model_id).uri
+    files = store.list_files(model_dir)
+    assert "metrics.json" in store.list_files(uri)
+    assert all(f.startswith(uri.rsplit("/", 1)[1] + "/") for f in files), files

@@ -36,6 +36,12 @@ def run_migrations_online() -> None:
     engine = make_engine(url)
     try:
         with engine.connect() as connection:
+            if url.startswith("sqlite"):
+                # Batch mode copies a table and drops the old one; with foreign keys on, that DROP
+                # would cascade into every row that refers to it (a downgrade emptied ``models``).
+                # The pragma only takes effect outside a transaction, hence the commit.
+                connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+                connection.commit()
             # batch mode: SQLite cannot ALTER most things in place, Alembic copies the table instead.
             context.configure(connection=connection, target_metadata=target_metadata,
                               render_as_batch=url.startswith("sqlite"))

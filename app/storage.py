@@ -45,6 +45,21 @@ def backend_errors(url: str, param: str | None) -> Iterator[None]:
                             code="uri_scheme_unavailable") from None
 
 
+@contextmanager
+def remote_read_errors(url: str, param: str | None) -> Iterator[None]:
+    """A user's remote URI that cannot be read (no credentials, host unreachable, access denied) is
+    the user's to fix: a 422 naming the cause in one line, not a 500 with the backend's traceback."""
+    from app.errors import AppError, Unprocessable
+
+    try:
+        yield
+    except AppError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every backend has its own exception tree
+        first = (str(exc).splitlines() or [""])[0][:160] or type(exc).__name__
+        raise Unprocessable(f"could not read {url}: {first}", param=param, code="uri_unreadable") from None
+
+
 def open_store(url: str, *, param: str | None = None) -> ArtifactStore:
     """An ``ArtifactStore`` on a user's URI, with ``backend_errors``' 422."""
     with backend_errors(url, param):

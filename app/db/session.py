@@ -29,6 +29,13 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001
     cursor.close()
 
 
+# A process whose link to Postgres drops (a host cut off, a restarted server) must get an error in
+# seconds, not block a write for the kernel's ~15 minutes of retransmissions: libpq's connect
+# timeout, TCP keepalives for idle connections and a TCP user timeout for unacknowledged writes.
+POSTGRES_LINK_LIMITS = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 10,
+                        "keepalives_interval": 3, "keepalives_count": 3, "tcp_user_timeout": 15000}
+
+
 def make_engine(url: str, **kwargs) -> Engine:
     """An engine with the right options for the backend named by ``url``."""
     url = normalize_url(url)
@@ -37,6 +44,7 @@ def make_engine(url: str, **kwargs) -> Engine:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("connect_args", dict(POSTGRES_LINK_LIMITS))
     return sa.create_engine(url, **kwargs)
 
 

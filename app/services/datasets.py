@@ -18,7 +18,7 @@ from app.services.library_errors import api_error, api_words
 from app.services.uploads import Upload
 from app.services.uris import check_uri
 from app.settings import Settings
-from app.storage import ArtifactStore, backend_errors
+from app.storage import ArtifactStore, backend_errors, remote_read_errors
 
 
 @dataclass(frozen=True)
@@ -105,19 +105,25 @@ def create_from_uri(session: Session, store: ArtifactStore, settings: Settings, 
     try:
         with backend_errors(resolved, "uri"):
             fs, path = fsspec.core.url_to_fs(resolved)
-        if not fs.isfile(path):
-            raise Unprocessable(f"{uri!r} is not a file", param="uri", code="invalid_data")
-        size = int(fs.size(path))
-        if size > settings.max_upload_bytes:
-            raise PayloadTooLarge(f"{uri!r} is larger than the limit of {settings.max_upload_bytes:,} bytes",
-                                  param="uri", code="upload_too_large")
+        with remote_read_errors(uri, "uri"):
+            _copy_remote_file(fs, path, uri, settings, workdir / filename)
         local = workdir / filename
-        with fs.open(path, "rb") as src, local.open("wb") as out:
-            shutil.copyfileobj(src, out, 1 << 20)
         return _register(session, store, settings, tenant_id, local, filename=filename, name=name, choice=choice,
-                         sha256=file_sha256(local), size=size)
+                         sha256=file_sha256(local), size=local.stat().st_size)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _copy_remote_file(fs, path: str, uri: str, settings: Settings, local: Path) -> None:  # noqa: ANN001
+    """Copy one file of a user's URI to ``local``, refusing it before the copy when it is too large."""
+    if not fs.isfile(path):
+        raise Unprocessable(f"{uri!r} is not a file", param="uri", code="invalid_data")
+    size = int(fs.size(path))
+    if size > settings.max_upload_bytes:
+        raise PayloadTooLarge(f"{uri!r} is larger than the limit of {settings.max_upload_bytes:,} bytes",
+                              param="uri", code="upload_too_large")
+    with fs.open(path, "rb") as src, local.open("wb") as out:
+        shutil.copyfileobj(src, out, 1 << 20)
 
 
 def delete_dataset(session: Session, store: ArtifactStore, dataset: Dataset) -> None:

@@ -25,7 +25,7 @@ from app.services.pickle_scan import check_pickle_weights
 from app.services.uploads import Upload
 from app.services.uris import check_uri
 from app.settings import Settings
-from app.storage import ArtifactStore, open_store
+from app.storage import ArtifactStore, open_store, remote_read_errors
 
 T = TypeVar("T")
 
@@ -100,7 +100,8 @@ def uri_model_dir(uri: str, settings: Settings, *, param: str = "uri", code: str
                 exc.param = param
                 raise api_error(exc, shown={str(local): uri}) from None
         else:
-            remote.get_dir("", workdir)
+            with remote_read_errors(uri, param):
+                remote.get_dir("", workdir)
         yield workdir
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

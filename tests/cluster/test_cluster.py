@@ -37,7 +37,7 @@ from tests.tiny import make_text_rows, write_csv
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 
 SHORT = {"epochs": 2, "batch_size": 16, "seed": 0}
-LONG = {"epochs": 12, "batch_size": 8, "seed": 0}
+LONG = {"epochs": 40, "batch_size": 2, "seed": 0}  # long enough to be caught mid-training on idle cores (12 x 8 took ~1 s)
 # The outbox bound in this cluster (enqueue_grace_s + sweep_interval_s), plus slack for two cores
 # shared with others: a sweep is a few queries, but on a machine loaded 10x each waits its turn
 # for a CPU (11 s was seen at a load average of 22). The figure printed is the measured one.
@@ -211,17 +211,20 @@ def test_a_worker_cut_off_past_the_claim_timeout_cannot_overwrite_the_finished_a
     finally:
         cluster.restore(cut_off)
     # Back on the network: its next write finds the claim gone and the delivery stops.
-    wait_for(lambda: (cut_off.name, "claim_lost") in cluster.outcomes(job_id), 180,
+    # It gives the delivery up either way: its next write finds the claim gone (claim_lost), or a write
+    # to the store or database failed while it was away and the delivery crashed; neither may publish.
+    gave_up = {(cut_off.name, "claim_lost"), (cut_off.name, "crashed")}
+    wait_for(lambda: gave_up & set(cluster.outcomes(job_id)), 180,
              lambda: f"{cut_off.name} to give the job up\n{cluster.log_tail(cut_off)}", poll_s=0.5)
     counts = exactly_once(cluster, [job_id])
     assert cut_s > SETTINGS["HEARTBEAT_STALE_S"], "the cut outlasted the claim timeout"
     assert cluster.store_hashes(model["uri"].rsplit("/", 1)[0]) == published, "the artifact is untouched"
     assert cluster.models([job_id]) == [model]
     assert cluster.completions(job_id) == [other.name]
-    assert (cut_off.name, "claim_lost") in cluster.outcomes(job_id)
+    how = sorted(gave_up & set(cluster.outcomes(job_id)))[0][1]
     figures(f"cut {cut_off.name}'s link for {cut_s:.1f} s in training epoch {epoch} (claim timeout "
             f"{SETTINGS['HEARTBEAT_STALE_S']} s) / {other.name} resumed and finished it / {cut_off.name} came back, "
-            f"found its claim gone and stopped: artifact unchanged ({len(published)} files, sha256), 1 model row, "
+            f"gave the delivery up ({how}): artifact unchanged ({len(published)} files, sha256), 1 model row, "
             f"1 succeeded event / lost {counts['lost']} / duplicated {counts['duplicated']}")
 
 

@@ -339,7 +339,9 @@ def test_api_and_broker_restarts_lose_no_job_and_duplicate_no_artifact(tmp_path,
     store = stack.artifacts
     model_dirs = sorted(p.name for p in (store / "models").iterdir())
     assert model_dirs == sorted(m["id"] for m in models)  # one dir per model, no orphan
-    assert [m["uri"] for m in models] == [f"models/{m['id']}" for m in models]
+    # each model lives under the claim of the delivery that published it: models/{model}/{claim}
+    assert [m["uri"].rsplit("/", 1)[0] for m in models] == [f"models/{m['id']}" for m in models]
+    assert all(len(list((store / "models" / m["id"]).iterdir())) == 1 for m in models)  # one claim dir each
     assert leftover_checkpoints(store) == []
     figures(f"jobs {len(jobs)} (3 before the API restart, 1 after it, 1 while the broker was down, 1 after) / "
             f"API restarts 1 / broker restarts 1 ({queued_messages} queued messages lost with it) / "

@@ -80,3 +80,21 @@ def test_no_student_kind_named_outside_its_own_module() -> None:
 
 def test_the_tables_cover_every_name() -> None:
     assert set(METHODS) == set(Method) and set(KINDS) == KIND_NAMES
+
+
+STORE_ROOTS = ("teachers/", "base_models/", "datasets/", "models/", "exports/", "checkpoints/", "cache/")
+
+
+def store_path_literals(source: str) -> list[tuple[int, str]]:
+    """String constants (f-string parts included) that spell a store path out."""
+    return [(n.lineno, n.value) for n in ast.walk(ast.parse(source))
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value.startswith(STORE_ROOTS)]
+
+
+def test_store_paths_come_from_one_helper() -> None:
+    """``app.storage.StorePaths`` writes the store's layout once; the API and the worker call it."""
+    assert store_path_literals('uri = f"models/{model_id}/{claim}"\nname = "a model"\n') == [(1, "models/")]
+    offenders = [f"{rel}:{line} spells {value!r}" for rel, source in _sources()
+                 if rel.startswith(("app/", "worker/")) and rel != "app/storage.py"
+                 for line, value in store_path_literals(source)]
+    assert offenders == []

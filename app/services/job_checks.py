@@ -29,7 +29,10 @@ HOLD_OUT = f"{HOLD_OUT_FRACTION:.0%}, at least {HOLD_OUT_MINIMUM} rows each side
 
 
 @dataclass
-class JobInputs:
+class SubmitInputs:
+    """The tenant's rows a job body names, read once for the checks (the worker's own read is
+    ``worker.job_inputs.JobInputs``)."""
+
     teacher: Teacher
     train: Dataset
     eval: Dataset | None
@@ -40,7 +43,7 @@ def class_index(label: str, teacher: Teacher) -> int | None:
     return label_matcher(list(teacher.labels or []))(label)
 
 
-def _owned_inputs(session: Session, tenant_id: str, body: JobCreate) -> JobInputs:
+def _owned_inputs(session: Session, tenant_id: str, body: JobCreate) -> SubmitInputs:
     teacher = repo.get_owned(session, Teacher, tenant_id, body.teacher_id)
     if teacher is None:
         raise not_found("teacher", body.teacher_id, param="teacher_id")
@@ -53,10 +56,10 @@ def _owned_inputs(session: Session, tenant_id: str, body: JobCreate) -> JobInput
         if dataset is None:
             raise not_found("dataset", dataset_id, param=param)
         found[param] = dataset
-    return JobInputs(teacher, found["train_dataset_id"], found.get("eval_dataset_id"))
+    return SubmitInputs(teacher, found["train_dataset_id"], found.get("eval_dataset_id"))
 
 
-def _check_labels_and_columns(inputs: JobInputs) -> None:
+def _check_labels_and_columns(inputs: SubmitInputs) -> None:
     teacher = inputs.teacher
     for param, dataset in (("train_dataset_id", inputs.train), ("eval_dataset_id", inputs.eval)):
         if dataset is None:
@@ -121,7 +124,7 @@ def _check_gpus(body: JobCreate) -> None:
                             "'auto'", param="hyperparameters.gpus", code="multi_gpu_unsupported")
 
 
-def _check_subclasses(body: JobCreate, inputs: JobInputs) -> None:
+def _check_subclasses(body: JobCreate, inputs: SubmitInputs) -> None:
     hp = body.hyperparameters
     if hp.subclasses == AUTO or body.method not in PROJECTED_METHODS:
         return  # "auto" searches skip (and report) a candidate the data cannot support
@@ -181,7 +184,7 @@ def check_gpu_worker(session: Session, settings: Settings) -> None:
                         param="device", code="no_gpu_worker")
 
 
-def check_job(session: Session, settings: Settings, tenant_id: str, body: JobCreate) -> JobInputs:
+def check_job(session: Session, settings: Settings, tenant_id: str, body: JobCreate) -> SubmitInputs:
     """Every check of a job body; returns its inputs (the tenant's rows)."""
     _check_student(body)
     _check_gpus(body)

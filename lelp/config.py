@@ -127,7 +127,7 @@ def validate_config(config: DistillConfig) -> None:
     if isinstance(config.gpus, bool) or not isinstance(config.gpus, int) or not 1 <= config.gpus <= MAX_GPUS:
         raise ConfigError(f"gpus must be an integer within [1, {MAX_GPUS}], got {config.gpus!r}", param="gpus")
     if config.gpus > 1 and config.student not in MULTI_GPU_STUDENTS:
-        raise ConfigError(f"gpus > 1 trains the transformer student only, not {config.student!r} "
+        raise ConfigError(f"gpus > 1 trains the {' or '.join(MULTI_GPU_STUDENTS)} student only, not {config.student!r} "
                           "(the other students are too small to gain from several GPUs)", param="gpus")
     for name in ("epochs", "batch_size", "max_length", "patience"):
         value = getattr(config, name)

@@ -10,8 +10,10 @@ import torch
 
 from lelp.artifacts import load_predictor, load_student, read_manifest
 from lelp.errors import ArtifactError, ConfigError, DataError, JobCancelled
+from lelp.method.registry import SUBCLASS_METHODS
 from lelp.method.targets import Method
 from lelp.pipeline import DistillConfig, distill
+from lelp.students.registry import KINDS, STUDENT_KINDS
 
 SMALL_NGRAM = {"n_features": 2**12, "embedding_dim": 16, "hidden": 32}
 
@@ -25,11 +27,11 @@ def config_for(teacher, train, eval_, **overrides) -> DistillConfig:
     return DistillConfig(**base)
 
 
-@pytest.mark.parametrize("student", ["ngram", "static", "cnn", "encoder_mlp", "transformer"])
+@pytest.mark.parametrize("student", STUDENT_KINDS)
 @pytest.mark.parametrize("method", [m.value for m in Method])
 def test_every_method_and_student_trains_saves_and_predicts(method, student, tiny_teacher_dir, tiny_train_csv,
                                                             tiny_eval_csv, tmp_path):
-    extra = {"student_base": str(tiny_teacher_dir)} if student == "encoder_mlp" else {}
+    extra = {"student_base": str(tiny_teacher_dir)} if KINDS[student].base == "required" else {}
     cfg = config_for(tiny_teacher_dir, tiny_train_csv, tiny_eval_csv, method=method, student=student, epochs=1,
                      **extra)
     result = distill(cfg, tmp_path / "out", cache_dir=tmp_path / "cache")
@@ -42,7 +44,7 @@ def test_every_method_and_student_trains_saves_and_predicts(method, student, tin
     assert 0.0 <= metrics["agreement"] <= 1.0
     assert (tmp_path / "out" / "report.html").is_file() and (tmp_path / "out" / "report_data.json").is_file()
     manifest = read_manifest(result.artifact_dir)
-    expected_s = 2 if method in {"lelp", "random_subclass", "uniform_subclass", "kmeans_subclass"} else 1
+    expected_s = 2 if method in SUBCLASS_METHODS else 1
     assert manifest["subclasses"] == expected_s and manifest["method"] == method and manifest["kind"] == student
     predictions = load_student(result.artifact_dir).predict(["good great film", "bad awful plot"])
     assert [p["label"] in ("negative", "positive") for p in predictions] == [True, True]

@@ -38,6 +38,7 @@ def _features(cache) -> dict[str, dict[str, np.ndarray]]:
             for entry in cache.glob("*/logits.npy")}
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_resume_a_one_process_checkpoint_and_match_its_quality(
         tiny_teacher_dir, tiny_train_csv, tiny_eval_csv, tmp_path):
     cfg = _config(tiny_teacher_dir, tiny_train_csv, tiny_eval_csv)

@@ -1,4 +1,7 @@
-"""The ``lelp`` console script: library verbs, the servers, admin, and HTTP client verbs.
+"""The app floor's part of the ``lelp`` command: every verb that needs no worker.
+
+The console script itself is ``worker.cli`` (the composition root, on the top floor); it takes
+this module's typer app and adds ``serve`` and ``worker``. What is here:
 
 - library verbs (``distill``, ``make-teacher``, ``predict``, ``evaluate``) come from
   ``lelp.cli.register_commands`` and need no service;

@@ -52,12 +52,12 @@ StoreDep = Annotated[ArtifactStore, Depends(get_store)]
 InferenceDep = Annotated[InferenceService, Depends(get_inference)]
 
 
-def get_enqueuer(session: SessionDep, settings: SettingsDep) -> jobs_service.Enqueue:
-    """The function that hands a committed job to the broker, routed by ``app.queue`` (tests may override it)."""
-    return jobs_service.routed_enqueuer(session, settings)
+def get_enqueuer() -> jobs_service.Enqueue | None:
+    """None: ``submit_job`` routes and sends the job itself (``app.queue``); tests override this to catch it."""
+    return None
 
 
-EnqueueDep = Annotated[jobs_service.Enqueue, Depends(get_enqueuer)]
+EnqueueDep = Annotated[jobs_service.Enqueue | None, Depends(get_enqueuer)]
 
 
 async def get_tenant(request: Request,

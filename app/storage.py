@@ -2,9 +2,7 @@
 
 A local directory by default, any fsspec URL (``s3://bucket/prefix``, ``memory://``) by
 setting ``LELP_ARTIFACT_URL``. Paths given to the methods are relative to the root and
-always use ``/``. Layout: ``teachers/{id}/``, ``datasets/{id}/data.{ext}``,
-``models/{id}/{claim}/`` (the delivery that published it), ``cache/features/``,
-``checkpoints/{job_id}/{claim}/`` (see ``worker.claim``).
+always use ``/``. The layout is ``StorePaths`` (the one place its path patterns are written).
 """
 
 from __future__ import annotations
@@ -19,6 +17,56 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 CHUNK = 1 << 20
+
+
+class StorePaths:
+    """Where each thing lives in the store: every path the API and the worker build comes from here."""
+
+    FEATURE_CACHE = "cache/features"  # teacher features by dataset and teacher hash (the worker's cache)
+
+    @staticmethod
+    def teacher(teacher_id: str) -> str:
+        return f"teachers/{teacher_id}"
+
+    @staticmethod
+    def base_model(base_id: str) -> str:
+        return f"base_models/{base_id}"
+
+    @staticmethod
+    def dataset(dataset_id: str) -> str:
+        return f"datasets/{dataset_id}"
+
+    @staticmethod
+    def dataset_file(dataset_id: str, fmt: str) -> str:
+        return f"{StorePaths.dataset(dataset_id)}/data.{fmt}"
+
+    @staticmethod
+    def model(model_id: str) -> str:
+        """Every delivery's folder of a model; the model row's ``uri`` is one of them."""
+        return f"models/{model_id}"
+
+    @staticmethod
+    def model_delivery(model_id: str, claim: str) -> str:
+        """The artifact one delivery (its claim token, ``worker.claim``) uploaded."""
+        return f"{StorePaths.model(model_id)}/{claim}"
+
+    @staticmethod
+    def exports(model_id: str) -> str:
+        """Every cached export package of a model."""
+        return f"exports/{model_id}"
+
+    @staticmethod
+    def export_file(model_id: str, variant: str) -> str:
+        return f"{StorePaths.exports(model_id)}/{variant}.zip"
+
+    @staticmethod
+    def checkpoints(job_id: str) -> str:
+        """Every delivery's checkpoints of a job (a job checkpointed before claims keeps its files here)."""
+        return f"checkpoints/{job_id}"
+
+    @staticmethod
+    def checkpoint_delivery(job_id: str, claim: str) -> str:
+        return f"{StorePaths.checkpoints(job_id)}/{claim}"
 
 
 @contextmanager

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 
 from app.client.http import ApiError, LelpClient
+from lelp.method.registry import DEFAULT_METHOD
+from lelp.students.registry import DEFAULT_STUDENT_KIND
 from worker.embedded import API_KEY_FILE, REPO_ROOT, terminate
 
 EXAMPLES = ["a warm, funny and beautifully acted film", "a dull plot and an awful, lifeless script"]
@@ -82,9 +84,9 @@ def run_demo(data_dir: str | Path, teacher_dir: str | Path, train_csv: str | Pat
                 print(f"dataset  {ds['id']}  {ds['name']}  rows={ds['rows']}  labels={ds['label_counts']}")
             # SST-2 sentences are short: 64 tokens cover them and halve the teacher's extraction time.
             hyper = {"subclasses": subclasses, "epochs": epochs, "max_length": 64}
-            # The library's defaults: the cnn student, method auto (KD unless LELP wins on held-out rows).
-            job = client.create_job(teacher["id"], train["id"], eval_dataset_id=evald["id"], method="auto",
-                                    student="cnn", hyperparameters=hyper,
+            # The library's defaults: its default student kind, method auto (KD unless LELP wins on held-out rows).
+            job = client.create_job(teacher["id"], train["id"], eval_dataset_id=evald["id"],
+                                    method=DEFAULT_METHOD, student=DEFAULT_STUDENT_KIND, hyperparameters=hyper,
                                     # a retry of this run replays; a new run (new uploads) is a new job
                                     idempotency_key=f"demo-{teacher['id']}-{train['id']}")
             print(f"job      {job['id']}  submitted ({job['status']})")

@@ -11,8 +11,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from lelp.data.splits import HOLD_OUT_FRACTION as VALIDATION_FRACTION  # noqa: F401 (lelp.pipeline's name)
 from lelp.errors import ConfigError
-from lelp.method.registry import AUTO_METHODS, DEFAULT_METHOD, SUBCLASS_METHODS, Method, parse_method  # noqa: F401
+from lelp.method.registry import (  # noqa: F401
+    AUTO_METHOD_RANK,
+    AUTO_METHODS,
+    DEFAULT_METHOD,
+    DEFAULT_SUBCLASSES,
+    SUBCLASS_METHODS,
+    Method,
+    parse_method,
+)
 from lelp.students.registry import DEFAULT_STUDENT_KIND, KINDS, STUDENT_KINDS, kinds_where
 
 # Defaults from benchmarks/quality.py (tables in benchmarks/README.md): each student kind's own
@@ -23,12 +32,10 @@ STUDENT_DEFAULTS = {kind: info.defaults for kind, info in KINDS.items()}
 # teacher's CPU speed on SST-2 with 60k transfer rows (kd: 82.9% test, 97.1% of the teacher, vs
 # static 81.3% / 95.2%, 3 seeds; benchmarks/README.md). Earlier: static (ngram 92.3% at 60k).
 DEFAULT_STUDENT = DEFAULT_STUDENT_KIND
-DEFAULT_SUBCLASSES = 2
 DEFAULT_BETA = 1.0
 # subclasses="auto" searches the grid the benchmark gave every sub-class method (4 configs, as
 # many as kd's tau grid there: a bigger grid would win on validation noise alone).
 AUTO_GRID = [{"subclasses": s, "beta": 1.0, "tau": t} for s in (2, 4) for t in (1.0, 2.0)]
-VALIDATION_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
@@ -120,7 +127,7 @@ def validate_config(config: DistillConfig) -> None:
     if isinstance(config.gpus, bool) or not isinstance(config.gpus, int) or not 1 <= config.gpus <= MAX_GPUS:
         raise ConfigError(f"gpus must be an integer within [1, {MAX_GPUS}], got {config.gpus!r}", param="gpus")
     if config.gpus > 1 and config.student not in MULTI_GPU_STUDENTS:
-        raise ConfigError(f"gpus > 1 trains the transformer student only, not {config.student!r} "
+        raise ConfigError(f"gpus > 1 trains the {' or '.join(MULTI_GPU_STUDENTS)} student only, not {config.student!r} "
                           "(the other students are too small to gain from several GPUs)", param="gpus")
     for name in ("epochs", "batch_size", "max_length", "patience"):
         value = getattr(config, name)
@@ -140,10 +147,6 @@ def candidates_for(config: DistillConfig) -> list[Candidate]:
         else:
             out.append(Candidate(m.value, s if m in SUBCLASS_METHODS else 1, beta, tau))
     return out
-
-
-# Ties on validation go to the simpler method.
-AUTO_METHOD_RANK = {Method.KD.value: 0, Method.LELP.value: 1, Method.RANDOM_SUBCLASS.value: 2}
 
 
 def budget_epochs(config: DistillConfig, rows: int | None) -> int:

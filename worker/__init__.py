@@ -1,5 +1,6 @@
 """The Celery worker: runs distillation jobs that the API committed and enqueued.
 
-``worker.celery_app`` is light (the API imports it to enqueue); ``worker.tasks`` and
-``worker.runner`` load the ML library and are imported by the worker process only.
+The API never imports this package (it sends through ``app.queue``); ``worker.tasks`` and
+``worker.runner`` load the ML library in the worker process, and ``worker.cli`` is the ``lelp``
+console script, which also starts the embedded service (``worker.embedded``) and GPU workers.
 """

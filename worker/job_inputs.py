@@ -12,6 +12,7 @@ from typing import Any
 
 from app.db import repositories as repo
 from app.db.models import BaseModelRow, Dataset, Job, Teacher
+from lelp.students.registry import DEFAULT_STUDENT_KIND
 
 HYPERPARAMETER_FIELDS = ("subclasses", "beta", "tau", "alpha", "epochs", "learning_rate", "batch_size",
                          "max_length", "seed", "augment", "patience", "gpus")
@@ -43,6 +44,11 @@ class JobInputs:
     eval_dataset_id: str | None = None
     # store path of the student's base model (a teacher or base model of the same tenant)
     student_base_uri: str | None = None
+
+    @property
+    def student_kind(self) -> str:
+        """The student's kind; the library's default for a row that names none."""
+        return str(self.student.get("kind") or DEFAULT_STUDENT_KIND)
 
 
 def read_inputs(session: Any, job: Job) -> JobInputs:
@@ -96,12 +102,11 @@ def build_config(inputs: JobInputs, teacher_dir: Path, train_path: Path, eval_pa
     from lelp.pipeline import DistillConfig
 
     hp = {k: v for k, v in inputs.hyperparameters.items() if k in HYPERPARAMETER_FIELDS and v is not None}
-    student = inputs.student
     return DistillConfig(
         teacher_dir=str(teacher_dir), train_path=str(train_path), eval_path=str(eval_path) if eval_path else None,
         text_column=inputs.text_column, text_pair_column=inputs.text_pair_column,
         label_column=inputs.label_column, eval_label_column=inputs.eval_label_column, method=inputs.method,
-        student=str(student.get("kind", "ngram")),
+        student=inputs.student_kind,
         student_base=str(student_base_dir) if student_base_dir is not None else None,
         device=inputs.device, **hp,
     )

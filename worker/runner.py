@@ -48,7 +48,7 @@ from app.db.models import FINISHED_STATUSES, JobStatus, Model
 from app.db.session import session_scope
 from app.services.recovery import process_name
 from app.settings import Settings
-from app.storage import ArtifactStore
+from app.storage import ArtifactStore, StorePaths
 from worker.claim import Claim, ClaimLost, retrying
 from worker.failures import Redactions, record_failure
 from worker.job_inputs import JobInputs, MissingInput, build_config, read_inputs
@@ -209,7 +209,7 @@ def _publish(inputs: JobInputs, settings: Settings, store: ArtifactStore, artifa
     deadline = time.monotonic() + settings.heartbeat_stale_s
     if not retrying(claim.beat, deadline):  # first, so that a lost delivery does not upload in vain
         raise ClaimLost(inputs.job_id)
-    uri = f"models/{model_id}/{claim.token}"
+    uri = StorePaths.model_delivery(model_id, claim.token)
     store.put_dir(artifact, uri)
     student_metrics = metrics.get("student", {}) if isinstance(metrics, dict) else {}
 
@@ -224,7 +224,7 @@ def _publish(inputs: JobInputs, settings: Settings, store: ArtifactStore, artifa
                 return model is not None and model.uri == uri
             repo.create_model(
                 session, tenant_id=inputs.tenant_id, job_id=inputs.job_id, teacher_id=inputs.teacher_id,
-                method=str(metrics.get("method", inputs.method)), kind=str(inputs.student.get("kind", "ngram")),
+                method=str(metrics.get("method", inputs.method)), kind=inputs.student_kind,
                 labels=inputs.labels, uri=uri, metrics=metrics, parameters=student_metrics.get("parameters"),
                 size_bytes=dir_size(artifact), model_id=model_id, text_pairs=inputs.text_pair_column is not None,
             )
@@ -235,8 +235,8 @@ def _publish(inputs: JobInputs, settings: Settings, store: ArtifactStore, artifa
         raise ClaimLost(inputs.job_id)
     log.info("job %s published model %s (claim %s)", inputs.job_id, model_id, claim.token[:8])
     try:
-        for leftover in {rel.split("/", 1)[0] for rel in store.list_files(f"models/{model_id}")} - {claim.token}:
-            store.delete(f"models/{model_id}/{leftover}")
+        for leftover in {rel.split("/", 1)[0] for rel in store.list_files(StorePaths.model(model_id))} - {claim.token}:
+            store.delete(StorePaths.model_delivery(model_id, leftover))
         checkpoints.delete()
     except Exception:  # the job is done; what is left is garbage, not state
         log.warning("job %s succeeded; removing its leftover files failed", inputs.job_id, exc_info=True)

@@ -12,7 +12,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from app.storage import ArtifactStore
+from app.storage import ArtifactStore, StorePaths
 from worker.claim import ClaimLost
 
 # (folder) -> (this claim still holds the job and now points at ``folder``, the folder it replaced)
@@ -52,8 +52,8 @@ class CheckpointSync:
     def __init__(self, store: ArtifactStore, job_id: str, local_dir: Path, *, token: str | None = None,
                  current: str | None = None, promote: Promote | None = None) -> None:
         self.store, self.job_id, self.local_dir = store, job_id, local_dir
-        self.prefix = f"checkpoints/{job_id}"
-        self.folder = f"{self.prefix}/{token}" if token else self.prefix
+        self.prefix = StorePaths.checkpoints(job_id)
+        self.folder = StorePaths.checkpoint_delivery(job_id, token) if token else self.prefix
         self.current, self.promote = current, promote
         self._synced: dict[str, int] = {}  # file name -> mtime_ns already in ``folder``
 
@@ -106,7 +106,7 @@ class CheckpointSync:
 class FeatureCacheSync:
     """Teacher features cached in ``cache/features/``: in place when local, mirrored when remote."""
 
-    PREFIX = "cache/features"
+    PREFIX = StorePaths.FEATURE_CACHE
 
     def __init__(self, store: ArtifactStore, scratch: Path) -> None:
         self.store = store

@@ -26,10 +26,8 @@ IdempotencyKey = Annotated[str | None, Header(min_length=1, max_length=255, patt
 def create_job(body: JobCreate, response: Response, session: SessionDep, tenant: TenantDep, settings: SettingsDep,
                store: StoreDep, enqueue: EnqueueDep, idempotency_key: IdempotencyKey = None) -> Job:
     """Submit a distillation job; a body that could not run is refused here (4xx), not failed later."""
-    job, created = service.create_job(session, settings, tenant.id, body, idempotency_key, store)
-    if created:
-        service.enqueue_after_commit(session, job, enqueue)
-    else:
+    job, created = service.submit_job(session, settings, tenant.id, body, idempotency_key, store, enqueue)
+    if not created:
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return job
@@ -53,10 +51,7 @@ def get_job(job: JobDep) -> Job:
              responses={409: {"model": ErrorBody, "description": "The job already finished"}})
 def cancel_job(job: JobDep, session: SessionDep, store: StoreDep) -> Job:
     """Cancel a job: at once if queued; a running job stops at its next check."""
-    job = service.cancel_job(session, job)
-    if job.status == "cancelled":  # a requeued job may have left checkpoints; a running one's worker cleans up
-        store.delete(f"checkpoints/{job.id}")
-    return job
+    return service.cancel_job(session, job, store)
 
 
 @router.get("/{job_id}/events", response_model=Page[JobEventRead])

@@ -21,7 +21,7 @@ from app.errors import Conflict, not_found
 from app.services.model_dirs import archive_model_dir, default_name, store_model_row, uri_model_dir, validate_model_dir
 from app.services.uploads import Upload
 from app.settings import Settings
-from app.storage import ArtifactStore
+from app.storage import ArtifactStore, StorePaths
 
 # What an id of ours looks like; anything else given as a base is read as a URI.
 OWNED_ID = re.compile(r"(tch|bm)_[A-Za-z0-9]{1,60}")
@@ -33,7 +33,7 @@ def _register(session: Session, store: ArtifactStore, settings: Settings, tenant
 
     info = validate_model_dir(model_dir, settings, read_base_config, shown_as=shown_as, param=param)
     base_id = new_id("bm")
-    uri = f"base_models/{base_id}"
+    uri = StorePaths.base_model(base_id)
     row = BaseModelRow(id=base_id, tenant_id=tenant_id, name=name[:200], uri=uri, architecture=info.architecture,
                        model_type=info.model_type, hidden_size=info.hidden_size, parameters=info.parameters,
                        sha256=info.sha256, created_at=utcnow())

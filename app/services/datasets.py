@@ -18,7 +18,7 @@ from app.services.library_errors import api_error, api_words
 from app.services.uploads import Upload
 from app.services.uris import check_uri
 from app.settings import Settings
-from app.storage import ArtifactStore, backend_errors, remote_read_errors
+from app.storage import ArtifactStore, StorePaths, backend_errors, remote_read_errors
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def _register(session: Session, store: ArtifactStore, settings: Settings, tenant
         shown = filename or "the upload"
         raise api_error(exc, shown={str(path): shown, path.name: shown}) from None
     dataset_id = new_id("ds")
-    uri = f"datasets/{dataset_id}/data.{fmt}"
+    uri = StorePaths.dataset_file(dataset_id, fmt)
     store.put_file(path, uri)
     dataset = Dataset(
         id=dataset_id, tenant_id=tenant_id, name=(name or Path(filename).name or dataset_id)[:200], uri=uri,
@@ -78,7 +78,7 @@ def _register(session: Session, store: ArtifactStore, settings: Settings, tenant
         session.commit()
     except BaseException:
         session.rollback()
-        store.delete(f"datasets/{dataset_id}")
+        store.delete(StorePaths.dataset(dataset_id))
         raise
     return dataset
 
@@ -131,4 +131,4 @@ def delete_dataset(session: Session, store: ArtifactStore, dataset: Dataset) -> 
         raise Conflict("a queued or running job uses this dataset; cancel it first", code="dataset_in_use")
     session.delete(dataset)
     session.commit()
-    store.delete(f"datasets/{dataset.id}")
+    store.delete(StorePaths.dataset(dataset.id))

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from app.db import repositories as repo
 from app.db.models import Dataset, Job, Model
 from app.errors import Unprocessable
-from app.storage import ArtifactStore
+from app.storage import ArtifactStore, StorePaths
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def variant_name(quantize: str | None) -> str:
 
 
 def export_uri(model_id: str, quantize: str | None) -> str:
-    return f"exports/{model_id}/{variant_name(quantize)}.zip"
+    return StorePaths.export_file(model_id, variant_name(quantize))
 
 
 def require_onnxruntime() -> None:
@@ -139,4 +139,4 @@ class OnnxExports:
         return target
 
     def delete(self, model_id: str) -> None:
-        self.store.delete(f"exports/{model_id}")
+        self.store.delete(StorePaths.exports(model_id))

@@ -21,18 +21,18 @@ from app.queue import gpu_worker_alive
 from app.schemas.jobs import JobCreate
 from app.settings import Settings
 from lelp.data.datasets import label_matcher
-from lelp.students.registry import KINDS
+from lelp.data.splits import HOLD_OUT_FRACTION, HOLD_OUT_MINIMUM, split_sizes
+from lelp.method.registry import AUTO, DEFAULT_SUBCLASSES, PROJECTED_METHODS, Method
+from lelp.students.registry import KINDS, kinds_where
 
-# Methods that split each class into S sub-classes from the teacher's embedding (lelp.method.targets).
-PROJECTED_METHODS = ("lelp", "random_subclass", "kmeans_subclass")
-DEFAULT_SUBCLASSES = 2  # lelp.config.DEFAULT_SUBCLASSES
-# lelp.data.datasets.split_rows: 10% held out, at least 20 rows on each side.
-HOLD_OUT_FRACTION, HOLD_OUT_MINIMUM = 0.1, 20
-STUDENTS_WITH_BASE = {kind: info.base for kind, info in KINDS.items()}  # lelp.students.registry (no torch)
+HOLD_OUT = f"{HOLD_OUT_FRACTION:.0%}, at least {HOLD_OUT_MINIMUM} rows each side"
 
 
 @dataclass
-class JobInputs:
+class SubmitInputs:
+    """The tenant's rows a job body names, read once for the checks (the worker's own read is
+    ``worker.job_inputs.JobInputs``)."""
+
     teacher: Teacher
     train: Dataset
     eval: Dataset | None
@@ -43,20 +43,7 @@ def class_index(label: str, teacher: Teacher) -> int | None:
     return label_matcher(list(teacher.labels or []))(label)
 
 
-def held_out(pool: int) -> int:
-    return max(int(round(pool * HOLD_OUT_FRACTION)), HOLD_OUT_MINIMUM)
-
-
-def split_sizes(rows: int, labelled: int) -> tuple[int, int] | None:
-    """``lelp.data.datasets.split_rows``'s (kept, held out) for a dataset, None when it would refuse."""
-    pool = labelled if labelled >= 2 * HOLD_OUT_MINIMUM + int(round(labelled * HOLD_OUT_FRACTION)) else rows
-    k = held_out(pool)
-    if pool - k < HOLD_OUT_MINIMUM:
-        return None
-    return rows - k, k
-
-
-def _owned_inputs(session: Session, tenant_id: str, body: JobCreate) -> JobInputs:
+def _owned_inputs(session: Session, tenant_id: str, body: JobCreate) -> SubmitInputs:
     teacher = repo.get_owned(session, Teacher, tenant_id, body.teacher_id)
     if teacher is None:
         raise not_found("teacher", body.teacher_id, param="teacher_id")
@@ -69,10 +56,10 @@ def _owned_inputs(session: Session, tenant_id: str, body: JobCreate) -> JobInput
         if dataset is None:
             raise not_found("dataset", dataset_id, param=param)
         found[param] = dataset
-    return JobInputs(teacher, found["train_dataset_id"], found.get("eval_dataset_id"))
+    return SubmitInputs(teacher, found["train_dataset_id"], found.get("eval_dataset_id"))
 
 
-def _check_labels_and_columns(inputs: JobInputs) -> None:
+def _check_labels_and_columns(inputs: SubmitInputs) -> None:
     teacher = inputs.teacher
     for param, dataset in (("train_dataset_id", inputs.train), ("eval_dataset_id", inputs.eval)):
         if dataset is None:
@@ -98,10 +85,10 @@ def _check_labels_and_columns(inputs: JobInputs) -> None:
 
 
 def _check_method(body: JobCreate, train: Dataset) -> None:
-    if body.method == "ce" and train.labelled_rows == 0:
+    if body.method == Method.CE and train.labelled_rows == 0:
         raise Unprocessable("method 'ce' trains on labels, but the train dataset has no labelled rows",
                             param="method", code="labels_required")
-    if body.method == "ce" and len(train.label_counts) < 2:
+    if body.method == Method.CE and len(train.label_counts) < 2:
         raise Unprocessable(f"method 'ce' trains on labels only, but the train dataset has a single class "
                             f"({next(iter(train.label_counts))!r}): nothing to learn; use a distillation method "
                             "(lelp, kd) or add rows of other classes", param="train_dataset_id", code="single_class")
@@ -109,35 +96,37 @@ def _check_method(body: JobCreate, train: Dataset) -> None:
 
 def _check_student(body: JobCreate) -> None:
     kind, base = body.student.kind, body.student.base
-    if STUDENTS_WITH_BASE[kind] == "required" and not base:
-        raise Unprocessable(f"the {kind} student is a frozen pretrained encoder + MLP: set student.base to the id "
+    if KINDS[kind].base == "required" and not base:
+        raise Unprocessable(f"the {kind} student starts from a pretrained encoder: set student.base to the id "
                             "of one of your base models (POST /v1/base-models) or teachers",
                             param="student.base", code="base_required")
-    if STUDENTS_WITH_BASE[kind] == "none" and base:
-        raise Unprocessable(f"the {kind} student has no pretrained base (it learns its own hashed n-gram "
-                            "embeddings): remove student.base, or use encoder_mlp or transformer",
+    if KINDS[kind].base == "none" and base:
+        with_base = " or ".join(k for k, info in KINDS.items() if info.base != "none")
+        raise Unprocessable(f"the {kind} student has no pretrained base (it learns its own embeddings): remove "
+                            f"student.base, or use a student that starts from one ({with_base})",
                             param="student.base", code="base_not_used")
 
 
 def _check_gpus(body: JobCreate) -> None:
-    """``hyperparameters.gpus > 1`` is DDP over several GPUs: the transformer student, on a GPU worker
-    (``lelp.config.MULTI_GPU_STUDENTS``)."""
+    """``hyperparameters.gpus > 1`` is DDP over several GPUs: the kinds marked ``multi_gpu`` in the kind
+    table, on a GPU worker."""
     gpus = body.hyperparameters.gpus
     if gpus is None or gpus == 1:
         return
-    if body.student.kind != "transformer":
-        raise Unprocessable(f"hyperparameters.gpus > 1 trains the transformer student only (the "
+    if not KINDS[body.student.kind].multi_gpu:
+        multi = " or ".join(kinds_where(multi_gpu=True))
+        raise Unprocessable(f"hyperparameters.gpus > 1 trains the {multi} student only (the "
                             f"{body.student.kind} student is too small to gain from several GPUs): "
-                            "remove gpus or use student.kind transformer",
+                            f"remove gpus or use student.kind {multi}",
                             param="hyperparameters.gpus", code="multi_gpu_unsupported")
     if body.device == "cpu":
         raise Unprocessable("hyperparameters.gpus > 1 asks for GPUs, but device is 'cpu': use device 'gpu' or "
                             "'auto'", param="hyperparameters.gpus", code="multi_gpu_unsupported")
 
 
-def _check_subclasses(body: JobCreate, inputs: JobInputs) -> None:
+def _check_subclasses(body: JobCreate, inputs: SubmitInputs) -> None:
     hp = body.hyperparameters
-    if hp.subclasses == "auto" or body.method not in PROJECTED_METHODS:
+    if hp.subclasses == AUTO or body.method not in PROJECTED_METHODS:
         return  # "auto" searches skip (and report) a candidate the data cannot support
     s = hp.subclasses or DEFAULT_SUBCLASSES
     teacher = inputs.teacher
@@ -168,21 +157,22 @@ def _check_subclasses(body: JobCreate, inputs: JobInputs) -> None:
 
 
 def _check_rows(body: JobCreate, train: Dataset) -> None:
-    """The held-out splits the library will cut (``lelp.data.datasets.split_rows``) must leave rows to train on."""
+    """The held-out splits the library will cut (``lelp.data.splits.split_sizes``) must leave rows to train on:
+    a test split when there is no eval dataset, and always a validation split (it picks the best epoch,
+    and the best candidate of ``auto``)."""
     rows = train.rows
     if body.eval_dataset_id is None:
         sizes = split_sizes(rows, train.labelled_rows)
         if sizes is None:
             raise Unprocessable(f"dataset {train.id} has {rows} rows: too few to hold out a test split "
-                                f"(10%, at least {HOLD_OUT_MINIMUM} rows each side); add rows or give an "
-                                "eval_dataset_id", param="train_dataset_id", code="too_few_rows")
-        rows = sizes[0]
-    if body.method == "auto" or body.hyperparameters.subclasses == "auto":
-        if rows - held_out(rows) < HOLD_OUT_MINIMUM:
-            raise Unprocessable(f"{rows} training rows are too few for method or subclasses 'auto', which hold out "
-                                f"a validation split (10%, at least {HOLD_OUT_MINIMUM} rows each side): add rows, "
-                                "or choose a method and a number of subclasses", param="train_dataset_id",
+                                f"({HOLD_OUT}); add rows or give an eval_dataset_id", param="train_dataset_id",
                                 code="too_few_rows")
+        rows = sizes.kept
+    # the validation split's refusal depends on the row count only (the labelled pool falls back to all rows)
+    if split_sizes(rows, 0) is None:
+        raise Unprocessable(f"{rows} training rows are too few to hold out a validation split ({HOLD_OUT}), "
+                            "which every job scores its epochs on: add rows", param="train_dataset_id",
+                            code="too_few_rows")
 
 
 def check_gpu_worker(session: Session, settings: Settings) -> None:
@@ -194,7 +184,7 @@ def check_gpu_worker(session: Session, settings: Settings) -> None:
                         param="device", code="no_gpu_worker")
 
 
-def check_job(session: Session, settings: Settings, tenant_id: str, body: JobCreate) -> JobInputs:
+def check_job(session: Session, settings: Settings, tenant_id: str, body: JobCreate) -> SubmitInputs:
     """Every check of a job body; returns its inputs (the tenant's rows)."""
     _check_student(body)
     _check_gpus(body)

@@ -1,4 +1,4 @@
-"""Jobs: validate a request, insert the row, enqueue it after commit; cancel; events.
+"""Jobs: submit (check, insert, enqueue after commit: one call), cancel (and its clean-up), events.
 
 Idempotency: a request with an ``Idempotency-Key`` is stored with the hash of its body.
 The same key with the same body returns the same job (nothing is enqueued again); the
@@ -26,7 +26,7 @@ from app.schemas.jobs import JobCreate
 from app.services.base_models import resolve_student_base
 from app.services.job_checks import check_job
 from app.settings import Settings
-from app.storage import ArtifactStore
+from app.storage import ArtifactStore, StorePaths
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,19 @@ def _replay(existing: Job, digest: str) -> Job:
         raise Conflict("this Idempotency-Key was already used with a different request body",
                        param="Idempotency-Key", code="idempotency_key_reused")
     return existing
+
+
+def submit_job(session: Session, settings: Settings, tenant_id: str, body: JobCreate, idempotency_key: str | None,
+               store: ArtifactStore | None = None, send: Enqueue | None = None) -> tuple[Job, bool]:
+    """The whole submit: check the body, insert the queued job (committed), then hand it to the broker.
+
+    Returns ``(job, created)``: False for an idempotent replay, which is not enqueued again.
+    ``send`` defaults to ``routed_enqueuer`` (the API's dependency lets tests swap it).
+    """
+    job, created = create_job(session, settings, tenant_id, body, idempotency_key, store)
+    if created:
+        enqueue_after_commit(session, job, routed_enqueuer(session, settings) if send is None else send)
+    return job, created
 
 
 def create_job(session: Session, settings: Settings, tenant_id: str, body: JobCreate,
@@ -103,11 +116,6 @@ def create_job(session: Session, settings: Settings, tenant_id: str, body: JobCr
     return job, True
 
 
-def enqueue(job: Job, queue: str | None = None) -> None:
-    """Send the job id to ``queue`` (by default the one its device alone picks, see ``app.queue``)."""
-    enqueue_job(job.id, job.device, queue)
-
-
 def routed_enqueuer(session: Session, settings: Settings) -> Enqueue:
     """The API's enqueuer: routes by ``app.queue.route`` (reads the workers table for ``auto`` jobs)."""
 
@@ -115,7 +123,7 @@ def routed_enqueuer(session: Session, settings: Settings) -> Enqueue:
         queue = route(session, settings, job.device, (job.student or {}).get("kind"))
         session.commit()  # end the read: the connection goes back before the broker is called
         log.info("job %s (device %s) -> queue %s", job.id, job.device, queue)
-        enqueue(job, queue)
+        enqueue_job(job.id, job.device, queue)
 
     return send
 
@@ -152,8 +160,12 @@ def events_page(session: Session, job_id: str, *, after: int | None, limit: int)
     return {"data": data, "has_more": has_more, "next_cursor": str(data[-1].id) if has_more and data else None}
 
 
-def cancel_job(session: Session, job: Job) -> Job:
-    """Cancel a queued job now; ask a running one to stop; a finished job is a 409 (except cancelled)."""
+def cancel_job(session: Session, job: Job, store: ArtifactStore | None = None) -> Job:
+    """Cancel a queued job now; ask a running one to stop; a finished job is a 409 (except cancelled).
+
+    A job cancelled here drops its checkpoints from ``store`` (a requeued job may have left some);
+    a running one's worker cleans up when it stops.
+    """
     if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
         raise Conflict(f"the job already {job.status}", code="job_finished")
     if job.status in ACTIVE_STATUSES:
@@ -163,4 +175,6 @@ def cancel_job(session: Session, job: Job) -> Job:
         session.commit()  # the refresh began a read: end it so the connection goes back
     if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):  # it finished while we were cancelling
         raise Conflict(f"the job already {job.status}", code="job_finished")
+    if job.status == JobStatus.CANCELLED and store is not None:
+        store.delete(StorePaths.checkpoints(job.id))
     return job

@@ -16,7 +16,7 @@ from app.schemas.models import ModelRead, PredictRequest, TextPair
 from app.services.exports import OnnxExports
 from app.services.inference import InferenceService, ModelRef
 from app.settings import Settings
-from app.storage import ArtifactStore
+from app.storage import ArtifactStore, StorePaths
 
 
 def check_predict_inputs(body: PredictRequest, settings: Settings,
@@ -89,10 +89,8 @@ def build_artifact_tarball(store: ArtifactStore, model: Model, tmp_dir: Path) ->
 
 
 def delete_model(session: Session, store: ArtifactStore, inference: InferenceService, model: Model) -> None:
-    from app.services.exports import export_uri
-
     session.delete(model)
     session.commit()
     inference.evict(model.id)
     store.delete(model.uri)
-    store.delete(export_uri(model.id, None).rsplit("/", 1)[0])  # exports/{id}/: every cached variant
+    store.delete(StorePaths.exports(model.id))  # every cached variant

@@ -13,7 +13,7 @@ from app.errors import Conflict
 from app.services.model_dirs import archive_model_dir, default_name, store_model_row, uri_model_dir, validate_model_dir
 from app.services.uploads import Upload
 from app.settings import Settings
-from app.storage import ArtifactStore
+from app.storage import ArtifactStore, StorePaths
 
 
 def _register(session: Session, store: ArtifactStore, settings: Settings, tenant_id: str, model_dir: Path,
@@ -23,7 +23,7 @@ def _register(session: Session, store: ArtifactStore, settings: Settings, tenant
 
     info = validate_model_dir(model_dir, settings, read_teacher_config, shown_as=shown_as, param=param)
     teacher_id = new_id("tch")
-    uri = f"teachers/{teacher_id}"
+    uri = StorePaths.teacher(teacher_id)
     teacher = Teacher(
         id=teacher_id, tenant_id=tenant_id, name=name[:200], uri=uri, architecture=info.architecture,
         model_type=info.model_type, num_labels=info.num_labels, labels=list(info.labels),

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lelp.data.splits import HOLD_OUT_MINIMUM, split_sizes
 from lelp.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -201,21 +202,21 @@ def encode_labels(labels: Sequence[str | None], label_names: Sequence[str], *, s
     return out
 
 
-def split_rows(labels: np.ndarray, fraction: float, seed: int, minimum: int = 20) -> tuple[np.ndarray, np.ndarray]:
+def split_rows(labels: np.ndarray, fraction: float, seed: int, minimum: int = HOLD_OUT_MINIMUM
+               ) -> tuple[np.ndarray, np.ndarray]:
     """A seeded held-out split, of the labelled rows when there are enough of them.
 
     With too few labelled rows (unlabelled transfer data) the split is drawn from all rows and
     the held-out rows are scored against the teacher's argmax (agreement) instead of labels.
+    The sizes are ``lelp.data.splits.split_sizes``'s, which the API's submit checks read too.
     """
     import numpy as np  # numpy only here: reading a table stays plain pandas
 
     rng = np.random.default_rng(seed)
-    pool = np.flatnonzero(labels >= 0)
-    if len(pool) < 2 * minimum + int(round(len(pool) * fraction)):
-        pool = np.arange(len(labels))
-    k = max(int(round(len(pool) * fraction)), minimum)
-    if len(pool) - k < minimum:
+    sizes = split_sizes(len(labels), int(np.count_nonzero(labels >= 0)), fraction, minimum)
+    if sizes is None:
         raise ConfigError(f"{len(labels)} rows are too few to hold out a split; add rows or pass an eval file",
                           param="train_path")
-    held = np.sort(rng.choice(pool, size=k, replace=False))
+    pool = np.flatnonzero(labels >= 0) if sizes.from_labelled else np.arange(len(labels))
+    held = np.sort(rng.choice(pool, size=sizes.held, replace=False))
     return np.setdiff1d(np.arange(len(labels)), held), held

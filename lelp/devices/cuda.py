@@ -3,9 +3,9 @@
 On the CPU every function here is a no-op or returns the fp32 choice, so CPU runs stay exactly as
 they were (bitwise: CPU autocast is slower than fp32 for these models and changes results).
 
-- ``choose_precision``: bf16 autocast on CUDA for the transformer student and the teacher
-  (fp16 + a gradient scaler on GPUs without bf16, e.g. V100/T4); the small students (ngram,
-  static, encoder_mlp) stay fp32, their cost is the optimiser and the input path, not matmuls.
+- ``choose_precision``: bf16 autocast on CUDA for the teacher and the student kinds marked
+  ``mixed_precision`` in the kind table (fp16 + a gradient scaler on GPUs without bf16, e.g.
+  V100/T4); the small students stay fp32, their cost is the optimiser and the input path.
 - ``enable_tf32``: fp32 matmuls (the head, the optimiser-side work) on tensor cores.
 - ``to_device``: pinned host memory and a non-blocking copy, so the copy overlaps compute.
 - ``fit_batch_size``: the largest micro-batch (halving from the asked batch size) whose
@@ -22,9 +22,11 @@ from dataclasses import dataclass
 import torch
 
 from lelp.errors import LELPError
+from lelp.students.registry import kind_info
 
-# Kinds whose forward pass is a transformer: where mixed precision pays (and is safe).
-MIXED_PRECISION_KINDS = frozenset({"transformer", "teacher"})
+# ``choose_precision``'s kind for the teacher's forward pass (a transformer: mixed precision pays);
+# a student kind's choice is its ``mixed_precision`` in ``lelp.students.registry.KINDS``.
+TEACHER = "teacher"
 
 
 class GPUMemoryError(LELPError):
@@ -62,11 +64,16 @@ def choose_precision(device: torch.device | str, kind: str, *, bf16_supported: b
 
     ``bf16_supported`` defaults to asking CUDA; tests pass it to check the choice on a CPU.
     """
-    if torch.device(device).type != "cuda" or kind not in MIXED_PRECISION_KINDS:
+    if torch.device(device).type != "cuda" or not uses_mixed_precision(kind):
         return FP32
     if bf16_supported is None:
         bf16_supported = torch.cuda.is_bf16_supported()
     return Precision(torch.bfloat16) if bf16_supported else Precision(torch.float16, grad_scaler=True)
+
+
+def uses_mixed_precision(kind: str) -> bool:
+    """True for the teacher and for the student kinds whose table entry says ``mixed_precision``."""
+    return kind == TEACHER or kind_info(kind).mixed_precision
 
 
 def enable_tf32(device: torch.device | str) -> None:

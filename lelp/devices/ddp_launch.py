@@ -118,8 +118,12 @@ def _raise_rank_error(run_dir: Path, returncode: int) -> None:
 
 def launch(config, out_dir, *, cache_dir=None, checkpoint_dir=None, progress: ProgressCallback | None = None,
            should_cancel: CancelCheck | None = None, on_checkpoint=None):
-    """Run ``distill(config, ...)`` on ``config.gpus`` ranks under torchrun; its ``DistillResult``."""
-    from lelp.pipeline import DistillResult
+    """Run ``distill(config, ...)`` on ``config.gpus`` ranks under torchrun; its ``DistillResult``.
+
+    The parent only launches and waits: ``lelp.pipeline`` calls it, it never calls the pipeline
+    back (the ranks' entry point, ``lelp.devices.ddp_rank``, does), so there is no import cycle.
+    """
+    from lelp.config import DistillResult
 
     check_devices(config)
     with tempfile.TemporaryDirectory(prefix="lelp-ddp-") as tmp:

@@ -6,6 +6,7 @@ the API process and ``lelp jobs submit --help`` can list them without importing 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 from lelp.errors import ConfigError
@@ -23,15 +24,48 @@ class Method(StrEnum):
     KMEANS_SUBCLASS = "kmeans_subclass"
 
 
-SUBCLASS_METHODS = frozenset(
-    {Method.LELP, Method.RANDOM_SUBCLASS, Method.UNIFORM_SUBCLASS, Method.KMEANS_SUBCLASS}
-)
-# "auto" trains these and keeps the best on a held-out split.
-AUTO_METHODS = (Method.KD, Method.LELP, Method.RANDOM_SUBCLASS)
+@dataclass(frozen=True)
+class MethodInfo:
+    """What the rest of the system knows of a method without building its targets."""
+
+    title: str  # how the report names it in a sentence
+    subclasses: bool = False  # splits each class into S sub-classes (S*C outputs, column c*S+s)
+    # the split is fitted on the teacher's embedding (needs S + C <= its width and S + 1 rows per class)
+    from_embedding: bool = False
+    auto_rank: int | None = None  # "auto" trains it; ties on validation go to the lower rank (the simpler)
+
+
+# The methods table: every fact about a method that another module needs lives in its entry.
+METHODS: dict[Method, MethodInfo] = {
+    Method.CE: MethodInfo("hard-label training"),
+    Method.KD: MethodInfo("plain KD", auto_rank=0),
+    Method.FITNET: MethodInfo("FitNet"),
+    Method.LELP: MethodInfo("LELP", subclasses=True, from_embedding=True, auto_rank=1),
+    Method.RANDOM_SUBCLASS: MethodInfo("the random-subclass control", subclasses=True, from_embedding=True,
+                                       auto_rank=2),
+    Method.UNIFORM_SUBCLASS: MethodInfo("the uniform-subclass control", subclasses=True),
+    Method.KMEANS_SUBCLASS: MethodInfo("k-means sub-classes", subclasses=True, from_embedding=True),
+}
+SUBCLASS_METHODS = frozenset(m for m, info in METHODS.items() if info.subclasses)
+# Methods whose sub-classes come from the teacher's embedding (the API's submit checks read these).
+PROJECTED_METHODS = frozenset(m for m, info in METHODS.items() if info.from_embedding)
+# "auto" trains these and keeps the best on a held-out split; ties go to the earlier (simpler) one.
+AUTO_METHODS = tuple(sorted((m for m, info in METHODS.items() if info.auto_rank is not None),
+                            key=lambda m: METHODS[m].auto_rank))
+AUTO_METHOD_RANK = {m.value: METHODS[m].auto_rank for m in AUTO_METHODS}
+DEFAULT_SUBCLASSES = 2  # S of a sub-class method when the job does not say (the library and the API)
 AUTO = "auto"
 DEFAULT_METHOD = AUTO  # the default of the library, the API, both CLIs and the client
 # What a user may ask for: every method, or "auto".
 METHOD_CHOICES: tuple[str, ...] = (AUTO, *(m.value for m in Method))
+
+
+def method_title(method: str) -> str:
+    """How the report names ``method`` in a sentence (the name itself when unknown)."""
+    try:
+        return METHODS[Method(method)].title
+    except ValueError:
+        return method
 
 
 def parse_method(method: str | Method) -> Method:

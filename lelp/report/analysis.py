@@ -10,14 +10,13 @@ import math
 
 import numpy as np
 
+from lelp.method.registry import Method, method_title
+
 CALIBRATION_BINS = 10
-METHOD_NAMES = {"kd": "plain KD", "lelp": "LELP", "random_subclass": "the random-subclass control",
-                "uniform_subclass": "the uniform-subclass control", "kmeans_subclass": "k-means sub-classes",
-                "ce": "hard-label training", "fitnet": "FitNet"}
 
 
 def method_name(method: str) -> str:
-    return METHOD_NAMES.get(method, method)
+    return method_title(method)
 
 
 def _ratio(a, b) -> float | None:
@@ -113,17 +112,17 @@ def verdict(metrics: dict) -> str:
         return (f"No search: one configuration ({method_name(winner)}) was trained as asked, so there was "
                 "nothing to compare it with.")
     n = max(int(metrics.get("validation_rows") or 0), 1)
-    kd, lelp, rnd = (_best_of(candidates, m) for m in ("kd", "lelp", "random_subclass"))
+    kd, lelp, rnd = (_best_of(candidates, m) for m in (Method.KD, Method.LELP, Method.RANDOM_SUBCLASS))
     if kd is not None and lelp is not None:
         p = _score(kd)
         noise = 2 * math.sqrt(max(p * (1 - p), 1e-12) / n)
         diff = _score(lelp) - p
         band = f"\u00b1{noise * 100:.1f} points, two standard errors on {n} held-out rows"
-        if winner == "kd":
+        if winner == Method.KD:
             if diff < -noise:
                 return f"LELP did worse than plain KD on your data ({diff * 100:+.1f} points): the KD student was kept."
             return f"LELP did not beat plain KD on your data (within noise, {band}): the KD student was kept."
-        if winner == "lelp":
+        if winner == Method.LELP:
             tail = ""
             if rnd is not None and _score(rnd) >= _score(lelp) - noise:
                 tail = (" The random-subclass control came within noise of it, so the gain may not come from "
@@ -133,7 +132,7 @@ def verdict(metrics: dict) -> str:
                         f"({band}): the LELP student was kept.{tail}")
             return (f"LELP scored {diff * 100:.1f} points above plain KD, within noise ({band}): the LELP student "
                     f"was kept, though plain KD would likely do as well.{tail}")
-        if winner == "random_subclass":
+        if winner == Method.RANDOM_SUBCLASS:
             return ("The random-subclass control scored best: LELP's directions did not beat random ones on your "
                     "data, and the random-subclass student was kept.")
     best = max(scored, key=_score)

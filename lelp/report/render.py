@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lelp.method.registry import SUBCLASS_METHODS
 from lelp.report import analysis, exports
 from lelp.report.templating import environment
 
@@ -82,8 +83,7 @@ def _search_section(metrics: dict, plots) -> dict:
 
 
 def _candidate_name(c: dict) -> str:
-    if c.get("subclasses", 1) > 1 or c["method"] in ("lelp", "random_subclass", "uniform_subclass",
-                                                      "kmeans_subclass"):
+    if c.get("subclasses", 1) > 1 or c["method"] in SUBCLASS_METHODS:
         return f"{c['method']} S={c.get('subclasses')} \u03b2={c.get('beta'):g} \u03c4={c.get('tau'):g}"
     return f"{c['method']} \u03c4={c.get('tau'):g}"
 

@@ -4,7 +4,8 @@ Each entry names a ``StudentKind`` (``lelp.students.kind``: the object that buil
 makes its inputs and writes / reads its artifact), imported lazily, plus the torch-free facts
 that the config, the API's submit checks, the queue's routing and the serving runtime read from
 here instead of keeping their own lists: its benchmarked training defaults, whether it takes a
-``student_base``, whether it gains from a GPU, and whether several GPUs may train it. A new
+``student_base``, whether it gains from a GPU, whether several GPUs may train it, and whether it trains in mixed
+precision on CUDA. A new
 kind is its module (with its ONNX graph in ``lelp.export.graphs``) plus one entry here.
 """
 
@@ -28,6 +29,9 @@ class KindInfo:
     base: Literal["required", "optional", "none"] = "optional"  # its student_base
     gains_from_gpu: bool = False  # device "auto" sends it to a GPU worker when one is alive
     multi_gpu: bool = False  # hyperparameters.gpus > 1 (DDP) may train it
+    # bf16 autocast on CUDA (lelp.devices.cuda): where the forward pass is a transformer's matmuls;
+    # the small students' cost is the optimiser and the input path, and they stay fp32
+    mixed_precision: bool = False
 
 
 # Defaults from benchmarks/quality.py (tables in benchmarks/README.md): the validation split picked
@@ -49,6 +53,7 @@ KINDS: dict[str, KindInfo] = {
                             defaults={"epochs": 20, "learning_rate": 1e-3, "batch_size": 64, "tau": 2.0,
                                       "min_steps": 2000, "max_epochs": 100, "patience": 5}),
     "transformer": KindInfo("lelp.students.transformer:TransformerKind", gains_from_gpu=True, multi_gpu=True,
+                            mixed_precision=True,
                             defaults={"epochs": 3, "learning_rate": 5e-5, "batch_size": 32, "tau": 2.0,
                                       "min_steps": 500, "max_epochs": 10, "patience": 1}),
 }

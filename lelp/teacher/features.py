@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from lelp.devices import distributed
-from lelp.devices.cuda import choose_precision, enable_tf32, fit_batch_size, to_device
+from lelp.devices.cuda import TEACHER, choose_precision, enable_tf32, fit_batch_size, to_device
 from lelp.devices.resolve import resolve_device
 from lelp.errors import ConfigError, DataError
 from lelp.progress import CancelCheck, Progress, ProgressCallback, check_cancelled, report
@@ -273,7 +273,7 @@ def run_length_sorted(
     done = 0
     enable_tf32(device)
     # bf16 (fp16) autocast on CUDA; fp32 on the CPU, where autocast is slower for these models
-    with torch.inference_mode(), choose_precision(device, "teacher").autocast(device):
+    with torch.inference_mode(), choose_precision(device, TEACHER).autocast(device):
         if device.type == "cuda":  # the longest rows come first: the batch that fits them fits all
             def attempt(size: int) -> None:
                 batch = tokenizer.pad(tokens.batch(order[:size]), return_tensors="pt")

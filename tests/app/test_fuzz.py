@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 MAX_EXAMPLES = int(os.environ.get("LELP_FUZZ_EXAMPLES", "8"))  # per operation: small by default (2 shared cores)
 
 
+@pytest.mark.slow
 def test_no_server_errors(make_client, key_a, job_body) -> None:  # noqa: ANN001
     """Every operation, with a valid key and real rows present, answers < 500 to generated input."""
     client = make_client()

@@ -176,9 +176,16 @@ def test_list_pagination_and_status_filter(client, auth_a, job_body, db) -> None
 
 
 def test_cancel(client, auth_a, job_body, db) -> None:  # noqa: ANN001
+    from app.storage import StorePaths
+
     queued = _submit(client, auth_a, job_body).json()
+    store = client.app.state.store  # a requeued job may have left checkpoints: a cancel drops them
+    leftover = f"{StorePaths.checkpoint_delivery(queued['id'], 'claim')}/checkpoint.pt"
+    with store.open(leftover, "wb") as fh:
+        fh.write(b"x")
     r = client.post(f"/v1/jobs/{queued['id']}/cancel", headers=auth_a)
     assert r.status_code == 202 and r.json()["status"] == "cancelled" and r.json()["finished_at"]
+    assert store.list_files(StorePaths.checkpoints(queued["id"])) == []
     assert client.post(f"/v1/jobs/{queued['id']}/cancel", headers=auth_a).status_code == 202  # idempotent
 
     running = _submit(client, auth_a, job_body).json()

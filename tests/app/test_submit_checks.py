@@ -85,32 +85,45 @@ def test_too_few_rows_for_the_held_out_splits(client, auth_a, job_body, upload_d
     tiny = upload_dataset(auth_a, _csv(make_text_rows(30, seed=4)), "tiny.csv")
     _refused(_submit(client, auth_a, {**job_body, "train_dataset_id": tiny["id"]}), 422, "too_few_rows",
              "train_dataset_id")
-    assert _submit(client, auth_a, {**job_body, "train_dataset_id": tiny["id"],
+    # Every job holds out a validation split from its training rows too, even with an eval dataset.
+    error = _refused(_submit(client, auth_a, {**job_body, "train_dataset_id": tiny["id"],
+                                              "eval_dataset_id": job_body["train_dataset_id"]}), 422,
+                     "too_few_rows", "train_dataset_id")
+    assert "validation split" in error["message"]
+    forty = upload_dataset(auth_a, _csv(make_text_rows(40, seed=6)), "forty.csv")
+    assert _submit(client, auth_a, {**job_body, "train_dataset_id": forty["id"],
                                     "eval_dataset_id": job_body["train_dataset_id"]}).status_code == 202
-    # auto holds out a validation split as well.
+    # 50 rows: the test split keeps 30, too few for the validation split, whatever the method.
     fifty = upload_dataset(auth_a, _csv(make_text_rows(50, seed=5)), "fifty.csv")
-    assert _submit(client, auth_a, {**job_body, "train_dataset_id": fifty["id"]}).status_code == 202
-    _refused(_submit(client, auth_a, {**job_body, "train_dataset_id": fifty["id"], "method": "auto"}), 422,
-             "too_few_rows", "train_dataset_id")
+    for method in ("kd", "auto"):
+        _refused(_submit(client, auth_a, {**job_body, "train_dataset_id": fifty["id"], "method": method}), 422,
+                 "too_few_rows", "train_dataset_id")
+    sixty = upload_dataset(auth_a, _csv(make_text_rows(60, seed=7)), "sixty.csv")
+    assert _submit(client, auth_a, {**job_body, "train_dataset_id": sixty["id"]}).status_code == 202
 
 
 @pytest.mark.parametrize(("rows", "labelled"), [(n, k) for n in (20, 39, 40, 41, 45, 59, 60, 61, 100, 450)
                                                   for k in sorted({0, n // 3, n // 2, n - 1, n})])
 def test_split_arithmetic_matches_the_library(rows: int, labelled: int) -> None:
-    """``job_checks.split_sizes`` predicts exactly when ``lelp.pipeline.split_rows`` refuses."""
+    """``split_sizes`` (what the submit checks read) predicts exactly what ``split_rows`` draws, or its refusal."""
     import numpy as np
 
-    from app.services.job_checks import split_sizes
+    from app.services import job_checks
+    from lelp.data.splits import split_sizes
     from lelp.errors import ConfigError
     from lelp.pipeline import split_rows
+
+    assert job_checks.split_sizes is split_sizes  # the submit checks hold no copy of the arithmetic
 
     labels = np.array([0] * labelled + [-1] * (rows - labelled))
     try:
         kept, held = split_rows(labels, 0.1, seed=0)
         expected = (len(kept), len(held))
+        assert (labels[held] >= 0).all() == split_sizes(rows, labelled).from_labelled or labelled == rows
     except ConfigError:
         expected = None
-    assert split_sizes(rows, labelled) == expected
+    sizes = split_sizes(rows, labelled)
+    assert (sizes and (sizes.kept, sizes.held)) == expected
 
 
 def test_gpu_needs_a_live_gpu_worker(client, auth_a, job_body, db) -> None:  # noqa: ANN001

@@ -59,10 +59,10 @@ def test_every_per_kind_fact_comes_from_the_registry_table(monkeypatch) -> None:
     from lelp.export import runtime
     from lelp.students import registry
 
-    assert set(config.STUDENT_DEFAULTS) == set(job_checks.STUDENTS_WITH_BASE) == set(runtime.ONNX_KINDS) \
-        == set(registry.STUDENT_KINDS)
+    assert set(config.STUDENT_DEFAULTS) == set(runtime.ONNX_KINDS) == set(registry.STUDENT_KINDS)
+    assert job_checks.KINDS is registry.KINDS
     for kind, info in registry.KINDS.items():
-        assert config.STUDENT_DEFAULTS[kind] is info.defaults and job_checks.STUDENTS_WITH_BASE[kind] == info.base
+        assert config.STUDENT_DEFAULTS[kind] is info.defaults
         assert queue.gains_from_gpu(kind) == info.gains_from_gpu
         assert (kind in config.MULTI_GPU_STUDENTS) == info.multi_gpu
     # the library's checks read the table at call time: a kind whose base turns "required" is refused without one

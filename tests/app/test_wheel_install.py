@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,6 +29,7 @@ def _run(*command: str | Path, cwd: Path, env: dict[str, str] | None = None) -> 
     return result
 
 
+@pytest.mark.slow
 def test_a_built_wheel_runs_lelp_db_upgrade(tmp_path) -> None:  # noqa: ANN001
     source = tmp_path / "src"
     source.mkdir()

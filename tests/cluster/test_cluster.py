@@ -34,7 +34,7 @@ from tests.cluster.conftest import TOTALS
 from tests.cluster.services import wait_for
 from tests.tiny import make_text_rows, write_csv
 
-pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900), pytest.mark.slow]
 
 SHORT = {"epochs": 2, "batch_size": 16, "seed": 0}
 LONG = {"epochs": 40, "batch_size": 2, "seed": 0}  # long enough to be caught mid-training on idle cores (12 x 8 took ~1 s)

@@ -19,7 +19,7 @@ import pytest
 
 from tests.service_fixtures import REPO_ROOT
 
-pytestmark = [pytest.mark.service, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.service, pytest.mark.timeout(900), pytest.mark.slow]
 PRELUDE = 'set -euo pipefail\ncurl() { command curl --fail-with-body "$@"; }\n'
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from tests.service_fixtures import REPO_ROOT
 
-pytestmark = pytest.mark.service
+pytestmark = [pytest.mark.service, pytest.mark.slow]
 
 
 def lelp(*args: str, url: str, key: str) -> subprocess.CompletedProcess:

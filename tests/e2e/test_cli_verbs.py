@@ -13,7 +13,7 @@ import pytest
 from tests.service_fixtures import REPO_ROOT
 from tests.tiny import make_text_rows, write_csv
 
-pytestmark = pytest.mark.service
+pytestmark = [pytest.mark.service, pytest.mark.slow]
 
 
 def lelp(*args: str, url: str, key: str | None, **env: str) -> subprocess.CompletedProcess:

@@ -14,7 +14,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from tests.browser_support import console_errors, requested_urls
 from tests.tiny import make_text_rows, write_csv
 
-pytestmark = [pytest.mark.browser, pytest.mark.service, pytest.mark.timeout(400)]
+pytestmark = [pytest.mark.browser, pytest.mark.service, pytest.mark.timeout(400), pytest.mark.slow]
 
 
 def _shot(driver, name: str) -> None:

@@ -14,7 +14,7 @@ import pytest
 from tests.service_fixtures import start_worker
 from tests.tiny import make_text_rows, write_csv
 
-pytestmark = [pytest.mark.service, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.service, pytest.mark.timeout(300), pytest.mark.slow]
 
 
 def test_sigkilled_worker_job_resumes_from_checkpoint(service_client, celery_worker_process, service_env,

@@ -8,7 +8,7 @@ import pytest
 
 from tests.browser_support import console_errors, ink_share, requested_urls
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(300), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

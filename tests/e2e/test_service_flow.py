@@ -12,7 +12,7 @@ import pytest
 
 from tests.tiny import make_text_rows, write_csv
 
-pytestmark = [pytest.mark.service, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.service, pytest.mark.timeout(300), pytest.mark.slow]
 HYPER = {"subclasses": 2, "epochs": 2, "seed": 0}
 
 

@@ -15,7 +15,7 @@ import pytest
 from app.client.http import ApiError
 from tests.tiny import make_text_rows, write_csv
 
-pytestmark = [pytest.mark.service, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.service, pytest.mark.timeout(300), pytest.mark.slow]
 
 
 def test_encoder_mlp_from_an_owned_base_model(service_client, celery_worker_process, tiny_teacher_dir,

@@ -21,6 +21,7 @@ from lelp.devices.cuda import GPUMemoryError
 from lelp.devices.ddp_launch import ERROR, _raise_rank_error
 from lelp.errors import ConfigError, JobCancelled
 from lelp.pipeline import DistillConfig, distill
+from lelp.students.registry import KINDS, STUDENT_KINDS
 
 TEXTS = ["good great film", "bad awful plot", "the story was quite dull", "a wonderful, moving story"]
 
@@ -37,6 +38,7 @@ def _features(cache) -> dict[str, dict[str, np.ndarray]]:
             for entry in cache.glob("*/logits.npy")}
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_resume_a_one_process_checkpoint_and_match_its_quality(
         tiny_teacher_dir, tiny_train_csv, tiny_eval_csv, tmp_path):
     cfg = _config(tiny_teacher_dir, tiny_train_csv, tiny_eval_csv)
@@ -94,7 +96,7 @@ def test_a_rank_error_comes_back_as_the_same_library_error(tmp_path):
         _raise_rank_error(tmp_path, 1)
 
 
-@pytest.mark.parametrize("student", ["ngram", "static"])
+@pytest.mark.parametrize("student", [k for k in STUDENT_KINDS if not KINDS[k].multi_gpu])
 def test_several_gpus_are_for_the_transformer_student_only(student, tiny_teacher_dir, tiny_train_csv, tmp_path):
     cfg = _config(tiny_teacher_dir, tiny_train_csv, None, student=student, student_options=None, gpus=2)
     with pytest.raises(ConfigError, match="transformer") as info:

@@ -7,12 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from lelp.devices.cuda import FP32, GPUMemoryError, Precision, choose_precision, fit_batch_size, to_device
+from lelp.devices.cuda import FP32, TEACHER, GPUMemoryError, Precision, choose_precision, fit_batch_size, to_device
 from lelp.students.base import Student
+from lelp.students.registry import KINDS, STUDENT_KINDS
 from lelp.training.loop import TrainConfig, prepare, train_epoch
 
 
-@pytest.mark.parametrize("kind", ["transformer", "teacher", "ngram", "static", "encoder_mlp"])
+@pytest.mark.parametrize("kind", [TEACHER, *STUDENT_KINDS])
 def test_the_cpu_always_trains_in_fp32(kind: str) -> None:
     assert choose_precision("cpu", kind, bf16_supported=True) == FP32
     assert FP32.scaler(torch.device("cpu")) is None and FP32.name == "fp32"
@@ -24,8 +25,14 @@ def test_cuda_uses_bf16_for_transformers_and_fp16_with_a_scaler_without_bf16() -
     assert choose_precision("cuda:1", "teacher", bf16_supported=True) == bf16
     fp16 = choose_precision("cuda", "transformer", bf16_supported=False)
     assert fp16 == Precision(torch.float16, grad_scaler=True) and fp16.name == "fp16"
-    for small in ("ngram", "static", "encoder_mlp"):  # their cost is not in matmuls
-        assert choose_precision("cuda", small, bf16_supported=True) == FP32
+    assert KINDS["transformer"].mixed_precision
+
+
+@pytest.mark.parametrize("kind", STUDENT_KINDS)
+def test_cuda_precision_of_a_student_is_its_kind_table_entry(kind: str) -> None:
+    """Mixed precision where the kind table says so; the small students' cost is not in matmuls."""
+    expected = Precision(torch.bfloat16) if KINDS[kind].mixed_precision else FP32
+    assert choose_precision("cuda", kind, bf16_supported=True) == expected
 
 
 def test_autocast_of_a_mixed_precision_really_casts() -> None:

@@ -10,8 +10,10 @@ import torch
 
 from lelp.artifacts import load_predictor, load_student, read_manifest
 from lelp.errors import ArtifactError, ConfigError, DataError, JobCancelled
+from lelp.method.registry import SUBCLASS_METHODS
 from lelp.method.targets import Method
 from lelp.pipeline import DistillConfig, distill
+from lelp.students.registry import KINDS, STUDENT_KINDS
 
 SMALL_NGRAM = {"n_features": 2**12, "embedding_dim": 16, "hidden": 32}
 
@@ -25,11 +27,13 @@ def config_for(teacher, train, eval_, **overrides) -> DistillConfig:
     return DistillConfig(**base)
 
 
-@pytest.mark.parametrize("student", ["ngram", "static", "cnn", "encoder_mlp", "transformer"])
-@pytest.mark.parametrize("method", [m.value for m in Method])
+@pytest.mark.parametrize("student", STUDENT_KINDS)
+# the quick tier trains every kind with LELP; the other methods run with the slow tests
+@pytest.mark.parametrize("method", [pytest.param(m.value, marks=() if m is Method.LELP else pytest.mark.slow)
+                                    for m in Method])
 def test_every_method_and_student_trains_saves_and_predicts(method, student, tiny_teacher_dir, tiny_train_csv,
                                                             tiny_eval_csv, tmp_path):
-    extra = {"student_base": str(tiny_teacher_dir)} if student == "encoder_mlp" else {}
+    extra = {"student_base": str(tiny_teacher_dir)} if KINDS[student].base == "required" else {}
     cfg = config_for(tiny_teacher_dir, tiny_train_csv, tiny_eval_csv, method=method, student=student, epochs=1,
                      **extra)
     result = distill(cfg, tmp_path / "out", cache_dir=tmp_path / "cache")
@@ -42,7 +46,7 @@ def test_every_method_and_student_trains_saves_and_predicts(method, student, tin
     assert 0.0 <= metrics["agreement"] <= 1.0
     assert (tmp_path / "out" / "report.html").is_file() and (tmp_path / "out" / "report_data.json").is_file()
     manifest = read_manifest(result.artifact_dir)
-    expected_s = 2 if method in {"lelp", "random_subclass", "uniform_subclass", "kmeans_subclass"} else 1
+    expected_s = 2 if method in SUBCLASS_METHODS else 1
     assert manifest["subclasses"] == expected_s and manifest["method"] == method and manifest["kind"] == student
     predictions = load_student(result.artifact_dir).predict(["good great film", "bad awful plot"])
     assert [p["label"] in ("negative", "positive") for p in predictions] == [True, True]
@@ -51,6 +55,7 @@ def test_every_method_and_student_trains_saves_and_predicts(method, student, tin
         assert p["score"] == max(p["probabilities"].values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("student", ["encoder_mlp", "transformer"])
 def test_encoder_and_transformer_students_predict_consistently(student, tiny_teacher_dir, tiny_train_csv,
                                                                tiny_eval_csv, tmp_path):
@@ -72,6 +77,7 @@ def test_encoder_and_transformer_students_predict_consistently(student, tiny_tea
         np.testing.assert_allclose(folded[0], probs[0], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_three_class_teacher_and_unlabelled_transfer_rows(tiny_teacher_3class_dir, tmp_path):
     from tests.tiny import make_text_rows, write_csv
 
@@ -85,6 +91,7 @@ def test_three_class_teacher_and_unlabelled_transfer_rows(tiny_teacher_3class_di
     assert result.metrics["eval_rows"] == 30
 
 
+@pytest.mark.slow
 def test_resume_from_checkpoint_matches_uninterrupted_run(tiny_teacher_dir, tiny_train_csv, tiny_eval_csv, tmp_path):
     cfg = config_for(tiny_teacher_dir, tiny_train_csv, tiny_eval_csv, method="lelp", epochs=3)
     full = distill(cfg, tmp_path / "full", cache_dir=tmp_path / "cache")
@@ -106,6 +113,7 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(tiny_teacher_dir, tiny
                                load_student(resumed.artifact_dir).predict_proba(texts), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_auto_method_reports_every_candidate_and_keeps_the_best(tiny_teacher_dir, tiny_train_csv, tiny_eval_csv,
                                                                tmp_path):
     result = distill(config_for(tiny_teacher_dir, tiny_train_csv, tiny_eval_csv, method="auto"), tmp_path / "out")

@@ -93,6 +93,7 @@ def test_augmentation_is_seeded_and_cached(tmp_path):
     assert cached.texts == again.texts == one.texts and len(list((tmp_path / "augment").glob("*.json"))) == 1
 
 
+@pytest.mark.slow
 def test_augmented_rows_come_only_from_fit_rows(tiny_teacher_dir, tiny_train_csv, tmp_path):
     from lelp.job import DistillJob
 
@@ -158,6 +159,7 @@ def test_best_epoch_weights_ship_and_patience_stops():
     torch.testing.assert_close(student.head[-1].weight, snapshots[1])  # epoch 2's weights
 
 
+@pytest.mark.slow
 def test_best_epoch_survives_resume(tmp_path):
     scores = [0.5, 0.9, 0.6, 0.7]
     full, full_result, _ = _train_tiny(4, scores)
@@ -187,6 +189,7 @@ def test_distill_reports_epochs_run_best_epoch_and_history(tiny_teacher_dir, tin
 # ------------------------------------------------------------------------ make-teacher
 
 
+@pytest.mark.slow
 def test_make_teacher_holds_out_rows_and_stores_its_accuracy(tiny_teacher_dir, tmp_path):
     from lelp.training.make_teacher import TEACHER_METRICS, TeacherTrainingConfig, make_teacher, teacher_holdout_split
     from tests.tiny import make_text_rows, write_csv

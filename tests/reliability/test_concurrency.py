@@ -14,6 +14,7 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
 from app.db import job_states
@@ -46,6 +47,7 @@ async def _get_all(url: str, headers: dict, paths: list[str]) -> list[httpx.Resp
         return await asyncio.gather(*(http.get(path) for path in paths))
 
 
+@pytest.mark.slow
 def test_220_concurrent_submissions(live_server, auth_a, teacher_tar_gz, train_csv_bytes, db, figures) -> None:
     server, enqueuer = live_server(max_concurrent_jobs_per_tenant=1000)
     with httpx.Client(base_url=server.url, headers=auth_a, timeout=60) as http:

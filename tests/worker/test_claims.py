@@ -94,6 +94,7 @@ def test_every_write_of_a_delivery_that_lost_its_claim_changes_nothing(worker_se
     assert job.status == "running" and job.claim_token == b.token and job.error is None
 
 
+@pytest.mark.slow
 def test_a_delivery_that_lost_its_claim_cannot_overwrite_the_published_artifact(worker_settings, make_job, store,
                                                                               tmp_path):
     """B finished and published; A, back from a cut, reaches its publish with a complete artifact of its own."""

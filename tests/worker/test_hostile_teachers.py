@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import time
 
+import pytest
 import sqlalchemy as sa
 
 from app.db.models import Job
@@ -54,6 +55,7 @@ def test_a_teacher_bigger_than_the_free_memory_fails_fast(worker_settings, make_
     assert elapsed < 60
 
 
+@pytest.mark.slow
 def test_a_cancelled_job_leaves_no_checkpoints(worker_settings, make_job, monkeypatch, store):  # noqa: ANN001
     job_id = make_job(hyperparameters={"subclasses": 2, "epochs": 4, "batch_size": 8, "seed": 0})
     monkeypatch.setattr(job_progress, "CANCEL_CHECK_INTERVAL_S", 0.0)

@@ -53,6 +53,7 @@ def test_job_runs_to_a_stored_model(worker_settings, make_job, store):
     assert [data for t, data in events(worker_settings, job_id) if t == "ran_on"] == [ran_on]
 
 
+@pytest.mark.slow
 def test_feature_cache_is_reused_by_the_next_job(worker_settings, make_job, store):
     assert run_job(make_job(), worker_settings) == "succeeded"
     cached = store.list_files("cache/features")
@@ -82,6 +83,7 @@ def test_cancel_before_start(worker_settings, make_job):
     assert job.status == "cancelled" and job.error["code"] == "cancelled" and job.model_id is None
 
 
+@pytest.mark.slow
 def test_cancel_while_training(worker_settings, make_job, monkeypatch):
     job_id = make_job(hyperparameters={"subclasses": 2, "epochs": 3, "batch_size": 8, "seed": 0})
     monkeypatch.setattr(job_progress, "CANCEL_CHECK_INTERVAL_S", 0.0)
@@ -129,6 +131,7 @@ def test_attempts_are_bounded(worker_settings, make_job):
     assert job.error["code"] == "too_many_attempts" and job.attempts == worker_settings.job_max_attempts + 1
 
 
+@pytest.mark.slow
 def test_killed_attempt_resumes_from_its_checkpoint(worker_settings, make_job, monkeypatch, store):
     """An attempt dies right after epoch 1's checkpoint; the next delivery resumes at epoch 1."""
     job_id = make_job(hyperparameters={"subclasses": 2, "epochs": 2, "seed": 0})
@@ -153,6 +156,7 @@ def test_killed_attempt_resumes_from_its_checkpoint(worker_settings, make_job, m
     assert done[0]["resumed_from_epoch"] == 1
 
 
+@pytest.mark.slow
 def test_partial_copy_of_a_killed_publish_is_removed_not_orphaned(worker_settings, make_job, store, tmp_path):
     """Deliveries killed between copying the artifact and committing left files; the winner removes them."""
     job_id = make_job()

@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     api_key: str | None = Field(None, description="Client side: the API key sent as a Bearer token.")
 
     max_upload_bytes: int = Field(2 * GIB, gt=0, description="Largest request body of an upload.")
+    max_json_bytes: int = Field(1 << 20, gt=0, description="Largest JSON request body (jobs, uris); 413 past it.")
+    max_predict_body_bytes: int = Field(
+        32 << 20, gt=0, description="Largest predict request body (LELP_MAX_PREDICT_INPUTS long texts); 413 past it.")
+    body_timeout_s: float = Field(30.0, gt=0, description="A request body must arrive within this (408)...")
+    body_min_rate: int = Field(
+        64 << 10, gt=0, description="...plus one second per this many bytes received (slow uploads of big files).")
     max_archive_files: int = Field(10_000, gt=0, description="Most members in a teacher archive.")
     max_archive_bytes: int = Field(10 * GIB, gt=0, description="Most uncompressed bytes in a teacher archive.")
     max_dataset_rows: int = Field(5_000_000, gt=0, description="Most rows in one dataset.")

@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     max_archive_files: int = Field(10_000, gt=0, description="Most members in a teacher archive.")
     max_archive_bytes: int = Field(10 * GIB, gt=0, description="Most uncompressed bytes in a teacher archive.")
     max_dataset_rows: int = Field(5_000_000, gt=0, description="Most rows in one dataset.")
+    max_dataset_columns: int = Field(1_000, gt=0, description="Most columns in one dataset.")
+    max_dataset_bytes: int = Field(4 * GIB, gt=0, description="Most bytes a dataset may decompress to.")
+    max_decompression_ratio: float = Field(
+        100.0, gt=1, description="Most a compressed dataset or an archive may expand, as a multiple of its size.")
+    max_dataset_memory_bytes: int = Field(
+        4 * GIB, gt=0, description="Most memory a dataset may take once read (characters + per-cell overhead).")
     max_text_chars: int = Field(100_000, gt=0, description="Longest text of one row or one predict input.")
     max_concurrent_jobs_per_tenant: int = Field(4, gt=0, description="Queued+running jobs per tenant before 429.")
     max_predict_inputs: int = Field(256, gt=0, description="Most inputs in one predict request.")

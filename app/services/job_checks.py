@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from app.db import repositories as repo
 from app.db.models import Dataset, Teacher
 from app.errors import Unprocessable, not_found
-from app.queue import gpu_worker_alive
+from app.queue import gpu_worker_alive, most_gpus_on_a_worker
 from app.schemas.jobs import JobCreate
 from app.settings import Settings
 from lelp.data.datasets import label_matcher
@@ -119,9 +119,10 @@ def _check_student(body: JobCreate) -> None:
                             param="student.base", code="base_not_used")
 
 
-def _check_gpus(body: JobCreate) -> None:
+def _check_gpus(session: Session, settings: Settings, body: JobCreate) -> None:
     """``hyperparameters.gpus > 1`` is DDP over several GPUs: the transformer student, on a GPU worker
-    (``lelp.config.MULTI_GPU_STUDENTS``)."""
+    (``lelp.config.MULTI_GPU_STUDENTS``) that sees at least that many devices (its heartbeat says
+    how many): ``gpus: 64`` with no GPU worker used to be queued on the CPU and run as CPU ranks."""
     gpus = body.hyperparameters.gpus
     if gpus is None or gpus == 1:
         return
@@ -133,6 +134,12 @@ def _check_gpus(body: JobCreate) -> None:
     if body.device == "cpu":
         raise Unprocessable("hyperparameters.gpus > 1 asks for GPUs, but device is 'cpu': use device 'gpu' or "
                             "'auto'", param="hyperparameters.gpus", code="multi_gpu_unsupported")
+    most = most_gpus_on_a_worker(session, settings)
+    if gpus > most:
+        seen = f"the live GPU worker with the most devices sees {most}" if most else "no GPU worker is alive"
+        raise Unprocessable(f"hyperparameters.gpus is {gpus}, but {seen}: a job's processes all run on one "
+                            "worker (start one with `lelp worker --gpus 0,1 --gpus-per-worker 2`), or lower gpus",
+                            param="hyperparameters.gpus", code="not_enough_gpus")
 
 
 def _check_subclasses(body: JobCreate, inputs: JobInputs) -> None:
@@ -197,7 +204,7 @@ def check_gpu_worker(session: Session, settings: Settings) -> None:
 def check_job(session: Session, settings: Settings, tenant_id: str, body: JobCreate) -> JobInputs:
     """Every check of a job body; returns its inputs (the tenant's rows)."""
     _check_student(body)
-    _check_gpus(body)
+    _check_gpus(session, settings, body)
     inputs = _owned_inputs(session, tenant_id, body)
     _check_labels_and_columns(inputs)
     _check_method(body, inputs.train)

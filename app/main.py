@@ -154,7 +154,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        from app.http_server import install_log_redaction
         from app.services.sweeper import SweeperThread
+
+        install_log_redaction()  # here: uvicorn has configured its loggers by now
 
         sweeper = SweeperThread(settings).start() if settings.sweep_in_api else None
         yield

@@ -51,7 +51,8 @@ class BodyTimeout(HTTPException):
     error_code = "request_timeout"
 
     def __init__(self, seconds: float) -> None:
-        super().__init__(408, f"the request body did not arrive within {seconds:.0f} s", headers={"Connection": "close"})
+        super().__init__(408, f"the request body did not arrive within {seconds:.0f} s",
+                         headers={"Connection": "close"})
 
 
 def body_cap(settings: Any, method: str, path: str) -> int:
@@ -130,7 +131,7 @@ class RequestGuard:
                 raise BodyTimeout(loop.time() - start)
             try:
                 message = await asyncio.wait_for(receive(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise BodyTimeout(loop.time() - start) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))

@@ -3,7 +3,7 @@
 A local directory by default, any fsspec URL (``s3://bucket/prefix``, ``memory://``) by
 setting ``LELP_ARTIFACT_URL``. Paths given to the methods are relative to the root and
 always use ``/``. Layout: ``teachers/{id}/``, ``datasets/{id}/data.{ext}``,
-``models/{id}/{claim}/`` (the delivery that published it), ``cache/features/``,
+``models/{id}/{claim}/`` (the delivery that published it), ``cache/features/{tenant_id}/``,
 ``checkpoints/{job_id}/{claim}/`` (see ``worker.claim``).
 """
 

@@ -201,12 +201,47 @@ def check_gpu_worker(session: Session, settings: Settings) -> None:
                         param="device", code="no_gpu_worker")
 
 
+#: models whose position ids start after the padding index (``max_position_embeddings`` - 2 usable)
+OFFSET_POSITIONS = {"roberta": 2, "xlm-roberta": 2, "camembert": 2, "longformer": 2, "bart": 0}
+
+
+def teacher_positions(settings: Settings, teacher: Teacher) -> int | None:
+    """The longest input the teacher's position embeddings take, from its stored ``config.json``
+    (None when the config names none: relative positions, or a config we cannot read)."""
+    import json
+
+    from app.storage import ArtifactStore
+
+    try:
+        with ArtifactStore(settings.artifact_url).open(f"{teacher.uri}/config.json") as fh:
+            config = json.loads(fh.read(1 << 20))
+    except (OSError, ValueError):
+        return None
+    positions = config.get("max_position_embeddings") if isinstance(config, dict) else None
+    if not isinstance(positions, int) or isinstance(positions, bool) or positions <= 0:
+        return None
+    return positions - OFFSET_POSITIONS.get(str(config.get("model_type")), 0)
+
+
+def _check_max_length(settings: Settings, body: JobCreate, teacher: Teacher) -> None:
+    """``max_length`` 4096 on a teacher with 128 positions failed the job with internal_error."""
+    max_length = body.hyperparameters.max_length
+    if max_length is None:
+        return
+    positions = teacher_positions(settings, teacher)
+    if positions is not None and max_length > positions:
+        raise Unprocessable(f"hyperparameters.max_length is {max_length}, but the teacher reads at most {positions} "
+                            "tokens (its max_position_embeddings): lower max_length",
+                            param="hyperparameters.max_length", code="max_length_too_long")
+
+
 def check_job(session: Session, settings: Settings, tenant_id: str, body: JobCreate) -> JobInputs:
     """Every check of a job body; returns its inputs (the tenant's rows)."""
     _check_student(body)
     _check_gpus(session, settings, body)
     inputs = _owned_inputs(session, tenant_id, body)
     _check_labels_and_columns(inputs)
+    _check_max_length(settings, body, inputs.teacher)
     _check_method(body, inputs.train)
     _check_rows(body, inputs.train)
     _check_subclasses(body, inputs)

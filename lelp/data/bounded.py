@@ -210,7 +210,7 @@ def _read_parquet(path: Path, tally: _Tally):  # noqa: ANN202
     batches = []
     for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
         chars = 0
-        for name, column in zip(batch.schema.names, batch.columns):
+        for name, column in zip(batch.schema.names, batch.columns, strict=True):
             if pa.types.is_dictionary(column.type) or pa.types.is_string(column.type) or \
                     pa.types.is_large_string(column.type) or pa.types.is_binary(column.type):
                 if pa.types.is_dictionary(column.type):
@@ -225,5 +225,6 @@ def _read_parquet(path: Path, tally: _Tally):  # noqa: ANN202
                 chars += column.nbytes
         tally.add(batch.num_rows, chars, batch.num_rows * batch.num_columns)
         batches.append(batch)
-    table = pa.Table.from_batches(batches, schema=parquet.schema_arrow) if batches else parquet.schema_arrow.empty_table()
+    schema = parquet.schema_arrow
+    table = pa.Table.from_batches(batches, schema=schema) if batches else schema.empty_table()
     return table.to_pandas()

@@ -51,8 +51,8 @@ def test_an_honest_compressed_csv_is_read(make_client, auth_a) -> None:  # noqa:
 
 
 def test_rows_columns_cells_and_memory_are_bounded_while_streaming(make_client, auth_a) -> None:  # noqa: ANN001
-    _refused(_post(make_client(max_dataset_rows=100, max_decompression_ratio=10_000), auth_a, bz2.compress(_csv(1000)), "d.csv.bz2", format="csv"),
-             "more than 100 rows")
+    client = make_client(max_dataset_rows=100, max_decompression_ratio=10_000)
+    _refused(_post(client, auth_a, bz2.compress(_csv(1000)), "d.csv.bz2", format="csv"), "more than 100 rows")
     wide = (",".join(["text", "label"] + [f"c{i}" for i in range(300)]) + "\n" + "a,b" + ",x" * 300 + "\n").encode()
     _refused(_post(make_client(max_dataset_columns=50), auth_a, wide, "d.csv"), "302 columns", "50")
     jsonl = b'{"text": "a", "label": "b", "other": "' + b"x" * 5000 + b'"}\n'

@@ -26,9 +26,9 @@ def test_a_stale_worker_group_is_killed_and_strangers_are_not(tmp_path) -> None:
     settings = Settings(data_dir=tmp_path)
     env = dict(os.environ, LELP_DATA_DIR=str(settings.data_dir))
     # a leader and a child in their own group, as the wrapper, Celery and its pool child are
-    stale = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
-                              "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"],
-                             env=env, start_new_session=True)
+    code = ("import subprocess, sys, time; "
+            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)")
+    stale = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
     stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
     try:
         time.sleep(0.5)

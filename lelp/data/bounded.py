@@ -13,7 +13,8 @@ took 16.9 s to parse. So every read here is bounded by ``TableLimits``:
   (characters + ``CELL_OVERHEAD`` per cell) are counted chunk by chunk and the read stops
   at the first limit passed;
 - Parquet is judged from its footer first (num_rows, columns, row groups' uncompressed
-  sizes), then read in small batches with the same counts (dictionary pages expand here).
+  sizes), then read in small batches with the same counts (dictionary pages expand here);
+  its dense size is bounded by ``max_ratio`` times the file's size too.
 """
 
 from __future__ import annotations
@@ -198,6 +199,12 @@ def _read_parquet(path: Path, tally: _Tally):  # noqa: ANN202
     import pyarrow.parquet as pq
 
     limits = tally.limits
+    if limits.max_ratio is not None:  # Parquet compresses inside (dictionary pages, codecs): the same ratio
+        cap = int(limits.max_ratio * path.stat().st_size)
+        if limits.max_memory_bytes is None or cap < limits.max_memory_bytes:
+            from dataclasses import replace
+
+            limits = tally.limits = replace(limits, max_memory_bytes=cap)
     parquet = pq.ParquetFile(path)
     meta = parquet.metadata
     tally.columns(meta.num_columns)

@@ -80,10 +80,12 @@ def test_parquet_is_judged_by_its_footer_and_its_dictionary_pages(make_client, a
     table = pa.table({"text": ["z" * 2000] * rows, "label": ["a", "b"] * (rows // 2)})
     small = _parquet(table, use_dictionary=True, compression="zstd")
     assert len(small) < 20_000  # 4 MB of text in a few kB
-    _refused(_post(make_client(max_dataset_memory_bytes=1_000_000), auth_a, small, "d.parquet"),
+    _refused(_post(make_client(max_dataset_memory_bytes=1_000_000, max_decompression_ratio=10_000), auth_a, small,
+                   "d.parquet"),
              "1,000,000 bytes in memory")
+    _refused(_post(make_client(), auth_a, small, "d.parquet"), "bytes in memory")  # x100 its size
     _refused(_post(make_client(max_dataset_rows=500), auth_a, small, "d.parquet"), "2,000 rows")
     wide = pa.table({"text": ["a"], "label": ["b"], **{f"c{i}": [1] for i in range(100)}})
     _refused(_post(make_client(max_dataset_columns=50), auth_a, _parquet(wide), "d.parquet"), "102 columns")
-    r = _post(make_client(), auth_a, small, "d.parquet")
+    r = _post(make_client(max_decompression_ratio=10_000), auth_a, small, "d.parquet")
     assert r.status_code == 201 and r.json()["rows"] == rows, r.text

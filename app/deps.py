@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from app.db import repositories as repo
 from app.db.models import BaseModelRow, Dataset, Job, Model, Teacher, Tenant
 from app.errors import Unauthorized, not_found
+from app.request_guard import TENANT_STATE
 from app.security import authenticate_detached, hash_key, new_key_cache
 from app.services import jobs as jobs_service
 from app.services.inference import InferenceService, ModelRef
@@ -60,26 +61,43 @@ def get_enqueuer() -> jobs_service.Enqueue | None:
 EnqueueDep = Annotated[jobs_service.Enqueue | None, Depends(get_enqueuer)]
 
 
-async def get_tenant(request: Request,
-                     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Tenant:
-    """The caller's tenant. A verified key is cached (sha256 -> tenant, ``KEY_CACHE_TTL_S``), so a
-    known key costs one hash and no query; a miss queries in a thread with a short session of its
-    own, whose connection goes back at once (holding one across waits deadlocked the pool:
-    tests/reliability/test_concurrency.py). The tenant is detached: use its columns only."""
-    if credentials is None or credentials.scheme.lower() != "bearer":
+async def tenant_for_key(state, key: str | None) -> Tenant:
+    """The tenant of ``key`` (``Unauthorized`` when absent or unknown). A verified key is cached
+    (sha256 -> tenant, ``KEY_CACHE_TTL_S``), so a known key costs one hash and no query; a miss
+    queries in a thread with a short session of its own, whose connection goes back at once
+    (holding one across waits deadlocked the pool: tests/reliability/test_concurrency.py).
+    ``app.request_guard`` calls it before a body is read; ``get_tenant`` for the other requests."""
+    if key is None:
         raise Unauthorized("send your API key as 'Authorization: Bearer <key>'", code="missing_api_key")
-    state = request.app.state
     cache = getattr(state, "key_cache", None)
     if cache is None:
         cache = state.key_cache = new_key_cache()
-    digest = hash_key(credentials.credentials)
+    digest = hash_key(key)
     tenant = cache.get(digest)
     if tenant is None:
-        tenant = await run_in_threadpool(authenticate_detached, state.sessionmaker, credentials.credentials)
+        tenant = await run_in_threadpool(authenticate_detached, state.sessionmaker, key)
         if tenant is None:
             raise Unauthorized("the API key is not valid", code="invalid_api_key")
         cache[digest] = tenant
     return tenant
+
+
+def bearer_key(authorization: str | None) -> str | None:
+    """The key of an ``Authorization: Bearer <key>`` header, None when there is none."""
+    scheme, _, key = (authorization or "").strip().partition(" ")
+    return (key.strip() or None) if scheme.lower() == "bearer" else None
+
+
+async def get_tenant(request: Request,
+                     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Tenant:
+    """The caller's tenant (detached: use its columns only); already known when the request guard
+    checked the key before reading the body."""
+    tenant = request.scope.get("state", {}).get(TENANT_STATE)
+    if tenant is not None:
+        return tenant
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        return await tenant_for_key(request.app.state, None)
+    return await tenant_for_key(request.app.state, credentials.credentials)
 
 
 TenantDep = Annotated[Tenant, Depends(get_tenant)]

@@ -12,6 +12,8 @@ stuck in a model used to keep "Waiting for background tasks" for ever).
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -65,3 +67,31 @@ def uvicorn_options(settings: Any) -> dict[str, Any]:
     """Keyword arguments for ``uvicorn.run`` / ``uvicorn.Config`` from the settings."""
     return {"http": protocol_with_header_timeout(settings.header_timeout_s),
             "timeout_graceful_shutdown": max(1, round(settings.shutdown_timeout_s))}
+
+
+#: query parameters whose values never reach a log line (a key sent as ``?api_key=`` is refused,
+#: but uvicorn's access log wrote it down)
+SECRET_PARAMS = re.compile(r"(?i)([?&](?:api_key|apikey|key|token|access_token|auth|authorization|password)=)[^&#\s]*")
+
+
+def redact(text: str) -> str:
+    """``text`` with the values of ``SECRET_PARAMS`` replaced by ``REDACTED``."""
+    return SECRET_PARAMS.sub(r"\1REDACTED", text)
+
+
+class RedactSecrets(logging.Filter):
+    """Redacts secret query values in uvicorn's access-log records (``args``: client, method, path, ...)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and len(record.args) >= 3 and isinstance(record.args[2], str):
+            record.args = (*record.args[:2], redact(record.args[2]), *record.args[3:])
+        elif isinstance(record.msg, str) and "=" in record.msg:
+            record.msg = redact(record.msg)
+        return True
+
+
+def install_log_redaction() -> None:
+    """Put ``RedactSecrets`` on uvicorn's access logger once (after uvicorn configured logging)."""
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactSecrets) for f in access.filters):
+        access.addFilter(RedactSecrets())

@@ -23,6 +23,7 @@ from app.api import base_models, datasets, jobs, models, ops, reports, teachers
 from app.db.session import make_engine, make_sessionmaker
 from app.errors import AppError
 from app.metrics import Metrics, MetricsMiddleware
+from app.request_guard import RequestGuard
 from app.services.exports import OnnxExports
 from app.services.inference import InferenceService
 from app.services.library_errors import api_error
@@ -32,7 +33,7 @@ from app.storage import ArtifactStore
 log = logging.getLogger(__name__)
 
 HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-              405: "method_not_allowed", 406: "not_acceptable", 413: "payload_too_large",
+              405: "method_not_allowed", 406: "not_acceptable", 408: "request_timeout", 413: "payload_too_large",
               415: "unsupported_media_type", 422: "invalid_request", 429: "too_many_requests"}
 
 
@@ -89,7 +90,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = HTTP_CODES.get(exc.status_code, "http_error")
+        code = getattr(exc, "error_code", None) or HTTP_CODES.get(exc.status_code, "http_error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         if exc.status_code == 404 and message == "Not Found":
             message = "no such endpoint"
@@ -105,13 +106,36 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", exc_info=exc)
+        # the traceback as text, each line and the whole bounded: an exception's message may
+        # carry user bytes (a 50 MiB archive member name was a 52 MB log record)
+        log.error("unhandled error\n%s", bounded_traceback(exc))
         return error_response(500, "internal_error", "an internal error occurred; it has been logged")
+
+
+def bounded_traceback(exc: BaseException, line_chars: int = 1000, total_chars: int = 20_000) -> str:
+    """``exc``'s traceback with every line cut to ``line_chars`` and the whole to ``total_chars``."""
+    import traceback
+
+    lines = [line if len(line) <= line_chars else line[:line_chars] + f"... ({len(line):,} characters)\n"
+             for chunk in traceback.format_exception(exc) for line in chunk.splitlines(keepends=True)]
+    text = "".join(lines)
+    return text if len(text) <= total_chars else text[:total_chars // 2] + "\n...\n" + text[-total_chars // 2:]
 
 
 def _route_template(scope: dict) -> str:
     route = scope.get("route")
     return getattr(route, "path", None) or "unmatched"
+
+
+def _authenticator(app: FastAPI):  # noqa: ANN202
+    """``RequestGuard``'s key check: the same cache and words as ``app.deps.get_tenant``."""
+    from app.deps import bearer_key, tenant_for_key
+
+    async def authenticate(scope: dict):  # noqa: ANN202
+        header = next((value for key, value in scope["headers"] if key == b"authorization"), b"")
+        return await tenant_for_key(app.state, bearer_key(header.decode("latin-1")))
+
+    return authenticate
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -130,7 +154,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        from app.http_server import install_log_redaction
         from app.services.sweeper import SweeperThread
+
+        install_log_redaction()  # here: uvicorn has configured its loggers by now
 
         sweeper = SweeperThread(settings).start() if settings.sweep_in_api else None
         yield
@@ -153,6 +180,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (models, jobs, teachers, base_models, datasets, ops, reports):  # predict's router first: hot path
         app.include_router(module.router)
     ui.install(app)
+    app.add_middleware(RequestGuard, settings=settings, authenticate=_authenticator(app))
     app.add_middleware(MetricsMiddleware, metrics=metrics, route_of=_route_template)
     return app
 

@@ -123,6 +123,17 @@ def gpu_worker_alive(session: Session, settings: Settings) -> bool:
                for worker in repo.live_workers(session, since))
 
 
+def most_gpus_on_a_worker(session: Session, settings: Settings) -> int:
+    """The most CUDA devices one live worker that consumes ``gpu`` sees (0: no GPU worker).
+    A job's DDP ranks all run on one worker, so this bounds ``hyperparameters.gpus``."""
+    from app.db import repositories as repo
+    from app.db.base import utcnow
+
+    since = utcnow() - timedelta(seconds=settings.heartbeat_stale_s)
+    return max((sum(d.startswith("cuda") for d in worker.devices)
+                for worker in repo.live_workers(session, since) if "gpu" in worker.queues), default=0)
+
+
 def route(session: Session, settings: Settings, device: str | None, kind: str | None) -> str:
     """``queue_for`` with the workers table read only where it can change the answer."""
     alive = device == "auto" and gains_from_gpu(kind) and gpu_worker_alive(session, settings)

@@ -34,9 +34,21 @@ class Settings(BaseSettings):
     api_key: str | None = Field(None, description="Client side: the API key sent as a Bearer token.")
 
     max_upload_bytes: int = Field(2 * GIB, gt=0, description="Largest request body of an upload.")
+    max_json_bytes: int = Field(1 << 20, gt=0, description="Largest JSON request body (jobs, uris); 413 past it.")
+    max_predict_body_bytes: int = Field(
+        32 << 20, gt=0, description="Largest predict request body (LELP_MAX_PREDICT_INPUTS long texts); 413 past it.")
+    body_timeout_s: float = Field(30.0, gt=0, description="A request body must arrive within this (408)...")
+    body_min_rate: int = Field(
+        64 << 10, gt=0, description="...plus one second per this many bytes received (slow uploads of big files).")
     max_archive_files: int = Field(10_000, gt=0, description="Most members in a teacher archive.")
     max_archive_bytes: int = Field(10 * GIB, gt=0, description="Most uncompressed bytes in a teacher archive.")
     max_dataset_rows: int = Field(5_000_000, gt=0, description="Most rows in one dataset.")
+    max_dataset_columns: int = Field(1_000, gt=0, description="Most columns in one dataset.")
+    max_dataset_bytes: int = Field(4 * GIB, gt=0, description="Most bytes a dataset may decompress to.")
+    max_decompression_ratio: float = Field(
+        100.0, gt=1, description="Most a compressed dataset or an archive may expand, as a multiple of its size.")
+    max_dataset_memory_bytes: int = Field(
+        4 * GIB, gt=0, description="Most memory a dataset may take once read (characters + per-cell overhead).")
     max_text_chars: int = Field(100_000, gt=0, description="Longest text of one row or one predict input.")
     max_concurrent_jobs_per_tenant: int = Field(4, gt=0, description="Queued+running jobs per tenant before 429.")
     max_predict_inputs: int = Field(256, gt=0, description="Most inputs in one predict request.")

@@ -2,7 +2,8 @@
 
 A local directory by default, any fsspec URL (``s3://bucket/prefix``, ``memory://``) by
 setting ``LELP_ARTIFACT_URL``. Paths given to the methods are relative to the root and
-always use ``/``. The layout is ``StorePaths`` (the one place its path patterns are written).
+always use ``/``. The layout is ``StorePaths`` (the one place its path patterns are written;
+``models/{id}/{claim}/`` and ``checkpoints/{job_id}/{claim}/`` by delivery, ``cache/features/{tenant_id}/``).
 """
 
 from __future__ import annotations

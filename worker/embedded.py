@@ -9,15 +9,30 @@ process, and stops the worker when the API exits.
 Why a child process rather than a thread: training must not block the API's event loop
 or share its GIL, a crash in training must not take the API down, and the embedded
 setup should exercise exactly the production code path.
+
+The service owns its worker however it stops (issue 18: after ``kill -9`` of ``lelp serve``
+its worker kept running, a restart started a second consumer beside it, and the job that
+was running failed with FileNotFoundError instead of resuming):
+
+- the worker runs under a small wrapper (``_OWNED_WORKER``) that asks Linux for a signal when
+  ``lelp serve`` dies (``prctl(PR_SET_PDEATHSIG)``) and then SIGKILLs its whole process group
+  (Celery's main process and its pool child, which is training);
+- the wrapper's pid (its group id) is kept in ``worker.pid``; a start first kills a stale group
+  of a previous run that is still there (found by the pid file and the processes' own
+  ``LELP_DATA_DIR``), and only then requeues the interrupted jobs, so the job resumes from its
+  checkpoint in the one new worker;
+- one ``lelp serve`` per data directory (a lock on ``serve.lock``): two would fight over one worker.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -30,6 +45,31 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 API_KEY_FILE = "api_key"
 DEFAULT_TENANT = "default"
 STOP_GRACE_S = 15.0
+PID_FILE = "worker.pid"
+LOCK_FILE = "serve.lock"
+WORKER_MARK = "lelp-embedded-worker"
+
+# argv: -c MARK SERVE_PID DATA_DIR COMMAND...; exits with the worker's status.
+_OWNED_WORKER = """\
+import ctypes, os, signal, subprocess, sys
+serve_pid = int(sys.argv[2])
+def orphaned(*_):
+    if os.getppid() != serve_pid:  # lelp serve is gone: nobody waits for a warm shutdown
+        os.killpg(0, signal.SIGKILL)
+    return False
+try:
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: SIGTERM here when lelp serve dies
+except (OSError, AttributeError):
+    pass
+orphaned()
+child = subprocess.Popen(sys.argv[4:])
+def forward(signum, _frame):
+    orphaned()
+    child.send_signal(signum)
+signal.signal(signal.SIGTERM, forward)
+signal.signal(signal.SIGINT, forward)
+sys.exit(child.wait())
+"""
 
 
 def child_env(settings: Settings) -> dict[str, str]:
@@ -94,9 +134,12 @@ class WorkerProcess:
 
     def _spawn(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        owned = [sys.executable, "-c", _OWNED_WORKER, WORKER_MARK, str(os.getpid()), str(self.settings.data_dir),
+                 *self.command]
         with self.log_path.open("ab") as out:
-            self.process = subprocess.Popen(self.command, env=child_env(self.settings),
+            self.process = subprocess.Popen(owned, env=child_env(self.settings),
                                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        (self.settings.data_dir / PID_FILE).write_text(f"{self.process.pid}\n")
 
     def _watch(self) -> None:
         """Restart a worker that died (out of memory, killed); its running job is requeued first."""
@@ -128,6 +171,55 @@ class WorkerProcess:
             self._watcher.join(timeout=5)  # so it cannot spawn a new worker behind our back
         if self.process is not None:
             terminate(self.process, grace_s)
+            (self.settings.data_dir / PID_FILE).unlink(missing_ok=True)
+
+
+def _group_members(pgid: int, data_dir: Path) -> list[int]:
+    """Pids in process group ``pgid`` whose environment names ``data_dir`` (ours, not a reused id)."""
+    marker = f"LELP_DATA_DIR={data_dir}".encode()
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            pgrp = int(stat[stat.rindex(")") + 2:].split()[2])
+            if pgrp == pgid and marker in (entry / "environ").read_bytes().split(b"\0"):
+                members.append(int(entry.name))
+        except (OSError, ValueError):
+            continue
+    return members
+
+
+def kill_stale_worker(settings: Settings, wait_s: float = 10.0) -> list[int]:
+    """SIGKILL the worker group a previous ``lelp serve`` of this data directory left behind
+    (it was killed before it could stop it); returns the pids found."""
+    pid_file = settings.data_dir / PID_FILE
+    try:
+        pgid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return []
+    members = _group_members(pgid, settings.data_dir) if Path("/proc").is_dir() else []
+    if members:
+        log.warning("a worker of a previous run is still alive (process group %s: %s); stopping it", pgid, members)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+        deadline = time.monotonic() + wait_s
+        while _group_members(pgid, settings.data_dir) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    pid_file.unlink(missing_ok=True)
+    return members
+
+
+def lock_data_dir(settings: Settings):  # noqa: ANN201 - the open lock file, held while it is open
+    """One ``lelp serve`` per data directory: the lock goes with the process, however it dies."""
+    handle = (settings.data_dir / LOCK_FILE).open("a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise SystemExit(f"another `lelp serve` is running on {settings.data_dir}; stop it first") from None
+    return handle
 
 
 def serve(worker_command: list[str], host: str = "127.0.0.1", port: int = 8000, data_dir: Path | None = None) -> None:
@@ -146,6 +238,8 @@ def serve(worker_command: list[str], host: str = "127.0.0.1", port: int = 8000, 
     get_settings.cache_clear()
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    lock = lock_data_dir(settings)  # noqa: F841 - held until this process ends
+    kill_stale_worker(settings)  # before the requeue: the job must never run in two workers
     upgrade(settings.database_url)
     key, created = ensure_api_key(settings)
     requeue_interrupted_jobs(settings)

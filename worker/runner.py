@@ -13,7 +13,7 @@ directly. The flow, and why each step is there:
    that keeps killing its worker must end.
 4. Inputs come from the artifact store (used in place when the store is local);
    checkpoints sync to ``checkpoints/{job_id}/{claim}/``, promoted by a fenced UPDATE, so
-   another machine can resume; the teacher feature cache lives in ``cache/features/`` so
+   another machine can resume; the teacher feature cache lives in ``cache/features/{tenant}/`` so
    the next job skips extraction.
 5. ``lelp.pipeline.distill`` runs with a throttled progress writer (at most about once a
    second; it doubles as the heartbeat, and a background thread beats during long silent
@@ -150,7 +150,7 @@ def _execute(inputs: JobInputs, settings: Settings, shown: Redactions, claim: Cl
         resumable = checkpoints.download()
         if resumable:
             log.info("job %s resumes from checkpoints %s", job_id, resumable)
-        cache = FeatureCacheSync(store, scratch)
+        cache = FeatureCacheSync(store, scratch, inputs.tenant_id)
         base_dir = local_dir(store, inputs.student_base_uri, scratch) if inputs.student_base_uri else None
         config = build_config(inputs, teacher_dir, train_path, eval_path, base_dir)
         writer = ProgressWriter(url, job_id, claim=claim)

@@ -2,7 +2,7 @@
 
 Inputs come from the artifact store (used in place when the store is local); checkpoints
 sync to ``checkpoints/{job_id}/{claim_token}/`` so another machine can resume; the teacher
-feature cache lives in ``cache/features/`` so the next job skips extraction. No SQL here:
+feature cache lives in ``cache/features/{tenant}/`` so the next job skips extraction. No SQL here:
 the checkpoint promotion (a fenced UPDATE) is handed in by the runner.
 """
 
@@ -104,12 +104,16 @@ class CheckpointSync:
 
 
 class FeatureCacheSync:
-    """Teacher features cached in ``cache/features/``: in place when local, mirrored when remote."""
+    """Teacher features cached in ``cache/features/{tenant_id}/``: in place when local, mirrored when remote.
 
-    PREFIX = StorePaths.FEATURE_CACHE
+    One folder per tenant (issue 18): a cache shared by content hash let one tenant tell from a
+    job's timing whether another had already distilled the same teacher on the same data."""
 
-    def __init__(self, store: ArtifactStore, scratch: Path) -> None:
+    ROOT = StorePaths.FEATURE_CACHE
+
+    def __init__(self, store: ArtifactStore, scratch: Path, tenant_id: str) -> None:
         self.store = store
+        self.PREFIX = f"{self.ROOT}/{tenant_id}"
         local = store.local_path(self.PREFIX)
         self.remote = local is None
         self.dir = scratch / "feature-cache" if local is None else local

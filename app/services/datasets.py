@@ -39,6 +39,16 @@ class ColumnChoice:
         )
 
 
+def table_limits(settings: Settings):  # noqa: ANN201 - lelp.data.bounded.TableLimits (light import)
+    """The library's bounds on an uploaded table, from the settings."""
+    from lelp.data.bounded import TableLimits
+
+    return TableLimits(max_rows=settings.max_dataset_rows, max_columns=settings.max_dataset_columns,
+                       max_cell_chars=settings.max_text_chars, max_bytes=settings.max_dataset_bytes,
+                       max_ratio=settings.max_decompression_ratio,
+                       max_memory_bytes=settings.max_dataset_memory_bytes)
+
+
 def _format_of(filename: str, declared: str | None) -> str:
     from lelp.data.datasets import detect_format
     from lelp.errors import DataError
@@ -59,7 +69,7 @@ def _register(session: Session, store: ArtifactStore, settings: Settings, tenant
     try:
         table = read_table(path, text_column=choice.text_column, text_pair_column=choice.text_pair_column,
                            label_column=choice.label_column, max_text_chars=settings.max_text_chars,
-                           max_rows=settings.max_dataset_rows, format=fmt)
+                           max_rows=settings.max_dataset_rows, format=fmt, limits=table_limits(settings))
     except LELPError as exc:  # the library names our temp file and its CLI flags
         shown = filename or "the upload"
         raise api_error(exc, shown={str(path): shown, path.name: shown}) from None

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from app.db import repositories as repo
 from app.db.models import Dataset, Teacher
 from app.errors import Unprocessable, not_found
-from app.queue import gpu_worker_alive
+from app.queue import gpu_worker_alive, most_gpus_on_a_worker
 from app.schemas.jobs import JobCreate
 from app.settings import Settings
 from lelp.data.datasets import label_matcher
@@ -107,9 +107,10 @@ def _check_student(body: JobCreate) -> None:
                             param="student.base", code="base_not_used")
 
 
-def _check_gpus(body: JobCreate) -> None:
+def _check_gpus(session: Session, settings: Settings, body: JobCreate) -> None:
     """``hyperparameters.gpus > 1`` is DDP over several GPUs: the kinds marked ``multi_gpu`` in the kind
-    table, on a GPU worker."""
+    table, on a GPU worker that sees at least that many devices (its heartbeat says how many):
+    ``gpus: 64`` with no GPU worker used to be queued on the CPU and run as CPU ranks."""
     gpus = body.hyperparameters.gpus
     if gpus is None or gpus == 1:
         return
@@ -122,6 +123,12 @@ def _check_gpus(body: JobCreate) -> None:
     if body.device == "cpu":
         raise Unprocessable("hyperparameters.gpus > 1 asks for GPUs, but device is 'cpu': use device 'gpu' or "
                             "'auto'", param="hyperparameters.gpus", code="multi_gpu_unsupported")
+    most = most_gpus_on_a_worker(session, settings)
+    if gpus > most:
+        seen = f"the live GPU worker with the most devices sees {most}" if most else "no GPU worker is alive"
+        raise Unprocessable(f"hyperparameters.gpus is {gpus}, but {seen}: a job's processes all run on one "
+                            "worker (start one with `lelp worker --gpus 0,1 --gpus-per-worker 2`), or lower gpus",
+                            param="hyperparameters.gpus", code="not_enough_gpus")
 
 
 def _check_subclasses(body: JobCreate, inputs: SubmitInputs) -> None:
@@ -184,12 +191,47 @@ def check_gpu_worker(session: Session, settings: Settings) -> None:
                         param="device", code="no_gpu_worker")
 
 
+#: models whose position ids start after the padding index (``max_position_embeddings`` - 2 usable)
+OFFSET_POSITIONS = {"roberta": 2, "xlm-roberta": 2, "camembert": 2, "longformer": 2, "bart": 0}
+
+
+def teacher_positions(settings: Settings, teacher: Teacher) -> int | None:
+    """The longest input the teacher's position embeddings take, from its stored ``config.json``
+    (None when the config names none: relative positions, or a config we cannot read)."""
+    import json
+
+    from app.storage import ArtifactStore
+
+    try:
+        with ArtifactStore(settings.artifact_url).open(f"{teacher.uri}/config.json") as fh:
+            config = json.loads(fh.read(1 << 20))
+    except (OSError, ValueError):
+        return None
+    positions = config.get("max_position_embeddings") if isinstance(config, dict) else None
+    if not isinstance(positions, int) or isinstance(positions, bool) or positions <= 0:
+        return None
+    return positions - OFFSET_POSITIONS.get(str(config.get("model_type")), 0)
+
+
+def _check_max_length(settings: Settings, body: JobCreate, teacher: Teacher) -> None:
+    """``max_length`` 4096 on a teacher with 128 positions failed the job with internal_error."""
+    max_length = body.hyperparameters.max_length
+    if max_length is None:
+        return
+    positions = teacher_positions(settings, teacher)
+    if positions is not None and max_length > positions:
+        raise Unprocessable(f"hyperparameters.max_length is {max_length}, but the teacher reads at most {positions} "
+                            "tokens (its max_position_embeddings): lower max_length",
+                            param="hyperparameters.max_length", code="max_length_too_long")
+
+
 def check_job(session: Session, settings: Settings, tenant_id: str, body: JobCreate) -> SubmitInputs:
     """Every check of a job body; returns its inputs (the tenant's rows)."""
     _check_student(body)
-    _check_gpus(body)
+    _check_gpus(session, settings, body)
     inputs = _owned_inputs(session, tenant_id, body)
     _check_labels_and_columns(inputs)
+    _check_max_length(settings, body, inputs.teacher)
     _check_method(body, inputs.train)
     _check_rows(body, inputs.train)
     _check_subclasses(body, inputs)

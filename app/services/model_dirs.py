@@ -68,7 +68,7 @@ def archive_model_dir(upload: Upload, settings: Settings) -> Iterator[Path]:
     workdir = Path(tempfile.mkdtemp(prefix="model-", dir=upload.path.parent))
     try:
         safe_extract(upload.path, workdir, max_files=settings.max_archive_files,
-                     max_bytes=settings.max_archive_bytes)
+                     max_bytes=settings.max_archive_bytes, max_ratio=settings.max_decompression_ratio)
         yield find_model_dir(workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

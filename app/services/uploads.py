@@ -27,7 +27,6 @@ from app.errors import BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMe
 from lelp.uploads import jsonsafe
 
 CHUNK = 1 << 20
-MAX_JSON_BYTES = 1 << 20
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -80,10 +79,11 @@ def _declared_length(request: Request) -> int | None:
 
 async def read_json(request: Request, model: type[M]) -> M:
     """Parse a small JSON body into ``model``: 400 when it is not JSON, 422 when it does not fit."""
+    max_bytes = request.app.state.settings.max_json_bytes
     declared = _declared_length(request)
-    if declared is not None and declared > MAX_JSON_BYTES:
-        raise _too_large(MAX_JSON_BYTES)
-    raw = b"".join([chunk async for chunk in _limited(request.stream(), MAX_JSON_BYTES)])
+    if declared is not None and declared > max_bytes:
+        raise _too_large(max_bytes)
+    raw = b"".join([chunk async for chunk in _limited(request.stream(), max_bytes)])
     try:
         data = jsonsafe.loads(raw)  # bounded depth: a 100k-deep body was a RecursionError, a 500
     except (ValueError, UnicodeDecodeError) as exc:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lelp.data.bounded import TableLimits, read_frame_bounded
 from lelp.data.splits import HOLD_OUT_MINIMUM, split_sizes
 from lelp.errors import ConfigError, DataError
 
@@ -65,10 +67,12 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _read_frame(path: Path, fmt: str):
+def _read_frame(path: Path, fmt: str, limits: TableLimits | None = None):
     import pandas as pd
 
     try:
+        if limits is not None:
+            return read_frame_bounded(path, fmt, limits)
         if fmt in ("csv", "tsv"):
             return pd.read_csv(path, sep="," if fmt == "csv" else "\t", dtype=str, keep_default_na=False,
                                na_values=[""], encoding="utf-8", engine="c")
@@ -83,8 +87,8 @@ def _read_frame(path: Path, fmt: str):
     except (pd.errors.ParserError, ValueError, json.JSONDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{path.name}: cannot parse as {fmt}: {first}", param="file") from None
-    except OSError as exc:
-        raise DataError(f"{path.name}: cannot read as {fmt}: {exc}", param="file") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:  # a damaged gzip/bz2/xz/zip stream included
+        raise DataError(f"{path.name}: cannot read as {fmt}: {str(exc)[:200]}", param="file") from None
 
 
 def _column(frame, name: str, role: str, path: Path) -> list:
@@ -126,8 +130,12 @@ def read_table(
     max_text_chars: int | None = None,
     max_rows: int | None = None,
     format: str | None = None,
+    limits: TableLimits | None = None,
 ) -> TextDataset:
     """Read a dataset; rows with an empty label are kept as unlabelled transfer rows.
+
+    ``limits`` bounds what the file becomes while it is read (``lelp.data.bounded``): the
+    service passes them for every upload; a local CLI run may leave them out.
 
     A missing label column is only allowed when ``label_column`` is None: a typo in the
     column name should not silently turn a labelled set into an unlabelled one.
@@ -138,7 +146,7 @@ def read_table(
     if path.stat().st_size == 0:
         raise DataError(f"{path.name}: the file is empty", param="file")
     fmt = detect_format(path, format)
-    frame = _read_frame(path, fmt)
+    frame = _read_frame(path, fmt, limits)
     if len(frame) == 0:
         raise DataError(f"{path.name}: the file has a header but no rows", param="file")
     if max_rows is not None and len(frame) > max_rows:

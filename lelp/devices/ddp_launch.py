@@ -45,14 +45,34 @@ def torchrun_command(spec_path: Path, processes: int) -> list[str]:
             f"--nproc-per-node={processes}", "--max-restarts=0", "-m", "lelp.devices.ddp_rank", str(spec_path)]
 
 
+#: most gloo ranks on a CPU (they exist to test the DDP path; ``gpus: 64`` started 64 processes)
+CPU_RANKS_ENV = "LELP_MAX_CPU_RANKS"
+DEFAULT_CPU_RANKS = 2
+
+
+def max_cpu_ranks() -> int:
+    """``LELP_MAX_CPU_RANKS`` (default 2), never more than the machine's cores."""
+    try:
+        wanted = int(os.environ.get(CPU_RANKS_ENV, DEFAULT_CPU_RANKS))
+    except ValueError:
+        wanted = DEFAULT_CPU_RANKS
+    return max(1, min(wanted, os.cpu_count() or 1))
+
+
 def check_devices(config) -> None:
-    """Refuse a job that asks for more GPUs than this process can see (before starting anything)."""
+    """Refuse a job that asks for more processes than this process has devices (before starting
+    anything): GPUs on CUDA; on a CPU, ``max_cpu_ranks()`` gloo ranks."""
     import torch
 
     from lelp.devices.resolve import resolve_device
 
     if resolve_device(config.device).type != "cuda":
-        return  # N gloo processes on the CPU: only useful to test the DDP path
+        allowed = max_cpu_ranks()
+        if config.gpus > allowed:
+            raise ConfigError(f"the job asks for {config.gpus} processes (gpus) but this worker has no GPU; on a "
+                              f"CPU at most {allowed} ranks run (to test the DDP path; {CPU_RANKS_ENV})",
+                              param="gpus")
+        return
     visible = torch.cuda.device_count()
     if visible < config.gpus:
         raise ConfigError(f"the job asks for {config.gpus} GPUs but this worker sees {visible} "

@@ -30,7 +30,10 @@ def _pyplot():
 
     plt.rcParams.update({"svg.fonttype": "path", "svg.hashsalt": "lelp-report", "font.size": 9,
                          "axes.spines.top": False, "axes.spines.right": False, "figure.dpi": 72,
-                         "axes.titlesize": 10, "axes.titleweight": "bold"})
+                         "axes.titlesize": 10, "axes.titleweight": "bold",
+                         # labels are the user's text, drawn literally: "$\\notacommand$" was parsed as
+                         # mathtext, raised, and failed the job (issue 18)
+                         "text.parse_math": False, "text.usetex": False})
     return plt
 
 

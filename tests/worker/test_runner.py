@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from app.db.base import utcnow
-from app.db.models import Job, Model
+from app.db.models import Dataset, Job, Model, Teacher
 from app.db.session import session_scope
 from tests.tiny import make_text_rows, write_csv
 from tests.worker.conftest import events, load_job
@@ -55,11 +55,29 @@ def test_job_runs_to_a_stored_model(worker_settings, make_job, store):
 
 @pytest.mark.slow
 def test_feature_cache_is_reused_by_the_next_job(worker_settings, make_job, store):
-    assert run_job(make_job(), worker_settings) == "succeeded"
+    job_id = make_job()
+    assert run_job(job_id, worker_settings) == "succeeded"
     cached = store.list_files("cache/features")
     assert cached, "the teacher features were cached in the store"
-    assert run_job(make_job(), worker_settings) == "succeeded"
-    assert store.list_files("cache/features") == cached, "the second job reused the same entries"
+    # one folder per tenant (issue 18): another tenant's job never finds (nor times) these entries
+    tenant_id = load_job(worker_settings, job_id).tenant_id
+    assert {path.split("/")[0] for path in cached} == {tenant_id}, cached
+    other = make_job()
+    assert run_job(other, worker_settings) == "succeeded"
+    other_tenant = load_job(worker_settings, other).tenant_id
+    both = store.list_files("cache/features")
+    assert {path.split("/")[0] for path in both} == {tenant_id, other_tenant}
+    assert len(both) == 2 * len(cached), "the other tenant extracted its own features"
+    # the same tenant's next job reuses its entries
+    again = make_job()
+    with session_scope(worker_settings.database_url) as session:
+        row = session.get(Job, again)
+        for table, key in ((Teacher, row.teacher_id), (Dataset, row.train_dataset_id), (Dataset, row.eval_dataset_id)):
+            if key is not None:
+                session.get(table, key).tenant_id = tenant_id
+        row.tenant_id = tenant_id
+    assert run_job(again, worker_settings) == "succeeded"
+    assert store.list_files("cache/features") == both, "the second job of a tenant reused its entries"
 
 
 def test_finished_job_returns_early(worker_settings, make_job):

@@ -143,7 +143,8 @@ def distill_command(
     text_column: str = "text",
     text_pair_column: str | None = None,
     label_column: Annotated[str, typer.Option(help="'' for unlabelled transfer data")] = "label",
-    eval_label_column: Annotated[str | None, typer.Option(help="default: --label-column, or 'label'")] = None,
+    eval_label_column: Annotated[str | None, typer.Option(
+        help="label column of the --eval file; default: --label-column (an eval file needs labels)")] = None,
     method: Annotated[str, typer.Option(help=METHOD_HELP)] = DEFAULT_METHOD,
     student: Annotated[str, typer.Option(help="|".join(STUDENT_KINDS))] = DEFAULT_STUDENT_KIND,
     student_base: Annotated[Path | None, typer.Option(

@@ -132,7 +132,7 @@ def test_unknown_label_is_a_data_error(tiny_teacher_dir, tmp_path):
     from tests.tiny import write_csv
 
     train = write_csv(tmp_path / "t.csv", [{"text": "good", "label": "maybe"}] * 30)
-    with pytest.raises(DataError, match="unknown label"):
+    with pytest.raises(DataError, match="labels the teacher does not know: maybe"):
         distill(DistillConfig(str(tiny_teacher_dir), str(train)), tmp_path / "o")
 
 

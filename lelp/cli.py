@@ -116,10 +116,12 @@ def print_report(metrics: dict) -> None:
     console = Console(stderr=False)
     console.print(table)
     console.print(f"agreement with the teacher: {metrics['agreement']:.4f}; chosen: {metrics['chosen']}")
+    from lelp.report.analysis import candidate_score, validation_name
+
     training = metrics.get("training") or {}
     if training.get("best_epoch"):
         console.print(f"best epoch {training['best_epoch']} of {training['epochs_run']} run "
-                      f"(validation {training['best_val_score']:.4f})")
+                      f"({validation_name(metrics)} {training['best_val_score']:.4f})")
     from lelp.evaluate import keeps_line
 
     line = keeps_line(metrics)
@@ -127,9 +129,9 @@ def print_report(metrics: dict) -> None:
         console.print(line, markup=False)
     if len(metrics.get("candidates", [])) > 1:
         for c in metrics["candidates"]:
-            score = c.get("validation_accuracy")
+            score = candidate_score(c)
             outcome = f"refused: {c['error']}" if "error" in c else (
-                f"validation accuracy {score:.4f}" if score is not None else "not scored")
+                f"{validation_name(metrics)} {score:.4f}" if score is not None else "not scored")
             console.print(f"  candidate {c['method']} S={c['subclasses']} beta={c['beta']} tau={c['tau']}: {outcome}",
                           markup=False)
 

@@ -246,9 +246,10 @@ class DistillJob:
                         "size_bytes": directory_size(self.config.teacher_dir)},
             "agreement": agreement(student_pred, teacher_pred),
             "chosen": best.hyperparameters,
-            "candidates": [{**r.hyperparameters, "validation_accuracy": r.validation_score
-                            if r.validation_score == r.validation_score else None,
-                            "epochs_run": r.train.epochs_run, "best_epoch": r.train.best_epoch} for r in results],
+            # What the validation scores measure (lelp.report.analysis.VALIDATION_METRICS): "accuracy" only when
+            # every held-out training row has a label; "validation_accuracy" is written only then.
+            "validation_metric": self.validation_metric(),
+            "candidates": [self._candidate_entry(r) for r in results],
             "training": best.train.summary(),
             "train_rows": int(len(self.fit_rows) - self.augmented_rows),
             "augmented_rows": int(self.augmented_rows),
@@ -256,6 +257,22 @@ class DistillJob:
             "eval_rows": int(len(labels)),
             "labels": self.labels,
         }
+
+    def validation_metric(self) -> str:
+        """``accuracy`` | ``teacher_agreement`` (no validation row has a label: ``_validation_score`` counts
+        agreement with the teacher's argmax) | ``mixed``."""
+        labelled = int((self.train_labels[self.validation_rows] >= 0).sum())
+        if labelled == len(self.validation_rows):
+            return "accuracy"
+        return "teacher_agreement" if labelled == 0 else "mixed"
+
+    def _candidate_entry(self, r: CandidateResult) -> dict:
+        score = r.validation_score if r.validation_score == r.validation_score else None
+        entry = {**r.hyperparameters, "validation_score": score, "epochs_run": r.train.epochs_run,
+                 "best_epoch": r.train.best_epoch}
+        if self.validation_metric() == "accuracy":
+            entry["validation_accuracy"] = score  # the name before issue 19, kept where it is true
+        return entry
 
     # --------------------------------------------------------------- report
     def _counts(self, encoded: np.ndarray) -> dict[str, int]:

@@ -48,7 +48,7 @@ def label_problem(teacher_labels: Sequence[str], train_counts: Mapping[str, int]
     for role, counts in sets:
         unknown = sorted(label for label in counts if index(label) is None)
         if unknown:
-            return LabelProblem(role, "unknown_label", f"{names[role]} has labels the teacher does not know: "
+            return LabelProblem(role, "unknown_label", f"{names[role]} has unknown label(s), not the teacher's: "
                                 f"{', '.join(unknown[:10])}; teacher labels: {known} (or their indices "
                                 f"0..{len(teacher_labels) - 1})")
     if has_eval and not sum((eval_counts or {}).values()):

@@ -12,6 +12,7 @@ import logging
 
 from celery.signals import worker_ready, worker_shutdown
 
+from app.queue import EXPORT_TASK_NAME
 from app.services.sweeper import SweeperThread
 from app.settings import get_settings
 from worker.celery_app import TASK_NAME, celery_app
@@ -30,6 +31,16 @@ def run_job_task(job_id: str) -> str:
     status = run_job(job_id, get_settings())
     log.info("job %s -> %s", job_id, status)
     return status
+
+
+@celery_app.task(name=EXPORT_TASK_NAME, acks_late=True, ignore_result=True, max_retries=0)
+def build_exports_task(model_id: str) -> int:
+    """Build a stored model's missing ONNX packages (asked for by the API, which never builds one)."""
+    from worker.exports import build_model_exports
+
+    built = build_model_exports(get_settings(), model_id)
+    log.info("model %s: %d ONNX package(s) built", model_id, len(built))
+    return len(built)
 
 
 def _consumed_queues(consumer: object) -> list[str]:

@@ -139,6 +139,11 @@ def enqueue_job(job_id: str, device: str | None = "cpu", queue: str | None = Non
     celery_app.send_task(TASK_NAME, args=[job_id], queue=queue or queue_for(device))
 
 
+def enqueue_webhook(job_id: str, countdown: float | None = None) -> None:
+    """Ask a worker to deliver the finished job's webhook (``lelp.deliver_webhook``)."""
+    celery_app.send_task(WEBHOOK_TASK_NAME, args=[job_id], queue="cpu", countdown=countdown)
+
+
 def enqueue_export(model_id: str) -> None:
     """Ask a worker to build the model's missing ONNX packages (``lelp.build_exports``)."""
     celery_app.send_task(EXPORT_TASK_NAME, args=[model_id], queue="cpu")

@@ -55,6 +55,7 @@ from worker.failures import Redactions, record_failure
 from worker.job_inputs import JobInputs, MissingInput, build_config, read_inputs
 from worker.job_progress import CancelCheck, Heartbeat, ProgressWriter
 from worker.store_sync import CheckpointSync, FeatureCacheSync, dir_size, local_dir, local_file
+from worker.webhooks import owe as owe_webhook
 
 __all__ = ["CheckpointSync", "JobInputs", "ProgressWriter", "build_config", "model_id_for", "run_job"]
 
@@ -62,7 +63,17 @@ log = logging.getLogger("lelp.worker")
 
 
 def run_job(job_id: str, settings: Settings) -> str:
-    """Run one delivery of ``job_id``; returns the job's status afterwards (or ``"skipped"``)."""
+    """Run one delivery of ``job_id``; returns the job's status afterwards (or ``"skipped"``).
+
+    A delivery that finished the job hands its webhook, if it named one, to a worker (``worker.webhooks``).
+    """
+    status = _run(job_id, settings)
+    if status in FINISHED_STATUSES:
+        owe_webhook(settings, job_id)
+    return status
+
+
+def _run(job_id: str, settings: Settings) -> str:
     url = settings.database_url
     # A database restarting as the message arrives: wait for it rather than drop the delivery.
     started = retrying(lambda: _start(job_id, settings), time.monotonic() + 2 * settings.heartbeat_stale_s)

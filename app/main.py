@@ -69,6 +69,8 @@ def install_error_handlers(app: FastAPI) -> None:
         # After a 413 the rest of the body is unread: closing the connection stops the client
         # sending it (otherwise the server drains the whole oversized upload to keep the connection).
         headers = {"Connection": "close"} if exc.status_code == 413 else None
+        if getattr(exc, "retry_after_s", None):
+            headers = {"Retry-After": str(exc.retry_after_s)}
         return error_response(exc.status_code, exc.code, exc.message, exc.param, headers=headers)
 
     @app.exception_handler(LELPError)
@@ -160,6 +162,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         install_log_redaction()  # here: uvicorn has configured its loggers by now
 
         sweeper = SweeperThread(settings).start() if settings.sweep_in_api else None
+        inference.warm_up()
         yield
         if sweeper is not None:
             sweeper.stop()

@@ -31,6 +31,10 @@ from app.settings import Settings, get_settings
 from lelp.students.registry import kinds_where
 
 TASK_NAME = "lelp.run_job"
+# Build a stored model's missing ONNX packages (worker.exports.build_model_exports): the API never builds one.
+EXPORT_TASK_NAME = "lelp.build_exports"
+# Deliver a finished job's webhook (worker.webhooks), retried with backoff by the worker.
+WEBHOOK_TASK_NAME = "lelp.deliver_webhook"
 QUEUES = ("cpu", "gpu")
 # Student kinds that gain from a GPU (``gains_from_gpu`` in lelp.students.registry, torch-free):
 # dense matmuls over an encoder; the table students train on sparse lookups at CPU speed.
@@ -69,7 +73,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_soft_time_limit": soft_limit,
         "task_queues": [Queue(name, routing_key=name) for name in QUEUES],
         "task_default_queue": "cpu",
-        "task_routes": {TASK_NAME: {"queue": "cpu"}},
+        "task_routes": {TASK_NAME: {"queue": "cpu"}, EXPORT_TASK_NAME: {"queue": "cpu"},
+                        WEBHOOK_TASK_NAME: {"queue": "cpu"}},
         # Keep training through a broker blip: a duplicate delivery is refused by the
         # job claim, so cancelling hours of work would gain nothing.
         "worker_cancel_long_running_tasks_on_connection_loss": False,
@@ -143,6 +148,16 @@ def route(session: Session, settings: Settings, device: str | None, kind: str | 
 def enqueue_job(job_id: str, device: str | None = "cpu", queue: str | None = None) -> None:
     """Send the job id (and nothing else) to ``queue``, by default the one ``device`` alone picks."""
     celery_app.send_task(TASK_NAME, args=[job_id], queue=queue or queue_for(device))
+
+
+def enqueue_webhook(job_id: str, countdown: float | None = None) -> None:
+    """Ask a worker to deliver the finished job's webhook (``lelp.deliver_webhook``)."""
+    celery_app.send_task(WEBHOOK_TASK_NAME, args=[job_id], queue="cpu", countdown=countdown)
+
+
+def enqueue_export(model_id: str) -> None:
+    """Ask a worker to build the model's missing ONNX packages (``lelp.build_exports``)."""
+    celery_app.send_task(EXPORT_TASK_NAME, args=[model_id], queue="cpu")
 
 
 # A key the recovery sweep keeps in the broker's own Redis database: it vanishes with the

@@ -74,6 +74,14 @@ class Settings(BaseSettings):
     metrics_token: str | None = Field(None, description="Bearer token for /metrics; unset = no per-tenant data.")
     header_timeout_s: float = Field(10.0, gt=0, description="A client must send its request headers within this.")
     shutdown_timeout_s: float = Field(15.0, gt=0, description="Longest wait for requests in flight at shutdown.")
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Hosts (host or host:port) a job's webhook_url may name; empty = no "
+                                          "webhooks. Nothing else is ever called.")
+    webhook_secret: str | None = Field(None, description="HMAC-SHA256 key that signs webhook deliveries "
+                                                          "(X-Lelp-Signature); required for webhooks.")
+    webhook_max_attempts: int = Field(6, gt=0, le=20, description="Tries of one webhook delivery before giving up.")
+    webhook_backoff_s: float = Field(2.0, gt=0, description="First retry delay of a webhook; doubles each try.")
+    webhook_timeout_s: float = Field(10.0, gt=0, description="Time limit of one webhook request.")
 
     @property
     def heartbeat_interval_s(self) -> float:
@@ -91,6 +99,15 @@ class Settings(BaseSettings):
 
         return ModelLimits(max_parameters=self.max_model_parameters, max_labels=self.max_model_labels,
                            max_memory_bytes=self.max_model_memory_bytes)
+
+    @field_validator("webhook_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        """A JSON list or a comma-separated string (``hooks.example.com,127.0.0.1:9000``), lower-cased."""
+        if isinstance(value, str):
+            text = value.strip()
+            value = json.loads(text) if text.startswith("[") else [p.strip() for p in text.split(",") if p.strip()]
+        return [str(v).strip().lower() for v in value] if isinstance(value, list) else value
 
     @field_validator("allowed_uri_roots", mode="before")
     @classmethod

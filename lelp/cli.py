@@ -116,10 +116,12 @@ def print_report(metrics: dict) -> None:
     console = Console(stderr=False)
     console.print(table)
     console.print(f"agreement with the teacher: {metrics['agreement']:.4f}; chosen: {metrics['chosen']}")
+    from lelp.report.analysis import candidate_score, validation_name
+
     training = metrics.get("training") or {}
     if training.get("best_epoch"):
         console.print(f"best epoch {training['best_epoch']} of {training['epochs_run']} run "
-                      f"(validation {training['best_val_score']:.4f})")
+                      f"({validation_name(metrics)} {training['best_val_score']:.4f})")
     from lelp.evaluate import keeps_line
 
     line = keeps_line(metrics)
@@ -127,9 +129,9 @@ def print_report(metrics: dict) -> None:
         console.print(line, markup=False)
     if len(metrics.get("candidates", [])) > 1:
         for c in metrics["candidates"]:
-            score = c.get("validation_accuracy")
+            score = candidate_score(c)
             outcome = f"refused: {c['error']}" if "error" in c else (
-                f"validation accuracy {score:.4f}" if score is not None else "not scored")
+                f"{validation_name(metrics)} {score:.4f}" if score is not None else "not scored")
             console.print(f"  candidate {c['method']} S={c['subclasses']} beta={c['beta']} tau={c['tau']}: {outcome}",
                           markup=False)
 
@@ -143,7 +145,8 @@ def distill_command(
     text_column: str = "text",
     text_pair_column: str | None = None,
     label_column: Annotated[str, typer.Option(help="'' for unlabelled transfer data")] = "label",
-    eval_label_column: Annotated[str | None, typer.Option(help="default: --label-column, or 'label'")] = None,
+    eval_label_column: Annotated[str | None, typer.Option(
+        help="label column of the --eval file; default: --label-column (an eval file needs labels)")] = None,
     method: Annotated[str, typer.Option(help=METHOD_HELP)] = DEFAULT_METHOD,
     student: Annotated[str, typer.Option(help="|".join(STUDENT_KINDS))] = DEFAULT_STUDENT_KIND,
     student_base: Annotated[Path | None, typer.Option(

@@ -46,7 +46,8 @@ class DistillConfig:
     text_column: str = "text"
     text_pair_column: str | None = None
     label_column: str | None = "label"
-    # the eval file's label column; None: the same as label_column, or "label" when that is None
+    # the eval file's label column; None: the same as label_column (both None: refused, an eval file
+    # needs labels; lelp.job.eval_label_column)
     eval_label_column: str | None = None
     method: str = DEFAULT_METHOD
     student: str = DEFAULT_STUDENT

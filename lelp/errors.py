@@ -12,10 +12,12 @@ class LELPError(Exception):
 
     code = "lelp_error"
 
-    def __init__(self, message: str, *, param: str | None = None) -> None:
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        if code is not None:  # a finer code than the class's, e.g. "single_class" for a DataError
+            self.code = code
 
 
 class DataError(LELPError):

@@ -54,13 +54,8 @@ def sentences_per_second(predict: Callable[[Sequence[str], Sequence[str] | None]
 
 
 def keeps_line(metrics: dict) -> str | None:
-    """One sentence a user reads first: accuracy kept, speed-up and size ratio against the teacher."""
-    s, t = metrics.get("student") or {}, metrics.get("teacher") or {}
-    try:
-        kept = 100 * s["accuracy"] / t["accuracy"]
-        faster = s["sentences_per_second"] / t["sentences_per_second"]
-        smaller = t["size_bytes"] / s["size_bytes"]
-    except (KeyError, TypeError, ZeroDivisionError):
-        return None
-    return (f"the student keeps {kept:.1f}% of the teacher's accuracy at {faster:,.0f} times its speed "
-            f"and {smaller:,.0f} times smaller")
+    """The report's headline as one sentence (``lelp.report.analysis.headline_text``): only the figures the
+    job measured, never a blank one."""
+    from lelp.report.analysis import headline_text
+
+    return headline_text(metrics) or None

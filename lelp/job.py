@@ -15,8 +15,10 @@ import torch
 
 from lelp.config import VALIDATION_FRACTION, Candidate, DistillConfig, effective_hyperparameters
 from lelp.data.augment import AugmentSpec, augment_rows
-from lelp.data.datasets import encode_labels, file_sha256, read_table, split_rows
+from lelp.data.datasets import TextDataset, encode_labels, file_sha256, label_counts, read_table, split_rows
+from lelp.data.label_checks import label_problem
 from lelp.devices.resolve import resolve_device
+from lelp.errors import DataError
 from lelp.evaluate import agreement, classification_metrics, directory_size, sentences_per_second
 from lelp.method.projection import softmax_rows
 from lelp.method.targets import build_hint, build_targets
@@ -25,8 +27,33 @@ from lelp.students.base import count_module_parameters, predict_class_log_probs
 from lelp.students.kind import KindContext
 from lelp.students.registry import student_kind
 from lelp.teacher.features import extract_teacher_features
-from lelp.teacher.loading import load_teacher
+from lelp.teacher.loading import load_teacher, read_teacher_config
 from lelp.training.loop import TrainConfig, TrainResult, train_student
+
+
+def eval_label_column(cfg: DistillConfig) -> str:
+    """The eval file's label column: ``eval_label_column``, else ``label_column``; never a guess.
+
+    An eval file is there to score the student, so it must have labels: with neither column
+    named (unlabelled transfer data and no ``--eval-label-column``) the job is refused.
+    """
+    column = cfg.eval_label_column or cfg.label_column
+    if not column:
+        raise DataError(f"{Path(cfg.eval_path).name}: the eval file needs labels to score the student, and no label "
+                        "column was named for it (the train data is read without labels): pass "
+                        "--eval-label-column NAME", param="eval_label_column", code="eval_labels_required")
+    return column
+
+
+def check_labels(teacher_labels: list[str], train: TextDataset, evaluation: TextDataset | None,
+                 cfg: DistillConfig) -> None:
+    """``lelp.data.label_checks.label_problem`` as a ``DataError`` (the service runs the same rule at submit)."""
+    names = {"train": Path(cfg.train_path).name, "eval": Path(cfg.eval_path).name if cfg.eval_path else ""}
+    problem = label_problem(teacher_labels, label_counts(train),
+                            label_counts(evaluation) if evaluation is not None else None, names=names)
+    if problem is not None:
+        param = "eval_path" if problem.role == "eval" else "train_path"
+        raise DataError(problem.message, param=param, code=problem.code)
 
 
 class RowView:
@@ -71,15 +98,19 @@ class DistillJob:
     # ----------------------------------------------------------------- load
     def load(self) -> None:
         cfg = self.config
-        self.teacher = load_teacher(cfg.teacher_dir, device=str(self.device))
-        self.labels = list(self.teacher.info.labels)
         read = dict(text_column=cfg.text_column, text_pair_column=cfg.text_pair_column,
                     label_column=cfg.label_column)
         self.train_data = read_table(cfg.train_path, **read)
+        if cfg.eval_path:
+            read["label_column"] = eval_label_column(cfg)
+            self.eval_data = read_table(cfg.eval_path, **read)
+        # Labels that cannot give a meaningful result are refused before the teacher's weights load.
+        check_labels(read_teacher_config(cfg.teacher_dir).labels, self.train_data,
+                     self.eval_data if cfg.eval_path else None, cfg)
+        self.teacher = load_teacher(cfg.teacher_dir, device=str(self.device))
+        self.labels = list(self.teacher.info.labels)
         self.train_labels = np.asarray(encode_labels(self.train_data.labels, self.labels, source="train data"))
         if cfg.eval_path:
-            read["label_column"] = cfg.eval_label_column or cfg.label_column or "label"
-            self.eval_data = read_table(cfg.eval_path, **read)
             self.eval_labels = np.asarray(encode_labels(self.eval_data.labels, self.labels, source="eval data"))
             self.eval_rows = None
             self.train_rows = np.arange(len(self.train_data))
@@ -215,9 +246,10 @@ class DistillJob:
                         "size_bytes": directory_size(self.config.teacher_dir)},
             "agreement": agreement(student_pred, teacher_pred),
             "chosen": best.hyperparameters,
-            "candidates": [{**r.hyperparameters, "validation_accuracy": r.validation_score
-                            if r.validation_score == r.validation_score else None,
-                            "epochs_run": r.train.epochs_run, "best_epoch": r.train.best_epoch} for r in results],
+            # What the validation scores measure (lelp.report.analysis.VALIDATION_METRICS): "accuracy" only when
+            # every held-out training row has a label; "validation_accuracy" is written only then.
+            "validation_metric": self.validation_metric(),
+            "candidates": [self._candidate_entry(r) for r in results],
             "training": best.train.summary(),
             "train_rows": int(len(self.fit_rows) - self.augmented_rows),
             "augmented_rows": int(self.augmented_rows),
@@ -225,6 +257,22 @@ class DistillJob:
             "eval_rows": int(len(labels)),
             "labels": self.labels,
         }
+
+    def validation_metric(self) -> str:
+        """``accuracy`` | ``teacher_agreement`` (no validation row has a label: ``_validation_score`` counts
+        agreement with the teacher's argmax) | ``mixed``."""
+        labelled = int((self.train_labels[self.validation_rows] >= 0).sum())
+        if labelled == len(self.validation_rows):
+            return "accuracy"
+        return "teacher_agreement" if labelled == 0 else "mixed"
+
+    def _candidate_entry(self, r: CandidateResult) -> dict:
+        score = r.validation_score if r.validation_score == r.validation_score else None
+        entry = {**r.hyperparameters, "validation_score": score, "epochs_run": r.train.epochs_run,
+                 "best_epoch": r.train.best_epoch}
+        if self.validation_metric() == "accuracy":
+            entry["validation_accuracy"] = score  # the name before issue 19, kept where it is true
+        return entry
 
     # --------------------------------------------------------------- report
     def _counts(self, encoded: np.ndarray) -> dict[str, int]:

@@ -50,10 +50,12 @@ from app.services.recovery import process_name
 from app.settings import Settings
 from app.storage import ArtifactStore, StorePaths
 from worker.claim import Claim, ClaimLost, retrying
+from worker.exports import BuiltExport, build_packages, export_figures, rows_from_file, upload
 from worker.failures import Redactions, record_failure
 from worker.job_inputs import JobInputs, MissingInput, build_config, read_inputs
 from worker.job_progress import CancelCheck, Heartbeat, ProgressWriter
 from worker.store_sync import CheckpointSync, FeatureCacheSync, dir_size, local_dir, local_file
+from worker.webhooks import owe as owe_webhook
 
 __all__ = ["CheckpointSync", "JobInputs", "ProgressWriter", "build_config", "model_id_for", "run_job"]
 
@@ -61,7 +63,17 @@ log = logging.getLogger("lelp.worker")
 
 
 def run_job(job_id: str, settings: Settings) -> str:
-    """Run one delivery of ``job_id``; returns the job's status afterwards (or ``"skipped"``)."""
+    """Run one delivery of ``job_id``; returns the job's status afterwards (or ``"skipped"``).
+
+    A delivery that finished the job hands its webhook, if it named one, to a worker (``worker.webhooks``).
+    """
+    status = _run(job_id, settings)
+    if status in FINISHED_STATUSES:
+        owe_webhook(settings, job_id)
+    return status
+
+
+def _run(job_id: str, settings: Settings) -> str:
     url = settings.database_url
     # A database restarting as the message arrives: wait for it rather than drop the delivery.
     started = retrying(lambda: _start(job_id, settings), time.monotonic() + 2 * settings.heartbeat_stale_s)
@@ -135,6 +147,7 @@ def _execute(inputs: JobInputs, settings: Settings, shown: Redactions, claim: Cl
         # Imported under the heartbeat: loading torch takes seconds on a busy machine, and a
         # silent claim would look like a dead worker to the sweeper.
         from lelp.pipeline import distill
+        from lelp.progress import Progress
 
         ran_on = _record_placement(url, job_id, inputs.device)
         scratch = Path(tmp)
@@ -165,8 +178,26 @@ def _execute(inputs: JobInputs, settings: Settings, shown: Redactions, claim: Cl
             writer.record_resume(resumed_from)
         cache.upload()
         metrics = {**result.metrics, "ran_on": ran_on} if isinstance(result.metrics, dict) else result.metrics
-        return _publish(inputs, settings, store, Path(result.artifact_dir), metrics,
-                        getattr(result, "resumed_from_epoch", 0), checkpoints, claim)
+        artifact = Path(result.artifact_dir)
+        # The ONNX packages, here and now: the first predict loads one instead of building it (worker.exports).
+        writer(Progress(stage="save", message="building the ONNX packages"))
+        built = build_packages(artifact, scratch, lambda: _check_rows(inputs, train_path, eval_path))
+        if built and isinstance(metrics, dict):
+            metrics["export"] = {**metrics.get("export", {}), **export_figures(built)}
+        return _publish(inputs, settings, store, artifact, metrics,
+                        getattr(result, "resumed_from_epoch", 0), checkpoints, claim, built)
+
+
+def _check_rows(inputs: JobInputs, train_path: Path, eval_path: Path | None):  # noqa: ANN202 - CheckRows | None
+    """The rows an export is checked on: the job's eval file, else its train file (as the API's lazy build)."""
+    common = dict(text_column=inputs.text_column, text_pair_column=inputs.text_pair_column)
+    if eval_path is not None:
+        rows = rows_from_file(eval_path, inputs.labels, label_column=inputs.eval_label_column,
+                              source=f"eval dataset {inputs.eval_dataset_id}", **common)
+        if rows is not None:
+            return rows
+    return rows_from_file(train_path, inputs.labels, label_column=inputs.label_column,
+                          source=f"train dataset {inputs.train_dataset_id}", **common)
 
 
 def _record_placement(url: str, job_id: str, device: str) -> dict[str, Any]:
@@ -195,7 +226,8 @@ def model_id_for(job_id: str) -> str:
 
 
 def _publish(inputs: JobInputs, settings: Settings, store: ArtifactStore, artifact: Path, metrics: dict,
-             resumed_from_epoch: int, checkpoints: CheckpointSync, claim: Claim) -> str:
+             resumed_from_epoch: int, checkpoints: CheckpointSync, claim: Claim,
+             built: list[BuiltExport] | None = None) -> str:
     """Store the artifact, then commit the model row and the final state in one transaction.
 
     The files go to ``models/{model_id}/{claim}/``, a folder no other delivery writes, and the
@@ -211,10 +243,16 @@ def _publish(inputs: JobInputs, settings: Settings, store: ArtifactStore, artifa
         raise ClaimLost(inputs.job_id)
     uri = StorePaths.model_delivery(model_id, claim.token)
     store.put_dir(artifact, uri)
+    # Before the commit, so a succeeded job's model has its packages. A delivery that loses its claim
+    # after this line leaves them behind, but the winner (the only one that commits) uploads its own
+    # before its commit: it trained after this delivery's claim went stale, so it uploads later.
+    upload(store, model_id, built or [])
     student_metrics = metrics.get("student", {}) if isinstance(metrics, dict) else {}
 
     def commit() -> bool:
         with session_scope(settings.database_url) as session:
+            for b in built or []:  # before the final event; rolled back with the rest when the claim was lost
+                repo.add_event(session, inputs.job_id, *b.event())
             if not job_states.finish(session, inputs.job_id, JobStatus.SUCCEEDED, f"model {model_id} ready",
                                      metrics=metrics, model_id=model_id, claim_token=claim.token,
                                      data={"model_id": model_id, "resumed_from_epoch": resumed_from_epoch}):

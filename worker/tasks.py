@@ -12,6 +12,7 @@ import logging
 
 from celery.signals import worker_ready, worker_shutdown
 
+from app.queue import EXPORT_TASK_NAME, WEBHOOK_TASK_NAME
 from app.services.sweeper import SweeperThread
 from app.settings import get_settings
 from worker.celery_app import TASK_NAME, celery_app
@@ -30,6 +31,29 @@ def run_job_task(job_id: str) -> str:
     status = run_job(job_id, get_settings())
     log.info("job %s -> %s", job_id, status)
     return status
+
+
+@celery_app.task(name=EXPORT_TASK_NAME, acks_late=True, ignore_result=True, max_retries=0)
+def build_exports_task(model_id: str) -> int:
+    """Build a stored model's missing ONNX packages (asked for by the API, which never builds one)."""
+    from worker.exports import build_model_exports
+
+    built = build_model_exports(get_settings(), model_id)
+    log.info("model %s: %d ONNX package(s) built", model_id, len(built))
+    return len(built)
+
+
+@celery_app.task(name=WEBHOOK_TASK_NAME, bind=True, acks_late=True, ignore_result=True)
+def deliver_webhook_task(self, job_id: str) -> str:  # noqa: ANN001 - self: the bound Celery task
+    """One try of a finished job's webhook (``worker.webhooks.deliver``); a failed try is retried with
+    exponential backoff (Celery's task retry) until ``webhook_max_attempts`` tries."""
+    from worker.webhooks import deliver
+
+    settings = get_settings()
+    outcome = deliver(settings, job_id, attempt=self.request.retries + 1)
+    if outcome.result == "retry":
+        raise self.retry(countdown=outcome.retry_in_s, max_retries=settings.webhook_max_attempts - 1)
+    return outcome.result
 
 
 def _consumed_queues(consumer: object) -> list[str]:

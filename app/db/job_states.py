@@ -107,6 +107,11 @@ def promote_checkpoint(session: Session, job_id: str, claim_token: str, uri: str
     return bool(result.rowcount), previous
 
 
+# Every move to a final state owes the job's webhook (if it named one) in the same UPDATE: a delivery
+# (worker.webhooks) is owed exactly when the job finished, never twice, never for a job that did not.
+WEBHOOK_OWED = sa.case((Job.webhook_url.is_not(None), "pending"), else_=None)
+
+
 def finish(
     session: Session,
     job_id: str,
@@ -134,7 +139,8 @@ def finish(
     result = session.execute(
         sa.update(Job)
         .where(*where)
-        .values(status=status, metrics=metrics, error=error, model_id=model_id, finished_at=now, updated_at=now)
+        .values(status=status, metrics=metrics, error=error, model_id=model_id, finished_at=now, updated_at=now,
+                webhook_state=WEBHOOK_OWED)
     )
     session.flush()
     if not result.rowcount:
@@ -221,7 +227,7 @@ def request_cancel(session: Session, job_id: str) -> str:
         sa.update(Job)
         .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
         .values(status=JobStatus.CANCELLED, cancel_requested=True, finished_at=now, updated_at=now,
-                error={"code": "cancelled", "message": CANCELLED_BEFORE_START})
+                error={"code": "cancelled", "message": CANCELLED_BEFORE_START}, webhook_state=WEBHOOK_OWED)
     ).rowcount
     if done:
         add_event(session, job_id, JobStatus.CANCELLED, CANCELLED_BEFORE_START)

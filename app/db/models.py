@@ -124,6 +124,10 @@ class Job(Base):
     checkpoint_uri: Mapped[str | None] = mapped_column(sa.Text)
     # When the job's message was last handed to the broker; NULL while a send is owed.
     enqueued_at: Mapped[datetime | None] = mapped_column(TZ)
+    # Where the job's final state is POSTed (a host of LELP_WEBHOOK_ALLOWED_HOSTS), and that delivery's
+    # state: NULL (none owed), "pending" (set with the final state, in the same UPDATE), "delivered", "failed".
+    webhook_url: Mapped[str | None] = mapped_column(sa.Text)
+    webhook_state: Mapped[str | None] = mapped_column(sa.String(16))
     created_at: Mapped[datetime] = mapped_column(TZ, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(TZ)
     finished_at: Mapped[datetime | None] = mapped_column(TZ)

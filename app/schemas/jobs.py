@@ -72,6 +72,9 @@ class JobCreate(BaseModel):
     student: StudentSpec = Field(default_factory=StudentSpec)
     device: Device = "auto"
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    # POSTed the job's final state (job.succeeded|failed|cancelled), signed: a host the operator allowed
+    # (LELP_WEBHOOK_ALLOWED_HOSTS), else 422 webhook_not_allowed (docs/API.md, "Webhooks").
+    webhook_url: str | None = Field(None, min_length=1, max_length=2000)
 
 
 class JobProgress(BaseModel):
@@ -108,6 +111,8 @@ class JobRead(ReadModel):
     model_id: str | None
     attempts: int
     cancel_requested: bool
+    webhook_url: str | None = None
+    webhook_state: str | None = None  # pending | delivered | failed (each try is a "webhook" event)
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 import threading
+import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from app.db import repositories as repo
-from app.db.models import Dataset, Job, Model
-from app.errors import Unprocessable
+from app.db.models import Model
+from app.errors import ServiceUnavailable, Unprocessable
 from app.storage import ArtifactStore, StorePaths
 
 log = logging.getLogger(__name__)
@@ -42,6 +41,11 @@ def export_uri(model_id: str, quantize: str | None) -> str:
     return StorePaths.export_file(model_id, variant_name(quantize))
 
 
+def package_uri(model_id: str, quantize: str | None) -> str:
+    """The same package unpacked (``exports/{model_id}/onnx-fp32/``), written by the worker beside the zip."""
+    return f"{StorePaths.exports(model_id)}/{variant_name(quantize)}"
+
+
 def require_onnxruntime() -> None:
     from lelp.export.runtime import EXTRA_HINT, onnxruntime_available  # torch-free
 
@@ -50,82 +54,72 @@ def require_onnxruntime() -> None:
                             code="onnx_unavailable")
 
 
+EXPORT_RETRY_AFTER_S = 5
+
+
+class ExportBuilding(ServiceUnavailable):
+    """A model's package is not there yet: a worker was asked for it (``Retry-After`` seconds)."""
+
+    code = "export_building"
+    retry_after_s = EXPORT_RETRY_AFTER_S
+
+
 class OnnxExports:
-    """Builds and caches the ONNX packages of models (one build at a time per model and variant)."""
+    """Finds the ONNX packages of models in the store and unpacks them for serving; never builds one."""
 
     def __init__(self, store: ArtifactStore, sessionmaker: Callable[[], Session], scratch: Path) -> None:
         self.store, self.sessionmaker, self.scratch = store, sessionmaker, scratch
-        self._locks: dict[str, threading.Lock] = {}
+        self._asked: dict[str, float] = {}  # model id -> when a worker was last asked for its packages
         self._guard = threading.Lock()
 
-    def _lock(self, key: str) -> threading.Lock:
-        with self._guard:
-            return self._locks.setdefault(key, threading.Lock())
-
-    # --- building -----------------------------------------------------------------------------------
-
-    def _check_rows(self, session: Session, model: Model, labels: list[str], work: Path):
-        """The job's eval dataset (else its train dataset) as check rows, or None (probe rows)."""
-        from lelp.errors import LELPError
-        from lelp.export.check import MAX_CHECK_ROWS, rows_from_table
-
-        job = session.get(Job, model.job_id)
-        for dataset_id, source in ((job.eval_dataset_id, "eval"), (job.train_dataset_id, "train")) if job else ():
-            dataset = repo.get_owned(session, Dataset, model.tenant_id, dataset_id) if dataset_id else None
-            if dataset is None:
-                continue
-            path = self.store.local_path(dataset.uri)
-            if path is None:
-                path = work / Path(dataset.uri).name
-                with self.store.open(dataset.uri, "rb") as src, path.open("wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
-            try:
-                rows = rows_from_table(path, labels, text_column=dataset.text_column,
-                                       text_pair_column=dataset.text_pair_column, label_column=dataset.label_column,
-                                       max_rows=MAX_CHECK_ROWS)
-            except LELPError as exc:  # e.g. label names the model does not know: try the next source
-                log.info("dataset %s cannot check model %s: %s", dataset.id, model.id, exc.message)
-                continue
-            rows.source = f"{source} dataset {dataset.id}"
-            return rows
-        return None
-
-    def _build(self, model_id: str, quantize: str | None) -> None:
-        from lelp.export import export_onnx
-
-        with self.sessionmaker() as session, tempfile.TemporaryDirectory(dir=self.scratch) as tmp:
-            model = session.get(Model, model_id)
-            if model is None:
-                raise Unprocessable(f"model {model_id} is gone", code="model_not_found")
-            work = Path(tmp)
-            artifact = self.store.local_path(model.uri) or self.store.get_dir(model.uri, work / "artifact")
-            rows = self._check_rows(session, model, list(model.labels), work)
-            package = export_onnx(artifact, work / "package.zip", quantize=quantize, rows=rows)
-            self.store.put_file(work / "package.zip", export_uri(model_id, quantize))
-            metrics = dict(model.metrics or {})
-            metrics["export"] = {**metrics.get("export", {}), package["variant"]: package["check"]}
-            model.metrics = metrics  # a new dict: the JSON column sees the change
-            session.commit()
+    # --- finding (the worker builds: worker.exports) -------------------------------------------------
 
     def ensure(self, model_id: str, quantize: str | None = None) -> str:
-        """The store path of the model's package, built (and checked) first when missing."""
+        """The store path of the model's package. Never built here: a worker builds it when the job ends
+        (``worker.exports``); one that is missing (an older model) is asked of a worker, and meanwhile
+        the request is a 503 ``export_building`` with ``Retry-After``."""
         require_onnxruntime()
         if quantize not in (None, *QUANTIZE_CHOICES):
             raise Unprocessable(f"unknown quantization {quantize!r}; choose int8", param="quantize")
         uri = export_uri(model_id, quantize)
         if self.store.exists(uri):
             return uri
-        with self._lock(uri):
-            if not self.store.exists(uri):
-                self.scratch.mkdir(parents=True, exist_ok=True)
-                self._build(model_id, quantize)
-        return uri
+        with self.sessionmaker() as session:
+            model = session.get(Model, model_id)
+            failed = ((model.metrics or {}).get("export") or {}).get(variant_name(quantize), {}) if model else {}
+        if model is None:
+            raise Unprocessable(f"model {model_id} is gone", code="model_not_found")
+        if isinstance(failed, dict) and failed.get("error"):
+            raise Unprocessable(f"the {variant_name(quantize)} package of model {model_id} could not be built: "
+                                f"{failed['error']}", param="format", code="export_failed")
+        self._ask_worker(model_id)
+        raise ExportBuilding(f"the {variant_name(quantize)} package of model {model_id} is being built by a worker; "
+                             f"retry in {EXPORT_RETRY_AFTER_S} s", param="format")
+
+    def _ask_worker(self, model_id: str) -> None:
+        """Send ``lelp.build_exports`` at most once a minute per model (the task is idempotent anyway)."""
+        from app.queue import enqueue_export
+
+        now = time.monotonic()
+        with self._guard:
+            if now - self._asked.get(model_id, -1e9) < 60:
+                return
+            self._asked[model_id] = now
+        try:
+            enqueue_export(model_id)
+        except Exception:  # noqa: BLE001 - broker down: the next request asks again
+            log.warning("could not ask a worker for the exports of model %s", model_id, exc_info=True)
+            with self._guard:
+                self._asked.pop(model_id, None)
 
     # --- serving --------------------------------------------------------------------------------------
 
     def package_dir(self, model_id: str, quantize: str | None, cache_dir: Path) -> Path:
         """The package unpacked under ``cache_dir`` (what ``OnnxPredictor`` loads)."""
         uri = self.ensure(model_id, quantize)
+        in_place = self.store.local_path(package_uri(model_id, quantize))
+        if in_place is not None and (in_place / "lelp_onnx.json").is_file():
+            return in_place  # unpacked by the worker: nothing to copy or unzip
         target = cache_dir / f"{model_id}-{variant_name(quantize)}"
         if (target / "lelp_onnx.json").is_file():
             return target

@@ -1,7 +1,8 @@
 """Judge a job body at submit: everything that would make it fail later is a 4xx now.
 
 Each check names the field at fault in ``param``. The rules mirror what the library and the
-worker would refuse: inputs that are not the tenant's, labels the teacher does not know,
+worker would refuse: inputs that are not the tenant's, labels the teacher does not know, an eval
+set without labels, labelled rows of a single class (``lelp.data.label_checks``),
 text pairs on a single-text teacher (or single texts on a pair teacher), a student that
 needs a base and has none (or has one it cannot use), a number of sub-classes the teacher's
 embedding or the data cannot hold, too few rows for the held-out splits, and a GPU job when
@@ -21,6 +22,7 @@ from app.queue import gpu_worker_alive, most_gpus_on_a_worker
 from app.schemas.jobs import JobCreate
 from app.settings import Settings
 from lelp.data.datasets import label_matcher
+from lelp.data.label_checks import label_problem
 from lelp.data.splits import HOLD_OUT_FRACTION, HOLD_OUT_MINIMUM, split_sizes
 from lelp.method.registry import AUTO, DEFAULT_SUBCLASSES, PROJECTED_METHODS, Method
 from lelp.students.registry import KINDS, kinds_where
@@ -61,14 +63,10 @@ def _owned_inputs(session: Session, tenant_id: str, body: JobCreate) -> SubmitIn
 
 def _check_labels_and_columns(inputs: SubmitInputs) -> None:
     teacher = inputs.teacher
+    _check_labels(inputs)
     for param, dataset in (("train_dataset_id", inputs.train), ("eval_dataset_id", inputs.eval)):
         if dataset is None:
             continue
-        unknown = sorted(label for label in dataset.label_counts if class_index(label, teacher) is None)
-        if unknown:
-            raise Unprocessable(
-                f"dataset {dataset.id} has labels the teacher does not know: {', '.join(unknown[:10])}; "
-                f"teacher labels: {', '.join(teacher.labels)}", param=param, code="unknown_label")
         pairs = dataset.text_pair_column is not None
         if pairs != teacher.text_pairs:
             has = f"text pairs (text_pair_column {dataset.text_pair_column!r})" if pairs else "single texts"
@@ -84,14 +82,22 @@ def _check_labels_and_columns(inputs: SubmitInputs) -> None:
                             param="eval_dataset_id", code="column_mismatch")
 
 
+def _check_labels(inputs: SubmitInputs) -> None:
+    """The library's rule (``lelp.data.label_checks``) on the stored label counts: unknown labels, an eval
+    set without labels, labelled rows of a single class are a 422 here, not a job that fails or "succeeds"
+    with a meaningless score later."""
+    train, evaluation = inputs.train, inputs.eval
+    names = {"train": f"train dataset {train.id}", "eval": f"eval dataset {evaluation.id}" if evaluation else ""}
+    problem = label_problem(list(inputs.teacher.labels or []), dict(train.label_counts or {}),
+                            dict(evaluation.label_counts or {}) if evaluation is not None else None, names=names)
+    if problem is not None:
+        raise Unprocessable(problem.message, param=f"{problem.role}_dataset_id", code=problem.code)
+
+
 def _check_method(body: JobCreate, train: Dataset) -> None:
     if body.method == Method.CE and train.labelled_rows == 0:
         raise Unprocessable("method 'ce' trains on labels, but the train dataset has no labelled rows",
                             param="method", code="labels_required")
-    if body.method == Method.CE and len(train.label_counts) < 2:
-        raise Unprocessable(f"method 'ce' trains on labels only, but the train dataset has a single class "
-                            f"({next(iter(train.label_counts))!r}): nothing to learn; use a distillation method "
-                            "(lelp, kd) or add rows of other classes", param="train_dataset_id", code="single_class")
 
 
 def _check_student(body: JobCreate) -> None:

@@ -25,6 +25,7 @@ from app.queue import enqueue_job, route
 from app.schemas.jobs import JobCreate
 from app.services.base_models import resolve_student_base
 from app.services.job_checks import check_job
+from app.services.webhooks import check_webhook_url, send_webhook
 from app.settings import Settings
 from app.storage import ArtifactStore, StorePaths
 
@@ -72,6 +73,8 @@ def create_job(session: Session, settings: Settings, tenant_id: str, body: JobCr
             session.commit()  # return the connection now (see app.deps.get_tenant): the reply still waits
             return _replay(existing, digest), False
     check_job(session, settings, tenant_id, body)  # before the lock: a refusal holds nothing
+    if body.webhook_url is not None:
+        check_webhook_url(body.webhook_url, settings)
     session.commit()  # end the read; an input deleted from here on fails the job as missing_input
     student = body.student.model_dump(exclude_none=True)
     if body.student.base:  # outside the lock too: registering a URI copies a whole model
@@ -97,7 +100,7 @@ def create_job(session: Session, settings: Settings, tenant_id: str, body: JobCr
         device=body.device, hyperparameters=body.hyperparameters.model_dump(exclude_none=True),
         status=JobStatus.QUEUED,
         progress={"stage": "queued"}, attempts=0, cancel_requested=False, idempotency_key=idempotency_key,
-        request_hash=digest, created_at=now, updated_at=now,
+        request_hash=digest, created_at=now, updated_at=now, webhook_url=body.webhook_url,
     )
     session.add(job)
     try:
@@ -173,6 +176,8 @@ def cancel_job(session: Session, job: Job, store: ArtifactStore | None = None) -
         session.commit()
         session.refresh(job)
         session.commit()  # the refresh began a read: end it so the connection goes back
+        if job.webhook_state == "pending":  # cancelled here (it was queued): its webhook is owed now
+            send_webhook(job.id)
     if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):  # it finished while we were cancelling
         raise Conflict(f"the job already {job.status}", code="job_finished")
     if job.status == JobStatus.CANCELLED and store is not None:

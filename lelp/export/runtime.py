@@ -73,7 +73,7 @@ class HashingFeatures:
     """The n-gram student's hashing (scikit-learn, MurmurHash3) as EmbeddingBag inputs."""
 
     def __init__(self, _package_dir: Path, spec: dict, _input_names: list[str]):
-        from lelp.students.ngram import FastHasher, HashingSpec, join_pairs
+        from lelp.students.hashing import FastHasher, HashingSpec, join_pairs  # torch-free
 
         self.join_pairs = join_pairs
         fields = {k: spec[k] for k in ("n_features", "ngram_min", "ngram_max", "lowercase", "token_pattern")}

@@ -29,22 +29,98 @@ def fmt_ratio(x: float) -> str:
     return f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
 
 
+VALIDATION_METRICS = {
+    # metrics.json's "validation_metric" -> what the scores of the validation split measure, in words
+    "accuracy": "validation accuracy",
+    "teacher_agreement": "agreement with the teacher (validation)",
+    "mixed": "validation score (accuracy on labelled rows, agreement with the teacher on the rest)",
+}
+
+
+def validation_metric(metrics: dict) -> str:
+    """What the candidates' and epochs' validation scores measure: ``accuracy``, ``teacher_agreement``
+    (the held-out training rows have no labels: the score is agreement with the teacher's answers) or
+    ``mixed``. Artifacts written before the field existed said "validation accuracy"."""
+    return str(metrics.get("validation_metric") or "accuracy")
+
+
+def validation_name(metrics: dict) -> str:
+    return VALIDATION_METRICS.get(validation_metric(metrics), "validation score")
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.1f}%"
+
+
 def headline(metrics: dict) -> dict:
-    """The four headline figures (None where the job could not measure one) and the sentence."""
-    student, teacher = metrics.get("student", {}), metrics.get("teacher", {})
+    """The headline figures (None where the job could not measure one) and its sentence as ``parts``.
+
+    ``parts`` is a list of ``{"text"}`` and ``{"metric", "text"}`` pieces (the page marks the
+    figures); a figure that is missing leaves its clause out, so the sentence never shows a blank,
+    "None" or a ratio to nothing (``headline_text`` joins it for the command line).
+    """
+    student, teacher = metrics.get("student") or {}, metrics.get("teacher") or {}
     keeps = _ratio(student.get("accuracy"), teacher.get("accuracy"))
     speed = _ratio(student.get("sentences_per_second"), teacher.get("sentences_per_second"))
     smaller = _ratio(teacher.get("size_bytes"), student.get("size_bytes"))
     agreement = metrics.get("agreement")
+    accuracy = student.get("accuracy")
     figures = {
-        "keeps": None if keeps is None else f"{keeps * 100:.1f}%",
+        "keeps": None if keeps is None else _pct(keeps),
+        "accuracy": None if accuracy is None else _pct(accuracy),
         "speed": None if speed is None else fmt_ratio(speed),
-        "size": None if smaller is None else fmt_ratio(smaller if smaller >= 1 else 1 / smaller),
+        "size": None if not smaller else fmt_ratio(smaller if smaller >= 1 else 1 / smaller),
         "size_word": "smaller" if smaller is None or smaller >= 1 else "larger",
-        "agreement": None if agreement is None else f"{agreement * 100:.1f}%",
-        "eval_rows": metrics.get("eval_rows"),
+        "agreement": None if agreement is None else _pct(agreement),
+        "eval_rows": metrics.get("eval_rows") or None,
     }
+    figures["parts"] = _headline_parts(figures)
     return figures
+
+
+def _headline_parts(f: dict) -> list[dict]:
+    parts: list[dict] = []
+
+    def add(*pieces: str | tuple[str]) -> None:
+        """Plain strings are words; a 1-tuple ``(key,)`` is the figure ``f[key]``."""
+        for piece in pieces:
+            if isinstance(piece, tuple):
+                value = f[piece[0]]
+                parts.append({"metric": piece[0], "text": f"{value:,}" if isinstance(value, int) else value})
+            elif piece:
+                parts.append({"text": piece})
+
+    speed, size = f["speed"] is not None, f["size"] is not None
+    if f["keeps"] is not None:
+        add("The student keeps ", ("keeps",), " of the teacher's accuracy")
+        if speed:
+            add(" at ", ("speed",), " times its CPU speed")
+        if size:
+            add(" and " if speed else " and is ", ("size",), f" times {f['size_word']}")
+        add(".")
+    else:
+        if f["accuracy"] is not None:
+            add("The student's accuracy is ", ("accuracy",), " (the teacher's is zero or was not measured).")
+        if speed or size:
+            add(" " if parts else "", "The student ")
+            if speed:
+                add("runs at ", ("speed",), " times the teacher's CPU speed")
+            if size:
+                add(" and is " if speed else "is ", ("size",), f" times {f['size_word']} than the teacher")
+            add(".")
+    if f["accuracy"] is None:
+        add(" " if parts else "", "No evaluation row has a label, so accuracy was not measured.")
+    if f["agreement"] is not None:
+        add(" It agrees with the teacher on ", ("agreement",), " of the ")
+        if f["eval_rows"]:
+            add(("eval_rows",), " ")
+        add("evaluation rows.")
+    return parts
+
+
+def headline_text(metrics: dict) -> str:
+    """The headline as one plain sentence (the CLI's and the demo's summary line)."""
+    return "".join(p["text"] for p in headline(metrics)["parts"])
 
 
 def per_class(labels: np.ndarray, pred: np.ndarray, num_classes: int) -> list[dict]:
@@ -89,8 +165,14 @@ def reliability(labels: np.ndarray, probs: np.ndarray, bins: int = CALIBRATION_B
     return {"bins": out, "ece": ece}
 
 
-def _score(c: dict) -> float | None:
-    return c.get("validation_accuracy") if "error" not in c else None
+def candidate_score(c: dict) -> float | None:
+    """A candidate's validation score (``validation_score``; ``validation_accuracy`` in older artifacts)."""
+    if "error" in c:
+        return None
+    return c.get("validation_score", c.get("validation_accuracy"))
+
+
+_score = candidate_score
 
 
 def _best_of(candidates: list[dict], method: str) -> dict | None:
@@ -137,7 +219,7 @@ def verdict(metrics: dict) -> str:
                     "data, and the random-subclass student was kept.")
     best = max(scored, key=_score)
     return (f"{method_name(winner).capitalize()} scored best on the held-out split among {len(scored)} "
-            f"candidates ({_score(best) * 100:.1f}% validation accuracy) and was kept.")
+            f"candidates ({_score(best) * 100:.1f}% {validation_name(metrics)}) and was kept.")
 
 
 def probs_of(data: dict, key: str) -> np.ndarray:

@@ -84,8 +84,9 @@ def reliability(curves: dict[str, dict]) -> str:
     return _uri(fig)
 
 
-def training(history: list[dict], best_epoch: int | None) -> str:
-    """Train loss (left axis) and validation score (right axis) per epoch, the best epoch marked."""
+def training(history: list[dict], best_epoch: int | None, score_name: str = "validation score") -> str:
+    """Train loss (left axis) and validation score (right axis, named by what it measures:
+    ``lelp.report.analysis.validation_name``) per epoch, the best epoch marked."""
     plt = _pyplot()
     epochs = [h["epoch"] for h in history]
     fig, ax = plt.subplots(figsize=(WIDTH * 0.7, 3.2))
@@ -98,8 +99,8 @@ def training(history: list[dict], best_epoch: int | None) -> str:
     if val:
         right = ax.twinx()
         right.spines["right"].set_visible(True)
-        right.plot(*zip(*val, strict=True), marker="s", color=TEACHER, label="validation score")
-        right.set_ylabel("validation score", color=TEACHER)
+        right.plot(*zip(*val, strict=True), marker="s", color=TEACHER, label=score_name)
+        right.set_ylabel(score_name, color=TEACHER)
         h2, n2 = right.get_legend_handles_labels()
         handles, names = handles + h2, names + n2
     if best_epoch is not None:
@@ -110,7 +111,8 @@ def training(history: list[dict], best_epoch: int | None) -> str:
     return _uri(fig)
 
 
-def candidates(names: list[str], scores: list[float], winner: int | None) -> str:
+def candidates(names: list[str], scores: list[float], winner: int | None,
+               score_name: str = "validation accuracy") -> str:
     """Every candidate's validation score as a horizontal bar, the winner in its own colour."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(WIDTH * 0.8, 0.6 + 0.32 * len(names)))
@@ -122,7 +124,7 @@ def candidates(names: list[str], scores: list[float], winner: int | None) -> str
     ax.set_xlim(max(0.0, low - 0.1), min(1.0, max(scores) + 0.05) if max(scores) <= 1 else max(scores) * 1.05)
     for i, s in enumerate(scores):
         ax.text(s, i, f" {s:.3f}", va="center", fontsize=8)
-    ax.set_xlabel("validation accuracy (held-out split of the training data)")
+    ax.set_xlabel(f"{score_name} (held-out split of the training data)")
     return _uri(fig)
 
 

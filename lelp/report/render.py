@@ -63,7 +63,8 @@ def _training_section(metrics: dict, plots) -> dict:
     stage_seconds = metrics.get("stage_seconds") or {}
     stages = [{"name": name, "what": what, "seconds": stage_seconds[name]} for name, what in STAGES
               if name in stage_seconds]
-    return {"history": history, "best_epoch": best, "figure": plots.training(history, best) if history else None,
+    figure = plots.training(history, best, analysis.validation_name(metrics)) if history else None
+    return {"history": history, "best_epoch": best, "figure": figure,
             "stages": stages}
 
 
@@ -72,14 +73,16 @@ def _search_section(metrics: dict, plots) -> dict:
     rows = []
     for cand in metrics.get("candidates", []):
         rows.append({**cand, "winner": analysis.is_winner(cand, chosen),
-                     "name": _candidate_name(cand), "score": cand.get("validation_accuracy")})
+                     "name": _candidate_name(cand), "score": analysis.candidate_score(cand)})
     scored = [r for r in rows if r["score"] is not None]
     figure = None
     if len(scored) >= 2:
         winner = next((i for i, r in enumerate(scored) if r["winner"]), None)
-        figure = plots.candidates([r["name"] for r in scored], [r["score"] for r in scored], winner)
+        figure = plots.candidates([r["name"] for r in scored], [r["score"] for r in scored], winner,
+                                  analysis.validation_name(metrics))
     return {"rows": rows, "figure": figure, "verdict": analysis.verdict(metrics),
-            "validation_rows": metrics.get("validation_rows", 0)}
+            "validation_rows": metrics.get("validation_rows", 0), "metric": analysis.validation_metric(metrics),
+            "metric_name": analysis.validation_name(metrics)}
 
 
 def _candidate_name(c: dict) -> str:

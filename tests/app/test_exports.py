@@ -27,9 +27,10 @@ def ngram_student(tiny_teacher_dir, tiny_train_csv, tiny_eval_csv, tmp_path_fact
 
 @pytest.fixture
 def make_student_model(db, ngram_student):  # noqa: ANN001, ANN201
-    """A finished job of ``client`` whose model files are a real ngram student."""
+    """A finished job of ``client`` whose model files are a real ngram student; ``exports=True``: with the
+    ONNX packages a worker builds for a stored model (``worker.exports.build_model_exports``)."""
 
-    def make(client, headers: dict, body: dict) -> dict:  # noqa: ANN001
+    def make(client, headers: dict, body: dict, exports: bool = False) -> dict:  # noqa: ANN001
         from app.db import job_states
         from app.db import repositories as repo
         from app.db.base import utcnow
@@ -46,6 +47,11 @@ def make_student_model(db, ngram_student):  # noqa: ANN001, ANN201
                           labels=["negative", "positive"], uri=f"models/{model_id}", metrics=metrics,
                           parameters=1, size_bytes=1, model_id=model_id)
         db.commit()
+        if exports:
+            from worker.exports import build_model_exports
+
+            built = build_model_exports(client.app.state.settings, model_id)
+            assert [b.variant for b in built] == ["onnx-fp32", "onnx-int8"] and all(b.error is None for b in built)
         return client.get(f"/v1/models/{model_id}", headers=headers).json()
 
     return make
@@ -62,7 +68,7 @@ def test_onnx_download_is_checked_recorded_and_cached(client, auth_a, auth_b, jo
     from lelp.artifacts import load_student
     from lelp.export import OnnxPredictor
 
-    model = make_student_model(client, auth_a, job_body)
+    model = make_student_model(client, auth_a, job_body, exports=True)
     url = f"/v1/models/{model['id']}/artifact?format=onnx"
     assert client.get(url, headers=auth_b).status_code == 404  # another tenant's model does not exist
     r = client.get(url, headers=auth_a)
@@ -101,19 +107,57 @@ def test_bad_export_requests_are_422(client, auth_a, job_body, make_student_mode
 
 
 def test_a_directory_that_is_no_student_cannot_export(client, auth_a, job_body, make_model) -> None:  # noqa: ANN001
+    from worker.exports import build_model_exports
+
     model = make_model(auth_a, job_body)  # its files are a teacher directory
+    built = build_model_exports(client.app.state.settings, model["id"])  # what the worker asked for does
+    assert [b.error is not None for b in built] == [True, True]
     r = client.get(f"/v1/models/{model['id']}/artifact?format=onnx", headers=auth_a)
-    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_artifact"
+    assert r.status_code == 422 and r.json()["error"]["code"] == "export_failed"
+    assert "not a LELP student" in r.json()["error"]["message"] or "lelp_student.json" in r.json()["error"]["message"]
     r = client.post(f"/v1/models/{model['id']}/predict", headers=auth_a, json={"inputs": ["a good film"]})
     assert r.status_code == 200  # served on torch as before
     assert client.get(f"/v1/models/{model['id']}", headers=auth_a).json()["runtime"] == "torch"
+
+
+def test_the_api_never_builds_an_export(client, auth_a, job_body, make_student_model, monkeypatch) -> None:  # noqa: ANN001
+    """Issue 19: the first predict built the package in the API process (7-11 s). A model without its
+    package (published before the worker built them) is a 503 + Retry-After while a worker is asked once;
+    predict serves it on torch meanwhile; once the worker built it, the download is that file."""
+    import app.queue
+    import lelp.export.onnx_export as onnx_export
+
+    asked: list[str] = []
+    monkeypatch.setattr(app.queue, "enqueue_export", asked.append)
+    monkeypatch.setattr(onnx_export, "build_package", lambda *a, **k: pytest.fail("the API process built an export"))
+    model = make_student_model(client, auth_a, job_body)
+    url = f"/v1/models/{model['id']}/artifact?format=onnx"
+    for query in ("", "&quantize=int8"):
+        r = client.get(url + query, headers=auth_a)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "export_building", r.text
+        assert r.headers["Retry-After"] == "5"
+    assert asked == [model["id"]]  # once, not per request
+    r = client.post(f"/v1/models/{model['id']}/predict", headers=auth_a, json={"inputs": ["a good film"]})
+    assert r.status_code == 200 and client.app.state.inference.runtime_of(model["id"]) == "torch"
+    r = client.post(f"/v1/models/{model['id']}/predict", headers=auth_a, json={"inputs": ["ok"], "quantize": "int8"})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "export_building"
+
+    monkeypatch.undo()  # the worker's turn (worker.exports builds in its own process)
+    from worker.exports import build_model_exports
+
+    assert [b.variant for b in build_model_exports(client.app.state.settings, model["id"])] == ["onnx-fp32",
+                                                                                               "onnx-int8"]
+    assert build_model_exports(client.app.state.settings, model["id"]) == []  # idempotent
+    assert client.get(url, headers=auth_a).status_code == 200
+    events = client.get(f"/v1/jobs/{model['job_id']}/events", headers=auth_a).json()["data"]
+    assert [e["data"]["variant"] for e in events if e["type"] == "export_built"] == ["onnx-fp32", "onnx-int8"]
 
 
 def test_students_are_served_on_onnxruntime_and_int8_only_when_asked(client, auth_a, job_body, make_student_model,
                                                                      ngram_student) -> None:  # noqa: ANN001
     from lelp.artifacts import load_student
 
-    model = make_student_model(client, auth_a, job_body)
+    model = make_student_model(client, auth_a, job_body, exports=True)
     assert model["runtime"] == "onnxruntime"
     texts = ["good great film", "bad awful plot", "the match"]
     r = client.post(f"/v1/models/{model['id']}/predict", headers=auth_a, json={"inputs": texts})
@@ -122,7 +166,7 @@ def test_students_are_served_on_onnxruntime_and_int8_only_when_asked(client, aut
     np.testing.assert_allclose(got, load_student(ngram_student).predict_proba(texts), atol=1e-4)
     inference = client.app.state.inference
     assert inference.runtime_of(model["id"]) == "onnxruntime" and inference.loaded_ids() == [model["id"]]
-    assert not client.app.state.store.exists(f"exports/{model['id']}/onnx-int8.zip")  # int8 not made unasked
+    assert inference.loaded_ids() == [model["id"]]  # the int8 package is there (built with fp32), not loaded
 
     r8 = client.post(f"/v1/models/{model['id']}/predict", headers=auth_a, json={"inputs": texts, "quantize": "int8"})
     assert r8.status_code == 200, r8.text

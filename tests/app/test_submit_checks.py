@@ -206,3 +206,41 @@ def test_labels_match_the_teacher_in_any_case_as_lelp_distill_does(client, auth_
     error = _refused(_submit(client, auth_a, {**job_body, "train_dataset_id": odd["id"]}),
                      422, "unknown_label", "train_dataset_id")
     assert "Neutral" in error["message"]
+
+
+def test_requests_that_cannot_give_a_meaningful_result_are_refused(client, auth_a, job_body, upload_dataset,
+                                                                   enqueued) -> None:  # noqa: ANN001
+    """Issue 19: an eval set without labels, labelled rows of one class (train or eval), labels the teacher
+    does not know in the eval set: each a 422 naming the dataset, nothing queued (``lelp.data.label_checks``)."""
+    two = _csv(make_text_rows(60, seed=4))
+    # The file has a "label" column, but it was uploaded as unlabelled: before, the worker read it anyway.
+    unlabelled_eval = upload_dataset(auth_a, two, "dev.csv", label_column="")
+    error = _refused(_submit(client, auth_a, {**job_body, "eval_dataset_id": unlabelled_eval["id"]}),
+                     422, "eval_labels_required", "eval_dataset_id")
+    assert unlabelled_eval["id"] in error["message"] and "no labels" in error["message"]
+    blank = upload_dataset(auth_a, b"text,label\n" + b"hello there,\n" * 40, "blank.csv")
+    assert blank["labelled_rows"] == 0
+    _refused(_submit(client, auth_a, {**job_body, "eval_dataset_id": blank["id"]}), 422, "eval_labels_required",
+             "eval_dataset_id")
+    one_class = upload_dataset(auth_a, _csv(make_text_rows(60, labels=("positive",))), "pos.csv")
+    for method in ("kd", "lelp", "ce", "auto"):  # every method: a single class is nothing to learn or score
+        error = _refused(_submit(client, auth_a, {**job_body, "method": method, "train_dataset_id": one_class["id"]}),
+                         422, "single_class", "train_dataset_id")
+        assert "'positive'" in error["message"]
+    _refused(_submit(client, auth_a, {**job_body, "eval_dataset_id": one_class["id"]}), 422, "single_class",
+             "eval_dataset_id")
+    # "Positive" and "1" name the teacher's class 1 too: still a single class.
+    spelled = upload_dataset(auth_a, b"text,label\n" + b"good,positive\nfine,Positive\nnice,1\n" * 20, "spelled.csv")
+    _refused(_submit(client, auth_a, {**job_body, "train_dataset_id": spelled["id"]}), 422, "single_class",
+             "train_dataset_id")
+    three = upload_dataset(auth_a, _csv(make_text_rows(60, labels=("negative", "positive", "neutral"))), "3.csv")
+    error = _refused(_submit(client, auth_a, {**job_body, "eval_dataset_id": three["id"]}), 422, "unknown_label",
+                     "eval_dataset_id")
+    assert "neutral" in error["message"] and "negative, positive" in error["message"]
+    assert enqueued == []
+    # What stays accepted: unlabelled transfer data with a labelled eval set, and no labels at all.
+    transfer = upload_dataset(auth_a, b"text\n" + b"hi there\nyo there\n" * 30, "transfer.csv", label_column="")
+    two_eval = upload_dataset(auth_a, two, "dev2.csv")
+    assert _submit(client, auth_a, {**job_body, "train_dataset_id": transfer["id"],
+                                    "eval_dataset_id": two_eval["id"]}).status_code == 202
+    assert _submit(client, auth_a, {**job_body, "train_dataset_id": transfer["id"]}).status_code == 202

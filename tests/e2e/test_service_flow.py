@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import tarfile
+import time
+from pathlib import Path
 
 import pytest
 
@@ -24,7 +26,7 @@ def csvs(tmp_path_factory):
 
 
 def test_job_to_predict_on_postgres_and_redis(service_client, celery_worker_process, tiny_teacher_dir, csvs,
-                                              tmp_path):
+                                              tmp_path, service_env):
     client = service_client
     teacher = client.upload_teacher(tiny_teacher_dir, name="tiny")  # the directory goes up as a tar.gz
     assert teacher["labels"] == ["negative", "positive"] and teacher["num_labels"] == 2
@@ -48,7 +50,21 @@ def test_job_to_predict_on_postgres_and_redis(service_client, celery_worker_proc
     assert model["job_id"] == job["id"] and model["method"] == "lelp" and model["kind"] == "ngram"
     assert set(model["metrics"]) >= {"student", "teacher", "agreement"}
 
+    # Issue 19: the first predict took 7-11 s because the API process built the ONNX export then. The
+    # worker builds the packages before the job succeeds (its events say so, before "succeeded"), and
+    # the first predict only loads one.
+    export_events = [e for e in client.job_events(job["id"])["data"] if e["type"].startswith("export")]
+    assert [(e["type"], e["data"]["variant"]) for e in export_events] == [("export_built", "onnx-fp32"),
+                                                                          ("export_built", "onnx-int8")]
+    assert model["metrics"]["export"]["onnx-fp32"]["passed"] is True
+    package = Path(service_env["LELP_ARTIFACT_URL"]) / "exports" / model["id"] / "onnx-fp32.zip"
+    built_at = package.stat().st_mtime_ns
+    start = time.perf_counter()
     answer = client.predict(model["id"], ["a lovely great film", "awful sad plot"])
+    first_predict_s = time.perf_counter() - start
+    assert first_predict_s < 1.0, f"the first predict took {first_predict_s:.2f} s"
+    assert client.get_model(model["id"])["runtime"] == "onnxruntime"
+    assert package.stat().st_mtime_ns == built_at  # the API loaded the worker's package, built none
     assert len(answer["predictions"]) == 2
     for prediction in answer["predictions"]:
         assert prediction["label"] in ("negative", "positive")

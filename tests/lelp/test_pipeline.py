@@ -119,6 +119,8 @@ def test_auto_method_reports_every_candidate_and_keeps_the_best(tiny_teacher_dir
     result = distill(config_for(tiny_teacher_dir, tiny_train_csv, tiny_eval_csv, method="auto"), tmp_path / "out")
     candidates = result.metrics["candidates"]
     assert {c["method"] for c in candidates} == {"kd", "lelp", "random_subclass"}
+    assert result.metrics["validation_metric"] == "accuracy"  # every held-out training row is labelled
+    assert all(c["validation_accuracy"] == c["validation_score"] for c in candidates)
     best = max(c["validation_accuracy"] for c in candidates)
     chosen = [c for c in candidates if c["method"] == result.metrics["method"]][0]
     assert chosen["validation_accuracy"] == best
@@ -140,7 +142,7 @@ def test_unknown_label_is_a_data_error(tiny_teacher_dir, tmp_path):
     from tests.tiny import write_csv
 
     train = write_csv(tmp_path / "t.csv", [{"text": "good", "label": "maybe"}] * 30)
-    with pytest.raises(DataError, match="unknown label"):
+    with pytest.raises(DataError, match="unknown label.*maybe"):
         distill(DistillConfig(str(tiny_teacher_dir), str(train)), tmp_path / "o")
 
 
@@ -184,9 +186,14 @@ def test_auto_on_unlabelled_transfer_data_scores_candidates_by_agreement(tiny_te
     result = distill(cfg, tmp_path / "out")
     candidates = {c["method"]: c for c in result.metrics["candidates"]}
     assert set(candidates) == {"kd", "lelp", "random_subclass"}
-    assert candidates["kd"]["validation_accuracy"] is not None  # scored against the teacher's argmax
+    # scored against the teacher's argmax, and named so (issue 19: it was called "validation accuracy")
+    assert result.metrics["validation_metric"] == "teacher_agreement"
+    assert candidates["kd"]["validation_score"] is not None and "validation_accuracy" not in candidates["kd"]
     for name in ("lelp", "random_subclass"):  # the random tiny teacher may never predict a class:
         c = candidates[name]                  # then the candidate is reported as refused, not fatal
-        assert (c.get("validation_accuracy") is not None) != ("error" in c)
+        assert (c.get("validation_score") is not None) != ("error" in c)
     assert result.metrics["student"]["accuracy"] is None  # no labels anywhere: agreement only
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "agreement with the teacher (validation)" in page and "validation accuracy" not in page
+    assert "accuracy was not measured" in page
     assert 0.0 <= result.metrics["agreement"] <= 1.0

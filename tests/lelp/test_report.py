@@ -176,3 +176,80 @@ def test_report_of_an_unlabelled_evaluation_and_no_search(artifact, tmp_path):
     # the disagreement matrix, training, one per class, the two data figures; no search chart
     assert page.count("<img") == 1 + 1 + len(metrics["labels"]) + 2
     assert "No search" in page
+
+
+FULL = {"student": {"accuracy": 0.80, "sentences_per_second": 5000.0, "size_bytes": 1_000_000},
+        "teacher": {"accuracy": 0.85, "sentences_per_second": 50.0, "size_bytes": 90_000_000},
+        "agreement": 0.9, "eval_rows": 872}
+
+
+def _without(path: str) -> dict:
+    metrics = json.loads(json.dumps(FULL))
+    *parents, key = path.split(".")
+    node = metrics
+    for p in parents:
+        node = node[p]
+    node[key] = None
+    return metrics
+
+
+@pytest.mark.parametrize("missing, absent", [
+    (None, []),
+    ("teacher.accuracy", ["keeps"]),                 # the teacher could not be scored
+    ("student.accuracy", ["keeps", "accuracy"]),     # no labels: agreement only
+    ("student.sentences_per_second", ["speed"]),
+    ("teacher.sentences_per_second", ["speed"]),
+    ("teacher.size_bytes", ["size"]),
+    ("agreement", ["agreement"]),
+    ("eval_rows", ["eval_rows"]),
+])
+def test_headline_never_shows_a_missing_figure(missing, absent):
+    """Issue 19: "The student at 2.5 times its CPU speed..." rendered when the accuracy ratio was missing."""
+    metrics = _without(missing) if missing else FULL
+    h = analysis.headline(metrics)
+    sentence = analysis.headline_text(metrics)
+    shown = {p["metric"] for p in h["parts"] if "metric" in p}
+    for key in absent:
+        assert key not in shown and h[key] is None
+    expected = {"keeps", "speed", "size", "agreement", "eval_rows"} - set(absent)
+    if "agreement" in absent:
+        expected.discard("eval_rows")  # the row count is part of the agreement clause
+    for key in expected:
+        assert key in shown, (key, sentence)
+    assert all(p["text"] not in (None, "", "None") for p in h["parts"] if "metric" in p)
+    assert "None" not in sentence and "nan" not in sentence.lower() and "  " not in sentence
+    assert sentence[0].isupper() and sentence.endswith(".")
+    assert not sentence.startswith("The student at")
+    if "accuracy" in absent:
+        assert "accuracy was not measured" in sentence
+    elif "keeps" in absent:
+        assert "The student's accuracy is 80.0%" in sentence and "keeps" not in sentence
+
+
+def test_headline_of_a_teacher_at_zero_and_of_nothing_measured():
+    zero = json.loads(json.dumps(FULL))
+    zero["teacher"]["accuracy"] = 0.0  # the one-class job of issue 19: teacher 0%, student 100%
+    assert "keeps" not in analysis.headline_text(zero)
+    assert analysis.headline_text({}) == "No evaluation row has a label, so accuracy was not measured."
+    from lelp.evaluate import keeps_line
+
+    assert keeps_line(FULL) == analysis.headline_text(FULL)
+    assert keeps_line(FULL).startswith("The student keeps 94.1% of the teacher's accuracy at 100 times its CPU "
+                                       "speed and 90.0 times smaller.")
+
+
+def test_report_names_agreement_as_agreement(artifact, tmp_path):
+    """Validation rows without labels are scored by agreement with the teacher: the page says so."""
+    from lelp.report import write_report
+
+    copy = shutil.copytree(artifact, tmp_path / "copy", ignore=shutil.ignore_patterns("model.safetensors"))
+    metrics = json.loads((copy / "metrics.json").read_text())
+    metrics["validation_metric"] = "teacher_agreement"
+    (copy / "metrics.json").write_text(json.dumps(metrics))
+    page = write_report(copy).read_text()
+    assert "agreement with the teacher (validation)" in page and "validation accuracy" not in page
+    assert "not accuracy" in page
+    metrics["validation_metric"] = "accuracy"
+    (copy / "metrics.json").write_text(json.dumps(metrics))
+    page = write_report(copy).read_text()
+    assert "validation accuracy" in page and "agreement with the teacher (validation)" not in page

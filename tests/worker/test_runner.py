@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import socket
 from datetime import timedelta
 
@@ -51,6 +52,16 @@ def test_job_runs_to_a_stored_model(worker_settings, make_job, store):
     ran_on = job.metrics["ran_on"]
     assert ran_on["host"] == socket.gethostname() and ran_on["device"] in ("cpu", "cuda:0")
     assert [data for t, data in events(worker_settings, job_id) if t == "ran_on"] == [ran_on]
+    # the ONNX packages, built here before the job succeeded, never by the API (issue 19)
+    if importlib.util.find_spec("onnxruntime") is not None:
+        assert store.exists(f"exports/{job.model_id}/onnx-fp32.zip")
+        assert store.exists(f"exports/{job.model_id}/onnx-int8.zip")
+        assert job.metrics["export"]["onnx-fp32"]["passed"] is True
+        built = [data["variant"] for t, data in events(worker_settings, job_id) if t == "export_built"]
+        assert built == ["onnx-fp32", "onnx-int8"] and types.index("export_built") < types.index("succeeded")
+        with session_scope(worker_settings.database_url) as session:
+            assert session.get(Model, job.model_id).metrics["export"] == job.metrics["export"]
+        assert '<tr data-variant="onnx-fp32">' in store.open(f"{model.uri}/report.html", "rb").read().decode()
 
 
 @pytest.mark.slow
@@ -123,7 +134,8 @@ def test_user_error_is_recorded_as_code_and_message(worker_settings, make_job, t
     job_id = make_job(train_csv=bad)
     assert run_job(job_id, worker_settings) == "failed"
     error = load_job(worker_settings, job_id).error
-    assert set(error) == {"code", "message"} and error["code"] == "invalid_data", error
+    # the library's finer code, the one the API answers at submit (lelp.data.label_checks)
+    assert set(error) == {"code", "message"} and error["code"] == "unknown_label", error
 
 
 def test_crash_is_internal_error_without_traceback(worker_settings, make_job, monkeypatch, caplog):

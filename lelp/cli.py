@@ -196,6 +196,9 @@ def make_teacher_command(
     text_column: str = "text",
     text_pair_column: str | None = None,
     label_column: str = "label",
+    labels: Annotated[str | None, typer.Option(help="comma-separated class names the teacher answers with, e.g. "
+                                               "negative,positive: one per data label in sorted order (0, 1, ...), "
+                                               "or the data's own labels in the order to use")] = None,
     epochs: Annotated[int, typer.Option(help="most epochs; the best on a held-out 10% ships")] = 3,
     learning_rate: float = 1e-4,
     batch_size: int = 32,
@@ -214,7 +217,8 @@ def make_teacher_command(
         path = make_teacher(base, train, out, config=TeacherTrainingConfig(
             epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, max_length=max_length,
             max_rows=max_rows, seed=seed, patience=patience), text_column=text_column,
-            text_pair_column=text_pair_column, label_column=label_column, device=device, progress=bars)
+            text_pair_column=text_pair_column, label_column=label_column, device=device, progress=bars,
+            label_names=labels.split(",") if labels is not None else None)
     finally:
         bars.close()
     import json

@@ -20,6 +20,10 @@ class Progress:
     epoch: int | None = None
     loss: float | None = None
     message: str | None = None
+    # On "fit_projector" (a candidate starts): its 1-based index and how many the search trains,
+    # so that a reader can draw one bar for the whole job.
+    candidate: int | None = None
+    candidates: int | None = None
 
 
 ProgressCallback = Callable[[Progress], None]

@@ -32,6 +32,39 @@ PROGRESS_INTERVAL_S = 1.0
 CANCEL_CHECK_INTERVAL_S = 1.0
 HISTORY_POINTS = 500  # per-epoch loss points kept in a job's progress (bounded: 1000-epoch jobs exist)
 
+# The share of a whole job each stage's band covers, in order: a job reports several stages,
+# and the search trains several candidates, each from 0 to its own total_steps. One overall
+# fraction (``overall_fraction``) lets a client draw one bar for the whole job. Teacher scoring
+# ("extract", "augment") runs once per dataset, so its band fills with the largest pass seen.
+STAGE_BANDS: dict[str, tuple[float, float]] = {
+    "load": (0.0, 0.02),
+    "extract": (0.02, 0.20),
+    "augment": (0.02, 0.20),
+    "train": (0.20, 0.95),  # split evenly between the candidates
+    "evaluate": (0.95, 0.97),
+    "save": (0.97, 0.99),
+}
+ETA_MIN_FRACTION = 0.03  # below this an overall ETA is a guess: none is reported
+ETA_MIN_SECONDS = 3.0
+
+
+def overall_fraction(stage: str, fraction: float | None, candidate: int | None = None,
+                     candidates: int | None = None) -> float | None:
+    """Where a stage's own fraction puts the whole job (0-1), or None for a stage with no band.
+
+    ``fit_projector`` starts its candidate's share of the training band; ``train`` fills it.
+    """
+    if stage in ("fit_projector", "train"):
+        low, high = STAGE_BANDS["train"]
+        total = max(candidates or 1, 1)
+        index = min(max(candidate or 1, 1), total) - 1
+        within = (fraction or 0.0) if stage == "train" else 0.0
+        return low + (high - low) * (index + min(max(within, 0.0), 1.0)) / total
+    if stage not in STAGE_BANDS:
+        return None
+    low, high = STAGE_BANDS[stage]
+    return low + (high - low) * min(max(fraction or 0.0, 0.0), 1.0)
+
 
 class ProgressWriter:
     """Turns the library's progress callbacks into at most one database write a second.
@@ -53,6 +86,20 @@ class ProgressWriter:
         self.resumed_epochs: list[int] = []
         self.history: list[dict[str, Any]] = []  # loss per (candidate, epoch) so far: the live report's curve
         self._candidate: str | None = None
+        self._position: tuple[int | None, int | None] = (None, None)  # (1-based index, count) of candidates
+        self._overall = 0.0  # never goes back: a second teacher pass or a requeue repeats a band
+        self._began = time.monotonic()
+
+    def _overall_progress(self, progress: Any, fraction: float | None, now: float) -> tuple[float, float | None]:
+        """The job's overall fraction so far and the seconds its pace says are left (None too early)."""
+        overall = overall_fraction(progress.stage, fraction, *self._position)
+        if overall is not None:
+            self._overall = max(self._overall, overall)
+        spent = now - self._began
+        eta = None
+        if self._overall >= ETA_MIN_FRACTION and spent >= ETA_MIN_SECONDS:
+            eta = spent * (1 - self._overall) / self._overall
+        return self._overall, eta
 
     def record_resume(self, epoch: int) -> None:
         """Log that training continued after ``epoch`` finished epochs (read from a checkpoint)."""
@@ -68,6 +115,8 @@ class ProgressWriter:
         """Every report (throttled or not) updates the running epoch's loss; the last is its mean."""
         if progress.stage == "fit_projector":
             self._candidate = progress.message
+            if getattr(progress, "candidates", None):
+                self._position = (progress.candidate, progress.candidates)
         elif progress.stage == "train" and progress.epoch is not None and progress.loss is not None:
             point = {"candidate": self._candidate, "epoch": int(progress.epoch),
                      "train_loss": round(float(progress.loss), 6)}
@@ -94,9 +143,13 @@ class ProgressWriter:
         fraction = (progress.step / progress.total_steps) if progress.total_steps else None
         elapsed = now - self._stage_started
         eta = elapsed * (1 - fraction) / fraction if fraction and fraction > 0 else None
+        overall, overall_eta = self._overall_progress(progress, fraction, now)
         body = {"stage": progress.stage, "epoch": progress.epoch, "step": progress.step,
                 "total_steps": progress.total_steps, "fraction": fraction, "loss": progress.loss,
                 "eta_s": round(eta, 1) if eta is not None else None, "message": progress.message,
+                "overall_fraction": round(overall, 4),
+                "overall_eta_s": round(overall_eta, 1) if overall_eta is not None else None,
+                "candidate": self._position[0], "candidates": self._position[1], "candidate_name": self._candidate,
                 "history": list(self.history)}
         token = self.claim.token if self.claim is not None else None
         try:

@@ -1,0 +1,90 @@
+"""The ``lelp`` progress bar: plain-word stages, one fraction for the whole job, a steady ETA."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from app.client.stages import SteadyEta, candidate_words, describe
+
+
+def test_candidate_and_stage_names_read_as_plain_words():
+    assert candidate_words("kd-t1") == "plain KD"
+    assert candidate_words("lelp-S2-b1-t1") == "LELP, 2 sub-classes per class"
+    assert candidate_words("random_subclass-S4-b1.5-t2") == "random sub-classes, 4 sub-classes per class"
+    assert candidate_words("something-new") == "something-new"
+    training = {"stage": "train", "epoch": 3, "candidate": 2, "candidates": 3, "candidate_name": "lelp-S2-b1-t1"}
+    assert describe(training, "running") == "training student 2/3 (LELP, 2 sub-classes per class), epoch 3"
+    assert describe({"stage": "fit_projector", "message": "kd-t1", "candidate": 1, "candidates": 3}, "running") \
+        == "training student 1/3 (plain KD): building its targets"
+    assert describe({"stage": "extract"}, "running") == "scoring the data with the teacher"
+    assert describe({"stage": "queued"}, "queued") == "waiting for a worker"
+    assert describe({"stage": "train"}, "succeeded") == "succeeded"
+    assert "kd-t1" not in describe({"stage": "evaluate", "message": "evaluating kd-t1"}, "running")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_eta_counts_down_between_polls_and_rises_only_halfway():
+    clock = FakeClock()
+    eta = SteadyEta(clock)
+    assert eta.left() is None
+    eta.update(None)
+    assert eta.left() is None, "no estimate is not 0 s"
+    eta.update(100.0)
+    clock.now = 10.0
+    assert eta.left() == 90.0  # the clock runs between polls
+    eta.update(60.0)  # good news: believed at once
+    assert eta.left() == 60.0
+    clock.now = 20.0
+    eta.update(250.0)  # a jump up: moves halfway from the running 50 s
+    assert eta.left() == 150.0
+    clock.now = 1000.0
+    assert eta.left() == 0.0
+    eta.finish()
+    assert eta.left() == 0.0
+
+
+def job(status: str, **progress) -> dict:  # noqa: ANN003
+    started = (datetime.now(UTC) - timedelta(seconds=125)).isoformat()
+    return {"id": "job_x", "status": status, "progress": progress, "started_at": started, "finished_at": None}
+
+
+def test_one_bar_for_the_whole_job_never_goes_back():
+    from app.client.commands import JobProgressBar
+
+    bar = JobProgressBar("job_x")
+    bar.update(job("queued", stage="queued"))
+    assert bar.completed == 0 and bar.description == "waiting for a worker"
+    bar.update(job("running", stage="train", fraction=0.9, overall_fraction=0.5, overall_eta_s=120.0,
+                   candidate=2, candidates=3, candidate_name="lelp-S2-b1-t1", epoch=2))
+    assert bar.completed == 50.0 and bar.description.startswith("training student 2/3 (LELP")
+    assert 110 < bar.eta.left() <= 120
+    bar.update(job("running", stage="fit_projector", fraction=None, overall_fraction=0.45))  # a stale poll
+    assert bar.completed == 50.0, "the bar does not go back"
+    bar.update(job("succeeded", stage="save"))
+    assert bar.completed == 100.0 and bar.eta.left() == 0.0
+    task = bar._bar.tasks[0]
+    import time
+
+    assert 120 <= time.monotonic() - task.fields["origin"] < 200, "the clock shows the job's time, not 0"
+
+
+def test_summaries_are_one_line():
+    from app.client import render
+
+    done = {"id": "job_x", "status": "succeeded", "model_id": "mdl_x", "started_at": "2026-12-07T07:00:00+00:00",
+            "finished_at": "2026-12-07T07:02:05+00:00",
+            "metrics": {"student": {"accuracy": 0.79, "sentences_per_second": 9700.0, "size_bytes": 12_000_000},
+                        "teacher": {"accuracy": 0.836, "sentences_per_second": 100.0}, "agreement": 0.88}}
+    line = render.job_summary(done)
+    assert line == ("job_x succeeded in 2m05s: model mdl_x; accuracy 79.0% (teacher 83.6%, 94% of it), "
+                    "agreement with the teacher 88.0%, 97.0x the teacher's speed, 12.0 MB")
+    failed = {"id": "job_y", "status": "failed", "error": {"code": "invalid_data", "message": "no rows"}}
+    assert render.job_summary(failed) == "job_y failed: invalid_data: no rows"
+    assert render.duration(None) == "" and render.duration(3725) == "1h02m"

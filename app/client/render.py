@@ -131,10 +131,11 @@ COLUMNS: dict[str, list[Column]] = {
                 ("CREATED", lambda r: when(r.get("created_at")))],
     "job": [("ID", lambda r: r["id"]), ("STATUS", lambda r: r.get("status", "")),
             ("METHOD", lambda r: r.get("method", "")), ("STUDENT", student_kind),
-            ("TEACHER", lambda r: r.get("teacher_id") or ""), ("TRAIN", lambda r: r.get("train_dataset_id") or ""),
             ("ACCURACY", lambda r: percent(scores(r.get("metrics"))[0])),
             ("OF TEACHER", lambda r: of_teacher(r.get("metrics"))),
-            ("DURATION", lambda r: duration(job_seconds(r))), ("CREATED", lambda r: when(r.get("created_at")))],
+            ("DURATION", lambda r: duration(job_seconds(r))),
+            ("TEACHER", lambda r: r.get("teacher_id") or ""), ("TRAIN", lambda r: r.get("train_dataset_id") or ""),
+            ("CREATED", lambda r: when(r.get("created_at")))],
     "model": [("ID", lambda r: r["id"]), ("JOB", lambda r: r.get("job_id") or ""),
               ("METHOD", lambda r: r.get("method", "")), ("STUDENT", lambda r: r.get("kind", "")),
               ("LABELS", lambda r: labels(r.get("labels"))),
@@ -142,6 +143,34 @@ COLUMNS: dict[str, list[Column]] = {
               ("OF TEACHER", lambda r: of_teacher(r.get("metrics"))), ("SIZE", lambda r: size(r.get("size_bytes"))),
               ("CREATED", lambda r: when(r.get("created_at")))],
 }
+
+
+# Columns that give way first on a narrow terminal (cut with "…"); the others keep their width.
+SQUEEZABLE = frozenset({"TEACHER", "TRAIN", "JOB", "LABELS", "NAME", "ARCHITECTURE", "CREATED"})
+
+
+MIN_SQUEEZED = 8  # a squeezed column keeps this much of its text (plus "…"), or goes
+
+
+def fit_widths(titles: list[str], cells: list[list[str]], width: int, gap: int = 2) -> list[int]:
+    """Column widths for one line per row in ``width`` characters, like ``gh``: ids and figures keep
+    their width; ``SQUEEZABLE`` columns are cut (rightmost first), then left out (width 0)."""
+    widths = [max([len(t)] + [len(r[i]) for r in cells]) for i, t in enumerate(titles)]
+
+    def total() -> int:
+        shown = [w for w in widths if w > 0]
+        return sum(shown) + gap * (len(shown) - 1)
+
+    squeezable = [i for i in reversed(range(len(titles))) if titles[i] in SQUEEZABLE]
+    for i in squeezable:
+        if total() <= width:
+            break
+        widths[i] = max(MIN_SQUEEZED, widths[i] - (total() - width))
+    for i in squeezable:
+        if total() <= width:
+            break
+        widths[i] = 0
+    return widths
 
 
 def table(noun: str, page: Row) -> None:
@@ -153,12 +182,16 @@ def table(noun: str, page: Row) -> None:
     if not rows:
         console.print(f"no {noun}s")
         return
-    grid = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
     columns = COLUMNS[noun]
-    for title, _ in columns:
-        grid.add_column(title, no_wrap=title == "ID", overflow="fold")
-    for row in rows:
-        grid.add_row(*(get(row) for _, get in columns))
+    titles = [title for title, _ in columns]
+    cells = [[get(row) for _, get in columns] for row in rows]
+    widths = fit_widths(titles, cells, console.width)
+    grid = Table(box=None, pad_edge=False, show_edge=False, header_style="bold", collapse_padding=True)
+    keep = [i for i, w in enumerate(widths) if w > 0]
+    for i in keep:
+        grid.add_column(titles[i], no_wrap=True, overflow="ellipsis", width=widths[i])
+    for row in cells:
+        grid.add_row(*(row[i] for i in keep))
     console.print(grid)
     if page.get("has_more") and page.get("next_cursor"):
         console.print(f"more: --after {page['next_cursor']}")
@@ -171,14 +204,16 @@ def details(noun: str, body: Row) -> None:
     grid = Table(box=None, show_header=False, pad_edge=False)
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="fold")
-    shown = set()
+    shown, values = set(), set()
     for title, get in COLUMNS[noun]:
         value = get(body)
         if value != "":
             grid.add_row(title.lower(), value)
         shown.add(title.lower())
+        values.add(value)
     for key, value in body.items():
-        if key in shown or key.endswith("_at") or isinstance(value, dict | list) or value in (None, ""):
+        if (key in shown or key.endswith("_at") or isinstance(value, dict | list) or value in (None, "")
+                or str(value) in values or key == "size_bytes"):  # already shown, under its column's name
             continue
         grid.add_row(key.replace("_", " "), str(value))
     extra = {"job": job_extra, "model": model_extra}.get(noun)

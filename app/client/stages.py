@@ -64,6 +64,8 @@ def describe(progress: dict[str, Any] | None, status: str | None = None) -> str:
         if stage == "fit_projector":
             return text + ": building its targets"
         return text + (f", epoch {progress['epoch']}" if progress.get("epoch") else "")
+    if stage == "extract" and (progress.get("message") or "").startswith("static table"):
+        return "building the student's token table from the teacher's encoder"
     if stage == "evaluate" and name is None:
         chosen = candidate_words((progress.get("message") or "").removeprefix("evaluating "))
         return STAGE_WORDS["evaluate"] + (f" ({chosen})" if chosen and chosen != progress.get("message") else "")

@@ -17,6 +17,8 @@ def test_candidate_and_stage_names_read_as_plain_words():
     assert describe({"stage": "fit_projector", "message": "kd-t1", "candidate": 1, "candidates": 3}, "running") \
         == "training student 1/3 (plain KD): building its targets"
     assert describe({"stage": "extract"}, "running") == "scoring the data with the teacher"
+    assert describe({"stage": "extract", "message": "static table: 0/78 vocabulary tokens through the encoder"},
+                    "running") == "building the student's token table from the teacher's encoder"
     assert describe({"stage": "queued"}, "queued") == "waiting for a worker"
     assert describe({"stage": "train"}, "succeeded") == "succeeded"
     assert "kd-t1" not in describe({"stage": "evaluate", "message": "evaluating kd-t1"}, "running")
@@ -88,3 +90,16 @@ def test_summaries_are_one_line():
     failed = {"id": "job_y", "status": "failed", "error": {"code": "invalid_data", "message": "no rows"}}
     assert render.job_summary(failed) == "job_y failed: invalid_data: no rows"
     assert render.duration(None) == "" and render.duration(3725) == "1h02m"
+
+
+def test_tables_fit_the_terminal_by_cutting_names_not_ids():
+    from app.client.render import MIN_SQUEEZED, fit_widths
+
+    titles = ["ID", "STATUS", "TEACHER", "TRAIN", "CREATED"]
+    cells = [["job_" + "a" * 32, "succeeded", "tch_" + "b" * 32, "ds_" + "c" * 32, "2026-12-07 07:53"]]
+    assert fit_widths(titles, cells, 500) == [36, 9, 36, 35, 16]
+    narrow = fit_widths(titles, cells, 100)
+    assert narrow[:2] == [36, 9] and sum(w for w in narrow if w) + 2 * (sum(1 for w in narrow if w) - 1) <= 100
+    assert all(w == 0 or w >= MIN_SQUEEZED for w in narrow)
+    tiny = fit_widths(titles, cells, 50)
+    assert tiny == [36, 9, 0, 0, 0], "squeezable columns go before ids are cut"

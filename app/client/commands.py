@@ -344,8 +344,12 @@ def _events_table(page: dict) -> None:
     for title in ("AT", "EVENT", "MESSAGE"):
         grid.add_column(title, overflow="fold")
     for event in page.get("data") or []:
-        grid.add_row(str(event.get("at", ""))[:19].replace("T", " "), event.get("type", ""),
-                     event.get("message") or "")
+        message = event.get("message") or ""
+        stage = (event.get("data") or {}).get("stage") if event.get("type") == "stage" else None
+        if stage:  # internal stage and candidate names (extract, kd-t1) in plain words
+            message = describe({"stage": stage, "message": message,
+                                "candidate_name": message if stage == "fit_projector" else None}, "running")
+        grid.add_row(str(event.get("at", ""))[:19].replace("T", " "), event.get("type", ""), message)
     Console(highlight=False).print(grid)
     if page.get("has_more") and page.get("next_cursor"):
         typer.echo(f"more: --after {page['next_cursor']}")

@@ -2,10 +2,10 @@
 
 Every ``lelp ...`` command in a fenced code block (and in an inline code span that starts
 with ``lelp``) of README.md and docs/*.md is parsed against the real ``lelp`` command tree
-(typer's click commands): each sub-command must exist and each ``--flag`` must be one of its
-options. Every repository path a doc names (``app/client/http.py``, ``docs/API.md``,
-``demo/data/sst2_dev.csv``, a dotted module such as ``lelp.report.collect``, a relative
-markdown link) must exist. And no doc calls anything but today's defaults "the default".
+(typer's click commands): each sub-command must exist, each ``--flag`` must be one of its
+options, and click's own parser must accept the arguments. Every repository path a doc
+names (``app/client/http.py``, ``docs/API.md``, ``demo/data/sst2_dev.csv``, a dotted module
+such as ``lelp.report.collect``, a relative markdown link) must exist. And no doc calls anything but today's defaults "the default".
 
 docs/ARCHITECTURE.md is left out while it is being redrawn; benchmarks/README.md is the
 benchmarks' own log and names the files each run wrote.
@@ -115,6 +115,23 @@ def check_command(root, argv: list[str]) -> str | None:  # noqa: ANN001
             flag = token.split("=", 1)[0]
             if flag not in options:
                 return f"`{' '.join(path)}` has no option {flag} (it has {', '.join(sorted(options))})"
+    return parse(command, path, rest)
+
+
+def parse(command, path: list[str], args: list[str]) -> str | None:  # noqa: ANN001
+    """Click's own parse of the arguments (counts, value types, choices); a required option the
+    doc leaves out for brevity is fine, anything else click would refuse is not."""
+    import typer
+    from typer._click import exceptions  # typer 0.29 vendors click: its own exception classes
+
+    try:
+        command.make_context(" ".join(path), list(args), resilient_parsing=False)
+    except exceptions.MissingParameter:
+        return None
+    except exceptions.UsageError as exc:
+        return f"`{' '.join(path)} {' '.join(args)}`: {exc.format_message()}"
+    except typer.Exit:  # --help: printed, then exits
+        return None
     return None
 
 
@@ -141,6 +158,9 @@ def test_the_checker_catches_a_missing_command_and_flag():
     assert check_command(root, ["models", "download", "mdl_x", "--format", "onnx"]) is None
     assert "no option --frobnicate" in check_command(root, ["jobs", "submit", "--frobnicate"])
     assert "no such command" in check_command(root, ["jobs", "explode"])
+    assert "Invalid value for '--epochs'" in check_command(root, ["jobs", "submit", "--epochs", "many"])
+    assert check_command(root, ["jobs", "submit", "--help"]) is None
+    assert "unexpected extra argument" in check_command(root, ["jobs", "show", "job_a", "job_b"])
     assert lelp_commands("x=$(lelp jobs list --json | jq .) && lelp serve --port 1  # lelp nothing") == [
         ["jobs", "list", "--json"], ["serve", "--port", "1"]]
 

@@ -5,7 +5,8 @@ with ``lelp``) of README.md and docs/*.md is parsed against the real ``lelp`` co
 (typer's click commands): each sub-command must exist, each ``--flag`` must be one of its
 options, and click's own parser must accept the arguments. Every repository path a doc
 names (``app/client/http.py``, ``docs/API.md``, ``demo/data/sst2_dev.csv``, a dotted module
-such as ``lelp.report.collect``, a relative markdown link) must exist. And no doc calls anything but today's defaults "the default".
+such as ``lelp.report.collect``, a relative markdown link) must exist. And no doc calls
+anything but today's defaults "the default".
 
 docs/ARCHITECTURE.md is left out while it is being redrawn; benchmarks/README.md is the
 benchmarks' own log and names the files each run wrote.

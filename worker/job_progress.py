@@ -24,6 +24,7 @@ from sqlalchemy.exc import DBAPIError
 from app.db import job_states
 from app.db import repositories as repo
 from app.db.session import session_scope
+from lelp.progress import overall_fraction
 from worker.claim import Claim, ClaimLost
 
 log = logging.getLogger("lelp.worker")
@@ -32,38 +33,8 @@ PROGRESS_INTERVAL_S = 1.0
 CANCEL_CHECK_INTERVAL_S = 1.0
 HISTORY_POINTS = 500  # per-epoch loss points kept in a job's progress (bounded: 1000-epoch jobs exist)
 
-# The share of a whole job each stage's band covers, in order: a job reports several stages,
-# and the search trains several candidates, each from 0 to its own total_steps. One overall
-# fraction (``overall_fraction``) lets a client draw one bar for the whole job. Teacher scoring
-# ("extract", "augment") runs once per dataset, so its band fills with the largest pass seen.
-STAGE_BANDS: dict[str, tuple[float, float]] = {
-    "load": (0.0, 0.02),
-    "extract": (0.02, 0.20),
-    "augment": (0.02, 0.20),
-    "train": (0.20, 0.95),  # split evenly between the candidates
-    "evaluate": (0.95, 0.97),
-    "save": (0.97, 0.99),
-}
 ETA_MIN_FRACTION = 0.03  # below this an overall ETA is a guess: none is reported
 ETA_MIN_SECONDS = 3.0
-
-
-def overall_fraction(stage: str, fraction: float | None, candidate: int | None = None,
-                     candidates: int | None = None) -> float | None:
-    """Where a stage's own fraction puts the whole job (0-1), or None for a stage with no band.
-
-    ``fit_projector`` starts its candidate's share of the training band; ``train`` fills it.
-    """
-    if stage in ("fit_projector", "train"):
-        low, high = STAGE_BANDS["train"]
-        total = max(candidates or 1, 1)
-        index = min(max(candidate or 1, 1), total) - 1
-        within = (fraction or 0.0) if stage == "train" else 0.0
-        return low + (high - low) * (index + min(max(within, 0.0), 1.0)) / total
-    if stage not in STAGE_BANDS:
-        return None
-    low, high = STAGE_BANDS[stage]
-    return low + (high - low) * min(max(fraction or 0.0, 0.0), 1.0)
 
 
 class ProgressWriter:

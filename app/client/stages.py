@@ -9,67 +9,23 @@ between polls and moves up only as much as the new figures demand.
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
-METHOD_WORDS = {
-    "ce": "hard labels",
-    "kd": "plain KD",
-    "fitnet": "FitNet",
-    "lelp": "LELP",
-    "random_subclass": "random sub-classes",
-    "uniform_subclass": "uniform sub-classes",
-    "kmeans_subclass": "k-means sub-classes",
-}
+from lelp.progress import candidate_words, stage_words
 
-STAGE_WORDS = {
-    "queued": "waiting for a worker",
-    "load": "loading the teacher and the data",
-    "extract": "scoring the data with the teacher",
-    "augment": "writing teacher-scored variants",
-    "evaluate": "evaluating the best student",
-    "save": "saving the student and its report",
-    "export": "building the ONNX export",
-}
-
-CANDIDATE = re.compile(r"^(?P<method>[a-z_]+?)(?:-S(?P<subclasses>\d+)-b(?P<beta>[0-9.e+-]+?))?-t(?P<tau>[0-9.e+-]+)$")
-
-
-def candidate_words(name: str | None) -> str:
-    """``kd-t1`` -> ``plain KD``; ``lelp-S2-b1-t1`` -> ``LELP, 2 sub-classes per class``."""
-    if not name:
-        return ""
-    match = CANDIDATE.match(name)
-    if match is None:
-        return name
-    words = METHOD_WORDS.get(match["method"], match["method"])
-    if match["subclasses"]:
-        words += f", {match['subclasses']} sub-classes per class"
-    return words
+__all__ = ["SteadyEta", "candidate_words", "describe"]
 
 
 def describe(progress: dict[str, Any] | None, status: str | None = None) -> str:
-    """The stage a job is in, in plain words (the progress bar's description)."""
+    """The stage a job is in, in plain words (the progress bar's description; ``lelp.progress.stage_words``)."""
     progress = progress or {}
     if status in ("succeeded", "failed", "cancelled"):
         return status
     stage = progress.get("stage") or ("queued" if status in (None, "queued") else "starting")
-    index, total = progress.get("candidate"), progress.get("candidates")
-    name = progress.get("candidate_name") or (progress.get("message") if stage == "fit_projector" else None)
-    if stage in ("fit_projector", "train"):
-        which = f" {index}/{total}" if index and total else ""
-        method = candidate_words(name)
-        text = f"training student{which}" + (f" ({method})" if method else "")
-        if stage == "fit_projector":
-            return text + ": building its targets"
-        return text + (f", epoch {progress['epoch']}" if progress.get("epoch") else "")
-    if stage == "extract" and (progress.get("message") or "").startswith("static table"):
-        return "building the student's token table from the teacher's encoder"
-    if stage == "evaluate" and name is None:
-        chosen = candidate_words((progress.get("message") or "").removeprefix("evaluating "))
-        return STAGE_WORDS["evaluate"] + (f" ({chosen})" if chosen and chosen != progress.get("message") else "")
-    return STAGE_WORDS.get(stage, stage.replace("_", " "))
+    return stage_words(stage, progress.get("message"), candidate=progress.get("candidate"),
+                       candidates=progress.get("candidates"), candidate_name=progress.get("candidate_name"),
+                       epoch=progress.get("epoch"))
 
 
 class SteadyEta:

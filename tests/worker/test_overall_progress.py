@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from lelp.progress import Progress
-from worker.job_progress import STAGE_BANDS, ProgressWriter, overall_fraction
+from lelp.progress import STAGE_BANDS, Progress, overall_fraction
+from worker.job_progress import ProgressWriter
 
 
 def a_three_candidate_job() -> list[Progress]:
@@ -51,3 +51,22 @@ def test_the_writer_reports_a_monotone_overall_fraction_and_the_candidate(monkey
     etas = [s[2] for s in seen if s[2] is not None]
     assert seen[0][2] is None, "no ETA before measurable progress"
     assert etas and all(e >= 0 for e in etas)
+
+
+def test_lelp_distill_draws_the_same_single_bar():
+    """The library's command line (``lelp distill``) uses the same bands and words: one bar, never back."""
+    from lelp.cli import ProgressBars
+
+    bars = ProgressBars()
+    seen = []
+    try:
+        for report in a_three_candidate_job():
+            bars(report)
+            seen.append((bars.bar.n, bars.bar.desc))
+    finally:
+        bars.close()
+    values = [n for n, _ in seen]
+    assert values == sorted(values) and values[-1] >= 97
+    descriptions = [d for _, d in seen]
+    assert "training student 2/3 (LELP, 2 sub-classes per class), epoch 1" in descriptions
+    assert not any("kd-t1" in d or "fit_projector" in d for d in descriptions)

@@ -31,6 +31,8 @@ from app.vocabulary import DEFAULT_METHOD, DEFAULT_STUDENT_KIND, FINISHED_STATUS
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 FINISHED = tuple(s.value for s in FINISHED_STATUSES)
+# Answers a poll waits out (no answer at all is status 0): the server or its database is restarting.
+TRANSIENT_STATUSES = frozenset({0, 502, 503, 504})
 # ``download`` formats: the file name's ending and the artifact endpoint's query.
 DOWNLOAD_FORMATS: dict[str, tuple[str, dict[str, str]]] = {
     "artifact": (".tar.gz", {}),
@@ -226,11 +228,28 @@ class LelpClient:
         return self._json("GET", f"/v1/jobs/{job_id}/events", params=_params(limit=limit, after=after))
 
     def wait_job(self, job_id: str, on_progress: Callable[[dict], None] | None = None, poll: float = 1.0,
-                 timeout: float | None = None) -> dict:
-        """Poll until the job ends; ``on_progress`` sees every polled job body. Returns the final job."""
+                 timeout: float | None = None, outage_s: float = 60.0) -> dict:
+        """Poll until the job ends; ``on_progress`` sees every polled job body. Returns the final job.
+
+        A server that does not answer or answers 502/503/504 (restarting, its database restarting)
+        is polled again for up to ``outage_s`` seconds in a row: the job runs on meanwhile, and a
+        long wait should not end in an error because of one blip. A 4xx ends the wait at once.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
+        down_since: float | None = None
         while True:
-            job = self.get_job(job_id)
+            try:
+                job = self.get_job(job_id)
+            except ApiError as exc:
+                if exc.status not in TRANSIENT_STATUSES:
+                    raise
+                now = time.monotonic()
+                down_since = now if down_since is None else down_since
+                if now - down_since > outage_s:
+                    raise
+                time.sleep(poll)
+                continue
+            down_since = None
             if on_progress is not None:
                 on_progress(job)
             if job["status"] in FINISHED:

@@ -103,3 +103,38 @@ def test_tables_fit_the_terminal_by_cutting_names_not_ids():
     assert all(w == 0 or w >= MIN_SQUEEZED for w in narrow)
     tiny = fit_widths(titles, cells, 50)
     assert tiny == [36, 9, 0, 0, 0], "squeezable columns go before ids are cut"
+
+
+def test_waiting_outlives_a_server_blip_but_not_a_4xx():
+    import httpx
+    import pytest
+
+    from app.client.http import ApiError, LelpClient
+
+    answers = iter([httpx.Response(503, json={"error": {"code": "database_unavailable", "message": "restarting"}}),
+                    httpx.ConnectError("refused"),
+                    httpx.Response(200, json={"id": "job_x", "status": "running", "progress": {}}),
+                    httpx.Response(200, json={"id": "job_x", "status": "succeeded", "progress": {}})])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    client = LelpClient("http://api", "lelp_k")
+    client._http = httpx.Client(base_url="http://api", transport=httpx.MockTransport(handler))
+    seen = []
+    assert client.wait_job("job_x", on_progress=seen.append, poll=0)["status"] == "succeeded"
+    assert [j["status"] for j in seen] == ["running", "succeeded"]
+
+    client._http = httpx.Client(base_url="http://api", transport=httpx.MockTransport(
+        lambda r: httpx.Response(404, json={"error": {"code": "job_not_found", "message": "no job"}})))
+    with pytest.raises(ApiError) as gone:
+        client.wait_job("job_x", poll=0)
+    assert gone.value.status == 404
+    client._http = httpx.Client(base_url="http://api", transport=httpx.MockTransport(
+        lambda r: httpx.Response(503, json={"error": {"code": "database_unavailable", "message": "down"}})))
+    with pytest.raises(ApiError) as down:
+        client.wait_job("job_x", poll=0.01, outage_s=0.05)
+    assert down.value.status == 503

@@ -12,7 +12,8 @@ this module's typer app and adds ``serve`` and ``worker``. What is here:
   ``LELP_API_URL`` and ``LELP_API_KEY``.
 
 Importing this module loads neither torch nor the worker: heavy imports happen inside
-the command that needs them. An API error prints ``error: <code>: <message>`` and exits 1.
+the command that needs them. An error prints ``error: <code>: <message>`` and exits 2 for a
+user's mistake (a 4xx, a missing file), 1 for a server or network failure (``app.client.commands``).
 """
 
 from __future__ import annotations

@@ -42,33 +42,44 @@ def user_errors(fn):
 
 
 class ProgressBars:
-    """One tqdm bar per stage, fed by the library's Progress callbacks."""
+    """One tqdm bar for the whole run, fed by the library's Progress callbacks.
 
-    def __init__(self, enabled: bool = True):
-        self.enabled, self.stage, self.bar = enabled, None, None
+    Its fraction is ``lelp.progress.overall_fraction`` (stages and candidates in one 0-100%,
+    never going back), its description the stage in plain words (``stage_words``): the same
+    bar `lelp jobs wait` draws for a job on the service. (The name is kept for callers.)
+    """
+
+    def __init__(self, enabled: bool = True, whole_job: bool = True):
+        # whole_job=False (make-teacher: one training run): the bar is the stage's own fraction
+        self.enabled, self.whole_job, self.bar = enabled, whole_job, None
+        self.position: tuple[int | None, int | None] = (None, None)
+        self.candidate_name: str | None = None
+        self.done = 0.0
 
     def __call__(self, p: Progress) -> None:
         if not self.enabled:
             return
         from tqdm.auto import tqdm
 
-        label = p.stage + (f" ({p.message})" if p.message else "")
-        if not p.total_steps:  # a stage without steps: one status line
-            if (p.stage, p.message) != self.stage:
-                self.close()
-                self.stage = (p.stage, p.message)
-                tqdm.write(f"- {label}", file=sys.stderr)
-            return
-        if p.stage != (self.stage or (None,))[0] or self.bar is None:
-            self.close()
-            self.stage = (p.stage, p.message)
-            self.bar = tqdm(total=p.total_steps, desc=label, unit="row" if p.stage == "extract" else "step",
-                            file=sys.stderr, leave=False, dynamic_ncols=True, mininterval=0.2)
-        if self.bar.total != p.total_steps:
-            self.bar.total = p.total_steps
-        self.bar.n = p.step
+        from lelp.progress import overall_fraction, stage_words
+
+        if p.stage == "fit_projector":
+            self.candidate_name = p.message
+            if p.candidates:
+                self.position = (p.candidate, p.candidates)
+        if self.bar is None:
+            self.bar = tqdm(total=100, file=sys.stderr, leave=False, dynamic_ncols=True, mininterval=0.2,
+                            bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}")
+        fraction = p.step / p.total_steps if p.total_steps else None
+        overall = overall_fraction(p.stage, fraction, *self.position) if self.whole_job else fraction
+        if overall is not None:
+            self.done = max(self.done, 100 * overall)
+        self.bar.n = self.done
+        self.bar.set_description_str(stage_words(p.stage, p.message, candidate=self.position[0],
+                                                 candidates=self.position[1], candidate_name=self.candidate_name,
+                                                 epoch=p.epoch), refresh=False)
         if p.loss is not None:
-            self.bar.set_postfix(epoch=p.epoch, loss=f"{p.loss:.4f}", refresh=False)
+            self.bar.set_postfix(loss=f"{p.loss:.4f}", refresh=False)
         self.bar.refresh()
 
     def close(self) -> None:
@@ -199,6 +210,9 @@ def make_teacher_command(
     text_column: str = "text",
     text_pair_column: str | None = None,
     label_column: str = "label",
+    labels: Annotated[str | None, typer.Option(help="comma-separated class names the teacher answers with, e.g. "
+                                               "negative,positive: one per data label in sorted order (0, 1, ...), "
+                                               "or the data's own labels in the order to use")] = None,
     epochs: Annotated[int, typer.Option(help="most epochs; the best on a held-out 10% ships")] = 3,
     learning_rate: float = 1e-4,
     batch_size: int = 32,
@@ -212,12 +226,13 @@ def make_teacher_command(
     _quiet_transformers()
     from lelp.training.make_teacher import TeacherTrainingConfig, make_teacher
 
-    bars = ProgressBars()
+    bars = ProgressBars(whole_job=False)
     try:
         path = make_teacher(base, train, out, config=TeacherTrainingConfig(
             epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, max_length=max_length,
             max_rows=max_rows, seed=seed, patience=patience), text_column=text_column,
-            text_pair_column=text_pair_column, label_column=label_column, device=device, progress=bars)
+            text_pair_column=text_pair_column, label_column=label_column, device=device, progress=bars,
+            label_names=labels.split(",") if labels is not None else None)
     finally:
         bars.close()
     import json

@@ -167,10 +167,13 @@ class DistillJob:
         return self.kind.build(len(self.labels) * subclasses, self.labels, subclasses)
 
     # ---------------------------------------------------------------- train
-    def train_candidate(self, cand: Candidate, checkpoint: Path | None, on_checkpoint) -> CandidateResult:
+    def train_candidate(self, cand: Candidate, checkpoint: Path | None, on_checkpoint,
+                        position: tuple[int, int] = (1, 1)) -> CandidateResult:
+        """Train one candidate; ``position`` (1-based index, count) tells progress readers how far the search is."""
         cfg = self.config
         hp = effective_hyperparameters(cfg, cand, rows=len(self.fit_rows))
-        report(self.progress, Progress(stage="fit_projector", message=cand.name))
+        report(self.progress, Progress(stage="fit_projector", message=cand.name, candidate=position[0],
+                                       candidates=position[1]))
         # Rows held out for validation or test count as unlabelled here: their labels must not
         # shape the targets (the projector assigns them to the teacher's argmax class).
         target_labels = np.full_like(self.pool_labels, -1)

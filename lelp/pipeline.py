@@ -100,7 +100,7 @@ def distill(
         ckpt = Path(checkpoint_dir) / f"{i:02d}-{cand.name}.pt" if checkpoint_dir else None
         try:
             with _timed(seconds, "train"):
-                results.append(job.train_candidate(cand, ckpt, on_checkpoint))
+                results.append(job.train_candidate(cand, ckpt, on_checkpoint, (i + 1, len(candidates))))
         except ConfigError as exc:
             # A search goes on without a candidate the data cannot support (e.g. a class the
             # teacher never predicts has no rows to split); a single chosen config fails loudly.

@@ -24,6 +24,7 @@ from sqlalchemy.exc import DBAPIError
 from app.db import job_states
 from app.db import repositories as repo
 from app.db.session import session_scope
+from lelp.progress import overall_fraction
 from worker.claim import Claim, ClaimLost
 
 log = logging.getLogger("lelp.worker")
@@ -31,6 +32,9 @@ log = logging.getLogger("lelp.worker")
 PROGRESS_INTERVAL_S = 1.0
 CANCEL_CHECK_INTERVAL_S = 1.0
 HISTORY_POINTS = 500  # per-epoch loss points kept in a job's progress (bounded: 1000-epoch jobs exist)
+
+ETA_MIN_FRACTION = 0.03  # below this an overall ETA is a guess: none is reported
+ETA_MIN_SECONDS = 3.0
 
 
 class ProgressWriter:
@@ -53,6 +57,20 @@ class ProgressWriter:
         self.resumed_epochs: list[int] = []
         self.history: list[dict[str, Any]] = []  # loss per (candidate, epoch) so far: the live report's curve
         self._candidate: str | None = None
+        self._position: tuple[int | None, int | None] = (None, None)  # (1-based index, count) of candidates
+        self._overall = 0.0  # never goes back: a second teacher pass or a requeue repeats a band
+        self._began = time.monotonic()
+
+    def _overall_progress(self, progress: Any, fraction: float | None, now: float) -> tuple[float, float | None]:
+        """The job's overall fraction so far and the seconds its pace says are left (None too early)."""
+        overall = overall_fraction(progress.stage, fraction, *self._position)
+        if overall is not None:
+            self._overall = max(self._overall, overall)
+        spent = now - self._began
+        eta = None
+        if self._overall >= ETA_MIN_FRACTION and spent >= ETA_MIN_SECONDS:
+            eta = spent * (1 - self._overall) / self._overall
+        return self._overall, eta
 
     def record_resume(self, epoch: int) -> None:
         """Log that training continued after ``epoch`` finished epochs (read from a checkpoint)."""
@@ -68,6 +86,8 @@ class ProgressWriter:
         """Every report (throttled or not) updates the running epoch's loss; the last is its mean."""
         if progress.stage == "fit_projector":
             self._candidate = progress.message
+            if getattr(progress, "candidates", None):
+                self._position = (progress.candidate, progress.candidates)
         elif progress.stage == "train" and progress.epoch is not None and progress.loss is not None:
             point = {"candidate": self._candidate, "epoch": int(progress.epoch),
                      "train_loss": round(float(progress.loss), 6)}
@@ -94,9 +114,13 @@ class ProgressWriter:
         fraction = (progress.step / progress.total_steps) if progress.total_steps else None
         elapsed = now - self._stage_started
         eta = elapsed * (1 - fraction) / fraction if fraction and fraction > 0 else None
+        overall, overall_eta = self._overall_progress(progress, fraction, now)
         body = {"stage": progress.stage, "epoch": progress.epoch, "step": progress.step,
                 "total_steps": progress.total_steps, "fraction": fraction, "loss": progress.loss,
                 "eta_s": round(eta, 1) if eta is not None else None, "message": progress.message,
+                "overall_fraction": round(overall, 4),
+                "overall_eta_s": round(overall_eta, 1) if overall_eta is not None else None,
+                "candidate": self._position[0], "candidates": self._position[1], "candidate_name": self._candidate,
                 "history": list(self.history)}
         token = self.claim.token if self.claim is not None else None
         try:

@@ -8,9 +8,10 @@ raises ``ApiError(0, "connection_error", ...)``, so callers handle one exception
     client = LelpClient("http://127.0.0.1:8000", api_key)
     teacher = client.upload_teacher("my-bert/")          # a directory is packed on the fly
     data = client.upload_dataset("train.csv")
-    job = client.create_job(teacher["id"], data["id"], method="lelp", student="ngram")
+    job = client.create_job(teacher["id"], data["id"])          # method auto, student cnn
     job = client.wait_job(job["id"])
     client.predict(job["model_id"], ["what a lovely film"])
+    client.download_onnx(job["model_id"], "out/", quantize="int8")
 """
 
 from __future__ import annotations
@@ -30,6 +31,14 @@ from app.vocabulary import DEFAULT_METHOD, DEFAULT_STUDENT_KIND, FINISHED_STATUS
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 FINISHED = tuple(s.value for s in FINISHED_STATUSES)
+# Answers a poll waits out (no answer at all is status 0): the server or its database is restarting.
+TRANSIENT_STATUSES = frozenset({0, 502, 503, 504})
+# ``download`` formats: the file name's ending and the artifact endpoint's query.
+DOWNLOAD_FORMATS: dict[str, tuple[str, dict[str, str]]] = {
+    "artifact": (".tar.gz", {}),
+    "onnx": ("-onnx-fp32.zip", {"format": "onnx"}),
+    "onnx-int8": ("-onnx-int8.zip", {"format": "onnx", "quantize": "int8"}),
+}
 
 
 class ApiError(Exception):
@@ -219,11 +228,28 @@ class LelpClient:
         return self._json("GET", f"/v1/jobs/{job_id}/events", params=_params(limit=limit, after=after))
 
     def wait_job(self, job_id: str, on_progress: Callable[[dict], None] | None = None, poll: float = 1.0,
-                 timeout: float | None = None) -> dict:
-        """Poll until the job ends; ``on_progress`` sees every polled job body. Returns the final job."""
+                 timeout: float | None = None, outage_s: float = 60.0) -> dict:
+        """Poll until the job ends; ``on_progress`` sees every polled job body. Returns the final job.
+
+        A server that does not answer or answers 502/503/504 (restarting, its database restarting)
+        is polled again for up to ``outage_s`` seconds in a row: the job runs on meanwhile, and a
+        long wait should not end in an error because of one blip. A 4xx ends the wait at once.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
+        down_since: float | None = None
         while True:
-            job = self.get_job(job_id)
+            try:
+                job = self.get_job(job_id)
+            except ApiError as exc:
+                if exc.status not in TRANSIENT_STATUSES:
+                    raise
+                now = time.monotonic()
+                down_since = now if down_since is None else down_since
+                if now - down_since > outage_s:
+                    raise
+                time.sleep(poll)
+                continue
+            down_since = None
             if on_progress is not None:
                 on_progress(job)
             if job["status"] in FINISHED:
@@ -240,16 +266,63 @@ class LelpClient:
     def list_models(self, limit: int | None = None, after: str | None = None) -> dict:
         return self._json("GET", "/v1/models", params=_params(limit=limit, after=after))
 
-    def predict(self, model_id: str, inputs: list[str] | list[dict]) -> dict:
-        return self._json("POST", f"/v1/models/{model_id}/predict", json={"inputs": inputs})
+    def predict(self, model_id: str, inputs: list[str] | list[dict], quantize: str | None = None) -> dict:
+        """Label, score and every class's probability per input; ``quantize="int8"`` answers on the
+        model's int8 onnxruntime export (built on first use)."""
+        body: dict[str, Any] = {"inputs": inputs}
+        if quantize:
+            body["quantize"] = quantize
+        return self._json("POST", f"/v1/models/{model_id}/predict", json=body)
+
+    def predict_int8(self, model_id: str, inputs: list[str] | list[dict]) -> dict:
+        """``predict`` on the int8 export: smaller and faster on CPU, within the accuracy delta in
+        the model's ``metrics["export"]["onnx-int8"]``."""
+        return self.predict(model_id, inputs, quantize="int8")
+
+    # --- reports ----------------------------------------------------------------------------------
+
+    def job_report(self, job_id: str) -> str:
+        """The job's report page (HTML): live progress while it runs, the student's report once it succeeded."""
+        return self._request("GET", f"/v1/jobs/{job_id}/report").text
+
+    def model_report(self, model_id: str) -> str:
+        """The model's self-contained ``report.html`` (no script, no requests: open it anywhere)."""
+        return self._request("GET", f"/v1/models/{model_id}/report").text
+
+    def save_report(self, resource_id: str, dest: str | Path) -> Path:
+        """Write a job's (``job_...``) or model's report to ``dest`` (a file, or a directory to put it in)."""
+        html = self.job_report(resource_id) if resource_id.startswith("job_") else self.model_report(resource_id)
+        dest = Path(dest)
+        if dest.is_dir():
+            dest = dest / f"{resource_id}-report.html"
+        dest.write_text(html, encoding="utf-8")
+        return dest
+
+    # --- downloads --------------------------------------------------------------------------------
 
     def download_artifact(self, model_id: str, dest: str | Path) -> Path:
         """Stream the model's tar.gz to ``dest`` (a file path, or a directory to put it in)."""
+        return self.download(model_id, dest, "artifact")
+
+    def download_onnx(self, model_id: str, dest: str | Path, quantize: str | None = None) -> Path:
+        """Stream the model's checked ONNX package (zip; ``quantize="int8"`` for int8 weights) to ``dest``."""
+        return self.download(model_id, dest, "onnx-int8" if quantize == "int8" else "onnx")
+
+    def download(self, model_id: str, dest: str | Path, format: str = "artifact") -> Path:
+        """Stream one of the model's files to ``dest`` (a file path, or a directory to put it in).
+
+        ``format``: ``artifact`` (tar.gz of the student directory), ``onnx`` (zip of the ONNX
+        package) or ``onnx-int8`` (the same with int8 weights); see ``DOWNLOAD_FORMATS``.
+        """
+        if format not in DOWNLOAD_FORMATS:
+            raise ApiError(0, "invalid_option", f"format must be one of {', '.join(DOWNLOAD_FORMATS)}, "
+                           f"got {format!r}")
+        suffix, params = DOWNLOAD_FORMATS[format]
         dest = Path(dest)
         if dest.is_dir():
-            dest = dest / f"{model_id}.tar.gz"
+            dest = dest / f"{model_id}{suffix}"
         try:
-            with self._http.stream("GET", f"/v1/models/{model_id}/artifact") as response:
+            with self._http.stream("GET", f"/v1/models/{model_id}/artifact", params=params) as response:
                 if not response.is_success:
                     response.read()
                     _raise_for(response, self.has_key)

@@ -86,6 +86,14 @@ class JobProgress(BaseModel):
     eta_s: float | None = None
     loss: float | None = None
     message: str | None = None
+    # the whole job, across stages and candidates (one bar): 0-1, never going back, and the
+    # seconds its pace so far says are left (null until it has made measurable progress)
+    overall_fraction: float | None = None
+    overall_eta_s: float | None = None
+    # the candidate being trained: 1-based index, how many the search trains, its name (kd-t1, ...)
+    candidate: int | None = None
+    candidates: int | None = None
+    candidate_name: str | None = None
     # train loss per epoch so far: [{"candidate", "epoch", "train_loss"}] (the live report's curve)
     history: list[dict[str, Any]] | None = None
 

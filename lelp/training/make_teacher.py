@@ -51,11 +51,37 @@ def sorted_label_names(labels: list[str | None]) -> list[str]:
     return names
 
 
+def class_names(data_labels: list[str], names: list[str] | None) -> tuple[list[str], list[str]]:
+    """(the teacher's class names, the data's label for each class, in the same order).
+
+    ``names`` are the names the teacher will answer with (``--labels negative,positive``):
+    when they are exactly the data's labels they only choose the class order; otherwise they
+    name the data's sorted labels in turn (``0`` -> ``negative``, ``1`` -> ``positive``), so a
+    teacher trained on 0/1 data need not answer "0" and "1".
+    """
+    if names is None:
+        return data_labels, data_labels
+    names = [str(n).strip() for n in names]
+    if any(not n for n in names) or len(set(names)) != len(names):
+        raise DataError(f"--labels must be distinct non-empty names, got {', '.join(names) or 'none'}",
+                        param="labels")
+    if set(names) == set(data_labels):
+        return names, names
+    if len(names) != len(data_labels):
+        raise DataError(f"--labels names {len(names)} classes but the data has {len(data_labels)} "
+                        f"({', '.join(data_labels)}): give one name per label, in that order", param="labels")
+    return names, data_labels
+
+
 def make_teacher(base_dir: str | Path, train_path: str | Path, out_dir: str | Path, *,
                  config: TeacherTrainingConfig = TeacherTrainingConfig(), text_column: str = "text",
                  text_pair_column: str | None = None, label_column: str = "label", device: str = "auto",
-                 progress: ProgressCallback | None = None, should_cancel: CancelCheck | None = None) -> Path:
-    """Fine-tune ``base_dir`` on ``train_path``; the best epoch on a held-out 10% is written to ``out_dir``."""
+                 progress: ProgressCallback | None = None, should_cancel: CancelCheck | None = None,
+                 label_names: list[str] | None = None) -> Path:
+    """Fine-tune ``base_dir`` on ``train_path``; the best epoch on a held-out 10% is written to ``out_dir``.
+
+    ``label_names``: the class names the teacher answers with (``class_names``); default the data's labels.
+    """
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
@@ -67,11 +93,12 @@ def make_teacher(base_dir: str | Path, train_path: str | Path, out_dir: str | Pa
     read_model_config(base)  # refuses missing dirs, bad JSON and remote code
     data = read_table(train_path, text_column=text_column, text_pair_column=text_pair_column,
                       label_column=label_column)
-    names = sorted_label_names(data.labels)
-    if len(names) < 2:
-        raise DataError(f"{Path(train_path).name}: a teacher needs at least 2 classes, found {names}",
+    found = sorted_label_names(data.labels)
+    if len(found) < 2:
+        raise DataError(f"{Path(train_path).name}: a teacher needs at least 2 classes, found {found}",
                         param="label_column")
-    labels = np.asarray(encode_labels(data.labels, names))
+    names, data_order = class_names(found, label_names)
+    labels = np.asarray(encode_labels(data.labels, data_order))
     if config.max_rows:
         keep = np.random.default_rng(config.seed).permutation(np.flatnonzero(labels >= 0))[: config.max_rows]
         mask = np.full(len(labels), -1)

@@ -1,4 +1,4 @@
-"""The ``lelp`` client verbs against the real API: JSON out, one-line errors, exit codes."""
+"""The ``lelp`` client verbs against the real API: JSON out (``--json``), one-line errors, exit codes."""
 
 from __future__ import annotations
 
@@ -23,17 +23,18 @@ def lelp(*args: str, url: str, key: str) -> subprocess.CompletedProcess:
 
 
 def test_cli_uploads_and_reports_errors_in_one_line(api_server, service_api_key, tiny_teacher_dir, tmp_path):
-    uploaded = lelp("teachers", "upload", str(tiny_teacher_dir), "--name", "cli", url=api_server, key=service_api_key)
+    uploaded = lelp("teachers", "upload", str(tiny_teacher_dir), "--name", "cli", "--json", url=api_server,
+                    key=service_api_key)
     assert uploaded.returncode == 0, uploaded.stderr
     assert json.loads(uploaded.stdout)["name"] == "cli"
 
     missing = lelp("jobs", "status", "job_doesnotexist", url=api_server, key=service_api_key)
-    assert missing.returncode == 1
+    assert missing.returncode == 2  # a 404: the user's mistake
     assert missing.stderr.strip().startswith("error: ") and "Traceback" not in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
 
     bad_key = lelp("jobs", "list", url=api_server, key="lelp_wrong")
-    assert bad_key.returncode == 1 and "error: " in bad_key.stderr and "Traceback" not in bad_key.stderr
+    assert bad_key.returncode == 2 and "error: " in bad_key.stderr and "Traceback" not in bad_key.stderr
 
 
 def run_local(*args: str, data_dir: Path) -> subprocess.CompletedProcess:

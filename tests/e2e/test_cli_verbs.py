@@ -1,4 +1,7 @@
-"""The ``lelp`` CLI covers the API: every verb against the real API process, keys included."""
+"""The ``lelp`` CLI covers the API: every verb against the real API process, keys included.
+
+Output here is read with ``--json`` (the scripts' form); tests/app/test_cli_output.py checks the tables.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +39,7 @@ def ok(result: subprocess.CompletedProcess) -> dict | list | str:
 def test_every_resource_has_list_show_delete_and_jobs_take_every_field(api_server, service_api_key,
                                                                          tiny_teacher_dir, tiny_encoder_dir, tmp_path):
     def run(*args: str):  # noqa: ANN202
-        return ok(lelp(*args, url=api_server, key=service_api_key))
+        return ok(lelp(*args, "--json", url=api_server, key=service_api_key))
 
     teacher = run("teachers", "upload", str(tiny_teacher_dir), "--name", "cli-teacher")
     base = run("base-models", "upload", str(tiny_encoder_dir))
@@ -61,11 +64,11 @@ def test_every_resource_has_list_show_delete_and_jobs_take_every_field(api_serve
 
     refused = lelp("jobs", "submit", "--teacher", teacher["id"], "--train", train["id"], "--student", "encoder_mlp",
                    url=api_server, key=service_api_key)
-    assert refused.returncode == 1 and refused.stderr.startswith("error: base_required: ")
+    assert refused.returncode == 2 and refused.stderr.startswith("error: base_required: ")
     assert "student.base" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
 
     in_use = lelp("base-models", "delete", base["id"], url=api_server, key=service_api_key)
-    if in_use.returncode == 1:  # the cancelled job may still be running for a moment
+    if in_use.returncode == 2:  # the cancelled job may still be running for a moment
         assert "base_model_in_use" in in_use.stderr
     for noun, row in (("datasets", train), ("teachers", teacher)):
         gone = lelp(noun, "delete", row["id"], url=api_server, key=service_api_key)
@@ -92,13 +95,13 @@ def test_revoked_key_gets_401_and_errors_name_the_variable_to_set(api_server, pg
     r = httpx.get(f"{api_server}/v1/jobs", headers={"Authorization": f"Bearer {key}"})
     assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
     with_revoked = lelp("jobs", "list", url=api_server, key=key)
-    assert with_revoked.returncode == 1 and "LELP_API_KEY" in with_revoked.stderr
+    assert with_revoked.returncode == 2 and "LELP_API_KEY" in with_revoked.stderr  # a 4xx: the user's to fix
     no_key = lelp("jobs", "list", url=api_server, key=None)
-    assert no_key.returncode == 1 and "missing_api_key" in no_key.stderr and "LELP_API_KEY" in no_key.stderr
+    assert no_key.returncode == 2 and "missing_api_key" in no_key.stderr and "LELP_API_KEY" in no_key.stderr
     unreachable = lelp("jobs", "list", url="http://127.0.0.1:9", key="lelp_x")
-    assert unreachable.returncode == 1 and "LELP_API_URL" in unreachable.stderr
+    assert unreachable.returncode == 1 and "LELP_API_URL" in unreachable.stderr  # the network's: exit 1
     unknown = lelp("admin", "revoke-key", "key_nope", url=api_server, key=None, LELP_DATABASE_URL=pg_url)
-    assert unknown.returncode == 1 and unknown.stderr.startswith("error: key_not_found")
+    assert unknown.returncode == 2 and unknown.stderr.startswith("error: key_not_found")
 
 
 @pytest.mark.parametrize("command", [("jobs", "submit"), ("distill",), ("teachers", "upload"), ("datasets", "upload"),

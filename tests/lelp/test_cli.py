@@ -108,6 +108,27 @@ def test_make_teacher_builds_a_loadable_classifier(tiny_teacher_dir, tiny_train_
     assert info.labels == ["negative", "positive"] and info.num_labels == 2
 
 
+def test_make_teacher_names_its_labels(tiny_teacher_dir, tmp_path):
+    """``--labels`` names 0/1 classes, so the teacher (and every student of it) answers in words."""
+    from lelp.teacher.loading import read_teacher_config
+    from lelp.training.make_teacher import class_names
+
+    rows = [{**r, "label": {"negative": "0", "positive": "1"}[r["label"]]} for r in make_text_rows(60, seed=4)]
+    train = write_csv(tmp_path / "zero_one.csv", rows)
+    out = tmp_path / "teacher"
+    result = invoke("make-teacher", "--base", tiny_teacher_dir, "--train", train, "--out", out, "--epochs", "1",
+                    "--max-length", "32", "--labels", "negative,positive")
+    assert result.exit_code == 0, result.output
+    assert read_teacher_config(out).labels == ["negative", "positive"]
+    # the data's own labels only choose the order; a wrong count is a one-line error, exit 2
+    assert class_names(["a", "b"], ["b", "a"]) == (["b", "a"], ["b", "a"])
+    assert class_names(["0", "1"], ["neg", "pos"]) == (["neg", "pos"], ["0", "1"])
+    _one_line_error(invoke("make-teacher", "--base", tiny_teacher_dir, "--train", train, "--out", tmp_path / "t2",
+                           "--labels", "a,b,c"), "--labels names 3 classes")
+    _one_line_error(invoke("make-teacher", "--base", tiny_teacher_dir, "--train", train, "--out", tmp_path / "t3",
+                           "--labels", "a,a"), "distinct")
+
+
 def test_export_writes_a_checked_onnx_package_and_records_it(student_dir, tiny_eval_csv, tmp_path):
     pytest.importorskip("onnxruntime")
     result = invoke("export", student_dir, "--format", "onnx", "--quantize", "int8", "--out", tmp_path / "s.zip",

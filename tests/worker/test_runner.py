@@ -32,6 +32,10 @@ def test_job_runs_to_a_stored_model(worker_settings, make_job, store):
     assert job.started_at is not None and job.finished_at is not None and job.finished_at >= job.started_at
     assert job.metrics["student"]["accuracy"] is not None
     assert job.progress["stage"] in {"save", "evaluate"}
+    # one bar for the whole job: the last write is near its end, with the candidate it trained
+    assert 0.95 <= job.progress["overall_fraction"] < 1
+    assert job.progress["candidate"] == job.progress["candidates"] == 1
+    assert job.progress["candidate_name"].startswith("lelp-S")
     with session_scope(worker_settings.database_url) as session:
         model = session.get(Model, job.model_id)
         assert model.job_id == job_id and model.labels == ["negative", "positive"]

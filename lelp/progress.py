@@ -20,6 +20,8 @@ class Progress:
     epoch: int | None = None
     loss: float | None = None
     message: str | None = None
+    # the held-out (validation) score of the epoch just finished, on the report that ends it
+    val_score: float | None = None
 
 
 ProgressCallback = Callable[[Progress], None]

@@ -83,7 +83,8 @@ class JobProgress(BaseModel):
     eta_s: float | None = None
     loss: float | None = None
     message: str | None = None
-    # train loss per epoch so far: [{"candidate", "epoch", "train_loss"}] (the live report's curve)
+    # per epoch so far: [{"candidate", "epoch", "train_loss", "val_score"}] (the live curves; val_score once
+    # the epoch was scored on the held-out split)
     history: list[dict[str, Any]] | None = None
 
 

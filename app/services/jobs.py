@@ -164,3 +164,21 @@ def cancel_job(session: Session, job: Job) -> Job:
     if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):  # it finished while we were cancelling
         raise Conflict(f"the job already {job.status}", code="job_finished")
     return job
+
+
+def retry_body(job: Job) -> JobCreate:
+    """The submit body that runs ``job`` again with the same inputs and settings.
+
+    A job that is still queued or running is a 409 (cancel it first); one whose teacher or
+    dataset was deleted since is a 409 too (``SET NULL`` left no id to reuse). The new job is
+    checked like any submission, so an input that no longer fits is refused, not failed later.
+    """
+    if job.status in ACTIVE_STATUSES:
+        raise Conflict(f"the job is still {job.status}: cancel it first, or wait for it to finish",
+                       code="job_not_finished")
+    if job.teacher_id is None or job.train_dataset_id is None:
+        missing = "teacher" if job.teacher_id is None else "train dataset"
+        raise Conflict(f"the job's {missing} was deleted: submit a new job instead", code="input_deleted")
+    return JobCreate(teacher_id=job.teacher_id, train_dataset_id=job.train_dataset_id,
+                     eval_dataset_id=job.eval_dataset_id, method=job.method, student=dict(job.student or {}),
+                     device=job.device, hyperparameters=dict(job.hyperparameters or {}))

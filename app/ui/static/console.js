@@ -252,7 +252,7 @@ function lineChart(container, series, { xLabel, yLabel, empty }) {
     container.appendChild(el("p", { className: "hint" }, empty));
     return;
   }
-  const W = 440, H = 230, L = 58, R = 12, T = 12, B = 44;
+  const W = 440, H = 230, L = 70, R = 12, T = 12, B = 44;
   const xs = all.map((p) => p[0]), ys = all.map((p) => p[1]);
   const xTicks = niceTicks(Math.min(1, ...xs), Math.max(...xs, 2), Math.min(6, Math.max(...xs, 2)))
     .filter((t) => Number.isInteger(t));
@@ -355,7 +355,9 @@ async function loadJobs() {
   for (const job of page.data) {
     const q = quality(job.metrics);
     const row = el("tr", { dataset: { jobId: job.id, status: job.status } });
-    cell(row, link("#/jobs/" + enc(job.id), job.id), "job");
+    const idLink = link("#/jobs/" + enc(job.id), job.id.length > 14 ? job.id.slice(0, 12) + "\u2026" : job.id);
+    idLink.title = job.id;
+    cell(row, idLink, "job");
     cell(row, job.teacher_id ? link("#/teachers/" + enc(job.teacher_id), teacherName(job.teacher_id))
       : "(deleted)", "teacher");
     const data = cell(row, job.train_dataset_id ? link("#/datasets/" + enc(job.train_dataset_id),
@@ -783,6 +785,7 @@ async function signIn(event) {
 
 function route() {
   stopPolling();
+  window.scrollTo(0, 0);
   if (!sessionStorage.getItem(KEY)) {
     show("login-view");
     return;

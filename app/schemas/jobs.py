@@ -65,6 +65,8 @@ class Hyperparameters(BaseModel):
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    name: PlainStr | None = Field(None, min_length=1, max_length=200,
+                                  description="what you call the job; shown in lists (optional)")
     teacher_id: str = Field(min_length=1, max_length=64)
     train_dataset_id: str = Field(min_length=1, max_length=64)
     eval_dataset_id: str | None = Field(None, min_length=1, max_length=64)
@@ -95,6 +97,7 @@ class JobError(BaseModel):
 
 class JobRead(ReadModel):
     id: str
+    name: str | None = None
     status: JobStatus
     teacher_id: str | None
     train_dataset_id: str | None

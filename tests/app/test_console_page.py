@@ -69,7 +69,8 @@ def test_the_submit_form_has_every_job_field_with_the_library_defaults(client) -
 
 
 def test_retry_submits_a_new_job_with_the_same_inputs(client, auth_a, job_body, db, enqueued) -> None:  # noqa: ANN001
-    body = {**job_body, "device": "cpu", "hyperparameters": {"epochs": 2, "subclasses": 3, "seed": 7}}
+    body = {**job_body, "name": "sst-2 <b>first</b> try", "device": "cpu",
+            "hyperparameters": {"epochs": 2, "subclasses": 3, "seed": 7}}
     first = client.post("/v1/jobs", headers=auth_a, json=body).json()
     r = client.post(f"/v1/jobs/{first['id']}/retry", headers=auth_a)
     assert r.status_code == 409 and r.json()["error"]["code"] == "job_not_finished"  # still queued
@@ -82,7 +83,8 @@ def test_retry_submits_a_new_job_with_the_same_inputs(client, auth_a, job_body, 
     again = r.json()
     assert again["id"] != first["id"] and r.headers["Location"] == f"/v1/jobs/{again['id']}"
     assert again["status"] == "queued" and again["attempts"] == 0
-    for name in ("teacher_id", "train_dataset_id", "eval_dataset_id", "method", "student", "device",
+    assert first["name"] == "sst-2 <b>first</b> try"
+    for name in ("name", "teacher_id", "train_dataset_id", "eval_dataset_id", "method", "student", "device",
                  "hyperparameters"):
         assert again[name] == first[name], name
     assert [job_id for job_id, _ in enqueued] == [first["id"], again["id"]]
@@ -113,3 +115,20 @@ def test_lelp_serve_prints_the_console_and_the_export_lines(tmp_path) -> None:
     later = startup_banner(settings, "127.0.0.1", 8000, "lelp_abc", False, tmp_path / "worker.log")
     assert "lelp_abc" not in later  # shown once only; later starts point at the key file
     assert f"  export LELP_API_KEY=$(cat {tmp_path / 'api_key'})" in later.splitlines()
+
+
+def test_a_job_name_is_optional_and_keeps_old_idempotency_hashes(client, auth_a, job_body) -> None:  # noqa: ANN001
+    import hashlib
+
+    from app.schemas.jobs import JobCreate
+    from app.services.jobs import request_hash
+
+    unnamed = client.post("/v1/jobs", headers=auth_a, json=job_body).json()
+    assert unnamed["name"] is None
+    # a body without a name hashes as before jobs had names (the canonical JSON without the field)
+    before = {k: v for k, v in JobCreate(**job_body).model_dump(mode="json").items() if k != "name"}
+    digest = hashlib.sha256(json.dumps(before, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    assert request_hash(JobCreate(**job_body)) == digest
+    assert request_hash(JobCreate(**job_body, name="x")) != digest
+    too_long = client.post("/v1/jobs", headers=auth_a, json={**job_body, "name": "x" * 201})
+    assert too_long.status_code == 422 and too_long.json()["error"]["param"] == "name"

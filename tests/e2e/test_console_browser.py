@@ -25,6 +25,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.service, pytest.mark.timeout(500)
 
 HOSTILE_TEACHER = '<img src=x onerror="window.pwned=1">tiny & "teacher"'
 HOSTILE_DATASET = "train</td><script>window.pwned=2</script>"
+HOSTILE_JOB = "first try <svg onload=\"window.pwned=3\">"
 
 
 def _shot(driver, name: str) -> None:
@@ -40,10 +41,22 @@ def _wait(driver, timeout: float = 30):
 
 def _text_is(selector: str, expected: str):
     def check(driver):
-        found = driver.find_elements(By.CSS_SELECTOR, selector)
-        return bool(found) and found[0].text.strip() == expected
+        return (_now(driver, selector) or "").strip() == expected
 
     return check
+
+
+def _now(driver, selector: str, what: str = "innerText"):
+    """A property of the element now, read in one script call: the jobs list is redrawn every 2 s,
+    so an element found in one call may be gone (stale) by the next."""
+    return driver.execute_script("const e = document.querySelector(arguments[0]); return e && e[arguments[1]]",
+                                 selector, what)
+
+
+def _click(driver, selector: str) -> None:
+    """Click what ``selector`` finds now (one script call, for the same reason as ``_now``)."""
+    assert driver.execute_script("const e = document.querySelector(arguments[0]); if (e) e.click(); return !!e",
+                                 selector), selector
 
 
 def _visible(driver, element_id: str):
@@ -170,8 +183,8 @@ def test_the_whole_loop_through_the_console(browser, api_server, service_api_key
     Select(browser.find_element(By.ID, "f-eval")).select_by_value(eval_id)
     Select(browser.find_element(By.ID, "f-method")).select_by_value("lelp")
     Select(browser.find_element(By.ID, "f-device")).select_by_value("cpu")
-    for name, value in (("epochs", "3"), ("seed", "5")):
-        box = browser.find_element(By.ID, f"hp-{name}")
+    for name, value in (("f-name", HOSTILE_JOB), ("hp-epochs", "3"), ("hp-seed", "5")):
+        box = browser.find_element(By.ID, name)
         box.clear()
         box.send_keys(value)
     _shot(browser, "3-submit-form")
@@ -184,6 +197,7 @@ def test_the_whole_loop_through_the_console(browser, api_server, service_api_key
     job = module_client.get_job(job_id)
     assert (job["teacher_id"], job["train_dataset_id"], job["eval_dataset_id"]) == (teacher_id, train_id, eval_id)
     assert job["method"] == "lelp" and job["student"]["kind"] == "ngram" and job["device"] == "cpu"
+    assert job["name"] == HOSTILE_JOB and browser.find_element(By.ID, "job-name").text == HOSTILE_JOB
     assert job["hyperparameters"] == {"epochs": 3, "seed": 5}  # fields left at their default are not sent
     _wait(browser, 240).until(lambda d: _chart_ok(d, "chart-loss", "train loss"))
     _shot(browser, "4-live-job")
@@ -213,8 +227,11 @@ def test_the_whole_loop_through_the_console(browser, api_server, service_api_key
     row = f"tr[data-job-id='{job_id}']"
     _wait(browser).until(_text_is(f"{row} td.status-cell", "succeeded"))
     student, teacher = job["metrics"]["student"]["accuracy"], job["metrics"]["teacher"]["accuracy"]
-    cells = {name: browser.find_element(By.CSS_SELECTOR, f"{row} td.{name}").text
-             for name in ("teacher", "dataset", "accuracy", "of-teacher", "duration", "method")}
+    cells = browser.execute_script(
+        "const r = document.querySelector(arguments[0]); const out = {};"
+        "for (const n of arguments[1]) out[n] = r.querySelector('td.' + n).innerText.trim(); return out;",
+        row, ["job", "teacher", "dataset", "accuracy", "of-teacher", "duration", "method"])
+    assert cells["job"].startswith(HOSTILE_JOB) and job_id[:12] in cells["job"]
     assert cells["teacher"] == HOSTILE_TEACHER and cells["dataset"].startswith(HOSTILE_DATASET)
     assert "held-out eval" in cells["dataset"] and cells["method"] == "lelp \u00b7 ngram"
     assert cells["accuracy"] == f"{student * 100:.1f}%"
@@ -223,7 +240,7 @@ def test_the_whole_loop_through_the_console(browser, api_server, service_api_key
     _shot(browser, "6-jobs-list")
 
     # 5. the model: predict shows every class's probability; the ONNX package downloads
-    browser.find_element(By.CSS_SELECTOR, f"{row} td.job a").click()
+    _click(browser, f"{row} td.job a")
     _visible(browser, "job-model-link").click()
     _wait(browser).until(_text_is("#model-id", job["model_id"]))
     browser.find_element(By.CSS_SELECTOR, "#predict-form button").click()
@@ -266,14 +283,15 @@ def test_cancel_and_retry_from_the_console(browser, api_server, service_api_key,
     browser.get(f"{api_server}/ui#/jobs")
     row = f"tr[data-job-id='{slow['id']}']"
     _wait(browser, 90).until(lambda d: d.find_elements(By.CSS_SELECTOR, f"{row} button[data-action=cancel]"))
-    browser.find_element(By.CSS_SELECTOR, f"{row} button[data-action=cancel]").click()
-    _wait(browser, 90).until(_text_is(f"{row} td.status-cell", "cancelled"))
-    pill = browser.find_element(By.CSS_SELECTOR, f"{row} td.status-cell .status")
-    assert "cancelled" in pill.get_attribute("class") and "failed" not in pill.get_attribute("class")
-    assert browser.find_element(By.CSS_SELECTOR, f"{row} td.progress-cell").text.startswith("cancelled")
+    _click(browser, f"{row} button[data-action=cancel]")
+    _wait(browser, 90).until(lambda d: _now(d, f"{row} td.status-cell") == "cancelled"
+                             and _now(d, f"{row} button[data-action=retry]") is not None)
+    pill = _now(browser, f"{row} td.status-cell .status", "className").split()
+    assert "cancelled" in pill and "failed" not in pill
+    assert _now(browser, f"{row} td.progress-cell").startswith("cancelled")
     _shot(browser, "8-cancelled")
 
-    browser.find_element(By.CSS_SELECTOR, f"{row} button[data-action=retry]").click()
+    _click(browser, f"{row} button[data-action=retry]")
     _wait(browser).until(lambda d: d.find_element(By.ID, "job-id").text not in ("", slow["id"]))
     again = client.get_job(browser.find_element(By.ID, "job-id").text)
     for name in ("teacher_id", "train_dataset_id", "method", "student", "device", "hyperparameters"):

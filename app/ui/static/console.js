@@ -355,9 +355,11 @@ async function loadJobs() {
   for (const job of page.data) {
     const q = quality(job.metrics);
     const row = el("tr", { dataset: { jobId: job.id, status: job.status } });
-    const idLink = link("#/jobs/" + enc(job.id), job.id.length > 14 ? job.id.slice(0, 12) + "\u2026" : job.id);
+    const shortId = job.id.length > 14 ? job.id.slice(0, 12) + "\u2026" : job.id;
+    const idLink = link("#/jobs/" + enc(job.id), job.name || shortId);
     idLink.title = job.id;
-    cell(row, idLink, "job");
+    const nameCell = cell(row, idLink, "job");
+    if (job.name) nameCell.append(el("br"), el("code", { className: "hint" }, shortId));
     cell(row, job.teacher_id ? link("#/teachers/" + enc(job.teacher_id), teacherName(job.teacher_id))
       : "(deleted)", "teacher");
     const data = cell(row, job.train_dataset_id ? link("#/datasets/" + enc(job.train_dataset_id),
@@ -399,6 +401,7 @@ async function loadJob(id) {
   const job = await json("/v1/jobs/" + enc(id));
   if (!names.teachers.has(job.teacher_id) || !names.datasets.has(job.train_dataset_id)) await loadNames();
   $("job-id").textContent = job.id;
+  $("job-name").textContent = job.name || "Job";
   const status = $("job-status");
   status.textContent = job.status;
   status.className = "status " + job.status;
@@ -519,6 +522,7 @@ function jobBody() {
     method: $("f-method").value, device: $("f-device").value, student: { kind: $("f-kind").value },
     hyperparameters: {} };
   if ($("f-eval").value) body.eval_dataset_id = $("f-eval").value;
+  if ($("f-name").value.trim()) body.name = $("f-name").value.trim();
   if ($("f-base").value.trim()) body.student.base = $("f-base").value.trim();
   for (const input of document.querySelectorAll("#job-form input[data-hp]")) {
     // a field left at the default shown is not sent: the library applies its own rule (e.g. patience)

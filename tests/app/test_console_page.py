@@ -132,3 +132,14 @@ def test_a_job_name_is_optional_and_keeps_old_idempotency_hashes(client, auth_a,
     assert request_hash(JobCreate(**job_body, name="x")) != digest
     too_long = client.post("/v1/jobs", headers=auth_a, json={**job_body, "name": "x" * 201})
     assert too_long.status_code == 422 and too_long.json()["error"]["param"] == "name"
+
+
+def test_without_the_docs_package_the_api_still_starts(make_client, monkeypatch) -> None:  # noqa: ANN001
+    """An install without swagger-ui-bundle-v2 (e.g. a GPU worker's slim wheel set) still serves the API."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "swagger_ui_bundle", None)  # import fails
+    client = make_client()
+    r = client.get("/docs")
+    assert r.status_code == 503 and "swagger-ui-bundle-v2" in r.text and "/openapi.json" in r.text
+    assert client.get("/openapi.json").status_code == 200 and client.get("/readyz").status_code == 200

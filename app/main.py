@@ -169,7 +169,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         inference.close()
         engine.dispose()
 
-    app = FastAPI(title="LELP Distill", version=__version__, lifespan=lifespan,
+    # docs_url=None: app.ui serves /docs from a packaged Swagger UI (FastAPI's default page needs a CDN).
+    app = FastAPI(title="LELP Distill", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Distil few-class text classifiers with LELP. Authenticate with "
                               "`Authorization: Bearer <api key>`.")
     app.state.settings = settings

@@ -25,6 +25,8 @@ class Progress:
     # so that a reader can draw one bar for the whole job.
     candidate: int | None = None
     candidates: int | None = None
+    # the held-out (validation) score of the epoch just finished, on the report that ends it
+    val_score: float | None = None
 
 
 # The share of a whole job each stage's band covers, in order: a job reports several stages,

@@ -245,13 +245,7 @@ def serve(worker_command: list[str], host: str = "127.0.0.1", port: int = 8000, 
     requeue_interrupted_jobs(settings)
 
     worker = WorkerProcess(settings, settings.data_dir / "logs" / "worker.log", worker_command).start()
-    key_file = settings.data_dir / API_KEY_FILE
-    if created:
-        print(f"API key (shown once; also saved to {key_file}, mode 0600):\n{key}", flush=True)
-    else:
-        print(f"API key: see {key_file}", flush=True)
-    print(f"LELP serving on http://{host}:{port}  (data: {settings.data_dir}, worker log: {worker.log_path})",
-          flush=True)
+    print(startup_banner(settings, host, port, key, created, worker.log_path), flush=True)
     # uvicorn re-raises the signal that stopped it once it has shut down; with the default
     # SIGTERM action that would kill this process before the worker is stopped.
     signal.signal(signal.SIGTERM, _exit_on_signal)
@@ -260,6 +254,26 @@ def serve(worker_command: list[str], host: str = "127.0.0.1", port: int = 8000, 
                     **uvicorn_options(settings))
     finally:
         worker.stop()
+
+
+def startup_banner(settings: Settings, host: str, port: int, key: str, created: bool, worker_log: Path) -> str:
+    """What ``lelp serve`` prints: the console's address and the two lines that point the CLI at it."""
+    key_file = settings.data_dir / API_KEY_FILE
+    url_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # a wildcard is no address to open
+    url = f"http://{url_host}:{port}"
+    if created:
+        key_line = f"export LELP_API_KEY={key}"
+        key_note = f"API key (shown once; also saved to {key_file}, mode 0600)"
+    else:
+        key_line = f"export LELP_API_KEY=$(cat {key_file})"
+        key_note = f"API key: in {key_file}"
+    return "\n".join([
+        f"LELP serving on {url}  (data: {settings.data_dir}, worker log: {worker_log})",
+        f"Console: {url}/ui  (sign in with the API key)   API docs: {url}/docs",
+        f"{key_note}; for the CLI and the Python client:",
+        f"  export LELP_API_URL={url}",
+        f"  {key_line}",
+    ])
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:

@@ -83,11 +83,17 @@ class ProgressWriter:
             log.warning("the resume of job %s was not recorded (database unreachable)", self.job_id)
 
     def _track_history(self, progress: Any) -> None:
-        """Every report (throttled or not) updates the running epoch's loss; the last is its mean."""
+        """Every report (throttled or not) updates the running epoch's loss; the last is its mean.
+
+        The report that ends an epoch carries its validation score: it joins that epoch's point."""
         if progress.stage == "fit_projector":
             self._candidate = progress.message
             if getattr(progress, "candidates", None):
                 self._position = (progress.candidate, progress.candidates)
+        elif progress.stage == "train" and getattr(progress, "val_score", None) is not None:
+            last = self.history[-1] if self.history else None
+            if last is not None and (last["candidate"], last["epoch"]) == (self._candidate, progress.epoch):
+                last["val_score"] = round(float(progress.val_score), 6)
         elif progress.stage == "train" and progress.epoch is not None and progress.loss is not None:
             point = {"candidate": self._candidate, "epoch": int(progress.epoch),
                      "train_loss": round(float(progress.loss), 6)}

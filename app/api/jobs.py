@@ -54,6 +54,24 @@ def cancel_job(job: JobDep, session: SessionDep, store: StoreDep) -> Job:
     return service.cancel_job(session, job, store)
 
 
+@router.post("/{job_id}/retry", status_code=202, response_model=JobRead,
+             responses={409: {"model": ErrorBody, "description": "The job is still queued or running, or an input "
+                                                                 "was deleted"},
+                        429: {"model": ErrorBody, "description": "Too many queued or running jobs"}})
+def retry_job(job: JobDep, response: Response, session: SessionDep, tenant: TenantDep, settings: SettingsDep,
+              store: StoreDep, enqueue: EnqueueDep, idempotency_key: IdempotencyKey = None) -> Job:
+    """Submit a new job with the same inputs, method, student, device and hyperparameters as a finished one."""
+    body = service.retry_body(job)
+    session.commit()  # end the read of the old job before the new one is checked and created
+    new, created = service.create_job(session, settings, tenant.id, body, idempotency_key, store)
+    if created:
+        service.enqueue_after_commit(session, new, enqueue)
+    else:
+        response.headers["Idempotent-Replayed"] = "true"
+    response.headers["Location"] = f"/v1/jobs/{new.id}"
+    return new
+
+
 @router.get("/{job_id}/events", response_model=Page[JobEventRead])
 def list_job_events(job: JobDep, session: SessionDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                     after: Annotated[int | None, Query(ge=0)] = None) -> dict:

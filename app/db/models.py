@@ -101,6 +101,8 @@ class Job(Base):
 
     id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
+    # what a person called the job (optional; the console's jobs list shows it)
+    name: Mapped[str | None] = mapped_column(sa.String(200))
     teacher_id: Mapped[str | None] = mapped_column(sa.ForeignKey("teachers.id", ondelete="SET NULL"))
     train_dataset_id: Mapped[str | None] = mapped_column(sa.ForeignKey("datasets.id", ondelete="SET NULL"))
     eval_dataset_id: Mapped[str | None] = mapped_column(sa.ForeignKey("datasets.id", ondelete="SET NULL"))

@@ -65,6 +65,8 @@ class Hyperparameters(BaseModel):
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    name: PlainStr | None = Field(None, min_length=1, max_length=200,
+                                  description="what you call the job; shown in lists (optional)")
     teacher_id: str = Field(min_length=1, max_length=64)
     train_dataset_id: str = Field(min_length=1, max_length=64)
     eval_dataset_id: str | None = Field(None, min_length=1, max_length=64)
@@ -94,7 +96,8 @@ class JobProgress(BaseModel):
     candidate: int | None = None
     candidates: int | None = None
     candidate_name: str | None = None
-    # train loss per epoch so far: [{"candidate", "epoch", "train_loss"}] (the live report's curve)
+    # per epoch so far: [{"candidate", "epoch", "train_loss", "val_score"}] (the live curves; val_score once
+    # the epoch was scored on the held-out split)
     history: list[dict[str, Any]] | None = None
 
 
@@ -105,6 +108,7 @@ class JobError(BaseModel):
 
 class JobRead(ReadModel):
     id: str
+    name: str | None = None
     status: JobStatus
     teacher_id: str | None
     train_dataset_id: str | None

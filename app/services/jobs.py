@@ -36,7 +36,10 @@ Enqueue = Callable[[Job], None]
 
 def request_hash(body: JobCreate) -> str:
     """Hash of the normalised body: key order and spelled-out defaults do not change it."""
-    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    data = body.model_dump(mode="json")
+    if data.get("name") is None:  # a body without a name hashes as it did before jobs had names
+        data.pop("name", None)
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -95,7 +98,8 @@ def create_job(session: Session, settings: Settings, tenant_id: str, body: JobCr
             code="too_many_jobs")
     now = utcnow()
     job = Job(
-        id=new_id("job"), tenant_id=tenant_id, teacher_id=body.teacher_id, train_dataset_id=body.train_dataset_id,
+        id=new_id("job"), tenant_id=tenant_id, name=body.name, teacher_id=body.teacher_id,
+        train_dataset_id=body.train_dataset_id,
         eval_dataset_id=body.eval_dataset_id, method=body.method, student=student,
         device=body.device, hyperparameters=body.hyperparameters.model_dump(exclude_none=True),
         status=JobStatus.QUEUED,
@@ -183,3 +187,21 @@ def cancel_job(session: Session, job: Job, store: ArtifactStore | None = None) -
     if job.status == JobStatus.CANCELLED and store is not None:
         store.delete(StorePaths.checkpoints(job.id))
     return job
+
+
+def retry_body(job: Job) -> JobCreate:
+    """The submit body that runs ``job`` again with the same inputs and settings.
+
+    A job that is still queued or running is a 409 (cancel it first); one whose teacher or
+    dataset was deleted since is a 409 too (``SET NULL`` left no id to reuse). The new job is
+    checked like any submission, so an input that no longer fits is refused, not failed later.
+    """
+    if job.status in ACTIVE_STATUSES:
+        raise Conflict(f"the job is still {job.status}: cancel it first, or wait for it to finish",
+                       code="job_not_finished")
+    if job.teacher_id is None or job.train_dataset_id is None:
+        missing = "teacher" if job.teacher_id is None else "train dataset"
+        raise Conflict(f"the job's {missing} was deleted: submit a new job instead", code="input_deleted")
+    return JobCreate(name=job.name, teacher_id=job.teacher_id, train_dataset_id=job.train_dataset_id,
+                     eval_dataset_id=job.eval_dataset_id, method=job.method, student=dict(job.student or {}),
+                     device=job.device, hyperparameters=dict(job.hyperparameters or {}))

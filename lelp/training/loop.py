@@ -227,6 +227,7 @@ def train_student(
             state.best_state = cpu_state(student)
         if evaluate is not None:
             report(progress, Progress(stage="train", step=state.step, total_steps=state.total, epoch=epoch + 1,
+                                      val_score=score,
                                       message=f"held-out score {score:.4f} (best {result.best_score:.4f} "
                                               f"at epoch {result.best_epoch})"))
         if ckpt is not None:

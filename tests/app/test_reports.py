@@ -37,6 +37,12 @@ def test_a_running_job_has_a_live_page_with_stage_progress_eta_and_curves(client
     points = re.search(r'<polyline[^>]*points="([^"]+)"', page).group(1).split()
     ys = [float(p.split(",")[1]) for p in points]
     assert ys == sorted(ys), "a falling loss is drawn going down (SVG y grows downwards)"
+    # with axes: epochs 1..3 along x, round loss values up y, both titled
+    assert 'class="x-axis"' in page and 'class="y-axis"' in page
+    assert re.findall(r'class="x-tick"[^>]*>(\d+)<', page) == ["1", "2", "3"]
+    y_ticks = [float(v) for v in re.findall(r'class="y-tick"[^>]*>([\d.]+)<', page)]
+    assert len(y_ticks) >= 3 and y_ticks[0] <= 1 / 3 and y_ticks[-1] >= 1.0
+    assert ">epoch</text>" in page and ">train loss</text>" in page
     # user-controlled text is escaped, never markup
     assert "fit_projector &lt;b&gt;lelp&lt;/b&gt;" in page and "<b>lelp</b>" not in page
     # the JSON API carries the same curve

@@ -55,6 +55,11 @@ def test_the_documented_curl_session_runs(tmp_path, tiny_teacher_dir, monkeypatc
         assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}\n{logs}"
     finally:
         stop_server(server)
+    # `lelp serve` told the user where the console is and how to point the CLI at it
+    banner = (data_dir / "logs" / "serve.log").read_text()
+    key = (data_dir / "api_key").read_text().strip()
+    assert f"Console: {api}/ui" in banner and f"export LELP_API_URL={api}\n" in banner
+    assert f"export LELP_API_KEY={key}\n" in banner
     out = result.stdout
     assert '"status":"succeeded"' in out.replace(" ", "") and '"predictions"' in out
     assert out.count("204") >= 3 and "lelp_student.json" in out

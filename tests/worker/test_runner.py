@@ -49,6 +49,9 @@ def test_job_runs_to_a_stored_model(worker_settings, make_job, store):
     assert all(p["candidate"] and p["train_loss"] > 0 for p in history)
     trained = [h["train_loss"] for h in job.metrics["training"]["history"]]
     assert [p["train_loss"] for p in history][-epochs:] == pytest.approx(trained, abs=1e-5)
+    # and the held-out score of each epoch (the console's validation chart)
+    scored = [h["val_score"] for h in job.metrics["training"]["history"]]
+    assert [p.get("val_score") for p in history][-epochs:] == pytest.approx(scored, abs=1e-5)
     assert store.list_files(f"checkpoints/{job_id}") == [], "checkpoints are dropped once the model is stored"
     types = [t for t, _ in events(worker_settings, job_id)]
     assert types[0] == "started" and "stage" in types and types[-1] == "succeeded"

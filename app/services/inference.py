@@ -11,9 +11,12 @@ Why it is shaped this way (measured with ``benchmarks/serving.py``):
   (torch releases the GIL, so the event loop keeps parsing requests meanwhile); results
   come back through ``loop.call_soon_threadsafe``. One thread per model also means a
   model never runs two forwards at once, which is what makes the queue fill up.
-* **Tiny models inline.** When a model's measured forward time is under
-  ``inline_below_ms`` (an ``ngram`` student: tens of microseconds), the thread hop costs
-  more than the forward, so the batch runs on the event loop itself.
+* **Tiny models inline, bounded.** When a batch's expected forward time (the model's measured
+  time per row times the batch's rows) is under ``inline_below_s`` (an ``ngram`` student on a
+  few rows: tens of microseconds), the thread hop costs more than the forward, so the batch runs
+  on the event loop itself. A batch expected to take longer (the largest allowed batch of the
+  same model) goes to the model's thread, so ``/healthz`` and other requests never wait on a
+  forward for more than about ``inline_below_s`` (issue 18).
 * **Cheap lookups.** Loaded models sit in a bounded LRU; model rows (tenant + id -> id and
   artifact URI) sit in a short TTL cache so a predict does not query the database.
 * **A runtime per model.** With ``runtime="auto"`` a student whose kind exports to ONNX is
@@ -120,7 +123,12 @@ class MicroBatcher:
         self.busy = False              # a batch is running in the worker thread
         self.scheduled = False         # a _flush is already queued on the loop
         self.avg_forward_s: float | None = None  # None until the first forward is timed
+        self.avg_row_s: float | None = None      # per row: what bounds an inline batch
         self.closed = False
+
+    def runs_inline(self, rows: int) -> bool:
+        """A batch of ``rows`` is expected to be faster than a thread hop (and so cannot stall the loop)."""
+        return self.avg_row_s is not None and self.avg_row_s * rows < self.inline_below_s
 
     async def submit(self, texts: list[str], pairs: list[str] | None) -> Any:
         """Class probabilities (n, C) for ``texts`` (and ``pairs``), scored with other requests."""
@@ -164,7 +172,7 @@ class MicroBatcher:
                 return
             texts = [t for r in batch for t in r.texts]
             pairs = [p for r in batch for p in r.pairs] if batch[0].pairs is not None else None
-            if self.avg_forward_s is not None and self.avg_forward_s < self.inline_below_s:
+            if self.runs_inline(len(texts)):
                 started = time.perf_counter()
                 try:
                     probs, error = self.predictor.predict_proba(texts, pairs), None
@@ -199,6 +207,9 @@ class MicroBatcher:
               elapsed: float) -> None:
         self.avg_forward_s = elapsed if self.avg_forward_s is None else (
             (1 - EWMA_WEIGHT) * self.avg_forward_s + EWMA_WEIGHT * elapsed)
+        per_row = elapsed / max(rows, 1)
+        self.avg_row_s = per_row if self.avg_row_s is None else (
+            (1 - EWMA_WEIGHT) * self.avg_row_s + EWMA_WEIGHT * per_row)
         if error is not None:
             log.warning("prediction batch of %d rows failed: %r", rows, error)
             if _is_fatal(error):

@@ -135,3 +135,20 @@ def cascade_accuracy(student_probs: np.ndarray, teacher_pred: np.ndarray, truth:
     answer = np.where(deferred, np.asarray(teacher_pred), probs.argmax(1))
     truth = np.asarray(truth)
     return float((answer == truth).mean()) if len(truth) else 0.0
+
+
+#: Targets (fractions of the teacher's accuracy) every job reports on its evaluation rows.
+STANDARD_TARGETS = (0.95, 0.97, 0.99, 1.0)
+
+
+def at_target(validation: dict, student_probs: np.ndarray, teacher_pred: np.ndarray, truth: np.ndarray,
+              target: float) -> dict:
+    """The threshold chosen on validation for ``target`` and what it does on the given (evaluation) rows."""
+    point = choose_threshold(validation["points"], target_fraction=target,
+                             teacher_accuracy=validation["teacher_accuracy"])
+    threshold = point["threshold"]
+    teacher_acc = float((np.asarray(teacher_pred) == np.asarray(truth)).mean()) if len(truth) else 0.0
+    acc = cascade_accuracy(student_probs, teacher_pred, truth, threshold)
+    return {"target": target, "threshold": threshold, "validation_deferred_fraction": point["deferred_fraction"],
+            "deferred_fraction": round(deferred_share(student_probs, threshold), 5), "accuracy": round(acc, 5),
+            "teacher_fraction": round(acc / teacher_acc, 5) if teacher_acc else None}

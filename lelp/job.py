@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lelp.cascade import apply_temperature, cascade_curve, fit_temperature, nll
+from lelp.cascade import STANDARD_TARGETS, apply_temperature, at_target, cascade_curve, fit_temperature, nll, speedup
 from lelp.config import VALIDATION_FRACTION, Candidate, DistillConfig, effective_hyperparameters
 from lelp.data.augment import AugmentSpec, augment_rows
 from lelp.data.datasets import encode_labels, file_sha256, read_table, split_rows
@@ -263,6 +263,26 @@ class DistillJob:
                              student_rows_per_s=metrics["student"].get("sentences_per_second"),
                              teacher_rows_per_s=metrics["teacher"].get("sentences_per_second"))
 
+    def cascade_targets(self, metrics: dict) -> list[dict]:
+        """For the standard targets (and a redistil's), the validation-chosen threshold on the eval rows."""
+        student_probs, teacher_pred, truth = self._cascade_rows
+        validation = metrics["cascade"]["validation"]
+        if not validation.get("points") or not validation.get("teacher_accuracy"):
+            return []
+        reference = self.config.cascade_reference or {}
+        targets = sorted({*STANDARD_TARGETS, *([float(reference["target"])] if "target" in reference else [])})
+        out = []
+        for target in targets:
+            row = at_target(validation, student_probs, teacher_pred, truth, target)
+            row["speedup"] = speedup(row["deferred_fraction"], metrics["student"].get("sentences_per_second"),
+                                     metrics["teacher"].get("sentences_per_second"))
+            out.append(row)
+        if "target" in reference:
+            after = next(r for r in out if r["target"] == float(reference["target"]))
+            metrics["cascade"]["redistil"] = {**reference, "deferred_after": after["deferred_fraction"],
+                                              "accuracy_after": after["accuracy"]}
+        return out
+
     # --------------------------------------------------------------- report
     def _counts(self, encoded: np.ndarray) -> dict[str, int]:
         return {name: int((encoded == c).sum()) for c, name in enumerate(self.labels)}
@@ -312,5 +332,6 @@ class DistillJob:
         metrics["teacher"]["sentences_per_second"] = sentences_per_second(
             teacher_cpu.predict_proba, texts, pairs, max_rows=512, max_seconds=3.0)
         metrics["cascade"]["curve"] = self.cascade_curve(metrics)
+        metrics["cascade"]["targets"] = self.cascade_targets(metrics)
         return out
 

@@ -259,6 +259,8 @@ class _Loaded:
             batcher.close()
         self.batchers.clear()
         self.executor.shutdown(wait=False)
+        if self.runtime == "teacher-process":  # stop the cascade teacher's process
+            self.predictor.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +270,11 @@ class ModelRef:
     id: str
     uri: str
     text_pairs: bool | None = None  # None: not recorded (a model older than the flag)
+    cascade: dict | None = None     # models.cascade: served as a cascade (issue 22)
+    teacher_id: str | None = None   # the cascade's teacher (its row id and store path)
+    teacher_uri: str | None = None
+    tenant_id: str | None = None
+    max_length: int = 128           # the teacher's input length in the job
 
 
 class InferenceService:
@@ -275,7 +282,8 @@ class InferenceService:
 
     def __init__(self, store: ArtifactStore, *, cache_dir: Path, cache_size: int, max_batch: int,
                  metrics: Any = None, ref_ttl_s: float = 30.0,
-                 inline_below_s: float = INLINE_BELOW_S, runtime: str = "auto", exports: Any = None) -> None:
+                 inline_below_s: float = INLINE_BELOW_S, runtime: str = "auto", exports: Any = None,
+                 teacher_threads: int = 0) -> None:
         # Continuous batching needs no timer: requests wait at most for the batch in flight.
         self.store = store
         self.cache_dir = cache_dir
@@ -289,16 +297,24 @@ class InferenceService:
         self._locks: dict[str, asyncio.Lock] = {}
         self._refs: TTLCache[tuple[str, str], ModelRef] = TTLCache(maxsize=4096, ttl=ref_ttl_s)
         self._failed: dict[str, str] = {}  # model id -> why it was unloaded (a panic in its code)
+        self._teachers: dict[str, _Loaded] = {}  # "teacher:{id}" -> its process: cascades only
+        self.teacher_threads = teacher_threads
 
     # --- model rows (tenant + id -> ref), so a predict does not query the database -------------
 
     def cached_ref(self, tenant_id: str, model_id: str) -> ModelRef | None:
         return self._refs.get((tenant_id, model_id))
 
-    def remember_ref(self, tenant_id: str, model_id: str, uri: str, text_pairs: bool | None = None) -> ModelRef:
-        ref = ModelRef(model_id, uri, text_pairs)
+    def remember_ref(self, tenant_id: str, model_id: str, uri: str, text_pairs: bool | None = None,
+                     **cascade: Any) -> ModelRef:
+        """Cache a model row; ``cascade``: ``cascade``, ``teacher_id``, ``teacher_uri``, ``max_length``."""
+        ref = ModelRef(model_id, uri, text_pairs, tenant_id=tenant_id, **cascade)
         self._refs[(tenant_id, model_id)] = ref
         return ref
+
+    def forget_ref(self, tenant_id: str, model_id: str) -> None:
+        """The model row changed (cascade on or off): the next predict reads it again."""
+        self._refs.pop((tenant_id, model_id), None)
 
     # --- loaded models ------------------------------------------------------------------------------
 
@@ -371,6 +387,71 @@ class InferenceService:
         self._models.move_to_end(key)
         return loaded
 
+    # --- cascade teachers: one process each (app.services.teacher_process) ----------------------------
+
+    def _load_teacher_sync(self, teacher_id: str, uri: str, max_length: int) -> _Loaded:
+        from app.services.teacher_process import TeacherProcess
+
+        local = self.store.local_path(uri)
+        if local is None:
+            local = self.store.get_dir(uri, self.cache_dir / "teachers" / teacher_id)
+        on_batch = None
+        if self.metrics is not None:
+            on_batch = self.metrics.observe_teacher_batch
+        process = TeacherProcess(local, max_length=max_length, threads=self.teacher_threads, on_batch=on_batch)
+        process.start()
+        return _Loaded(predictor=process, labels=process.labels, runtime="teacher-process",
+                       executor=_model_thread(f"teacher-{teacher_id}"))
+
+    async def _teacher(self, teacher_id: str, uri: str, max_length: int) -> _Loaded:
+        key = f"teacher:{teacher_id}"
+        loaded = self._teachers.get(key)
+        if loaded is not None:
+            return loaded
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            loaded = self._teachers.get(key)
+            if loaded is None:
+                loaded = await asyncio.to_thread(self._load_teacher_sync, teacher_id, uri, max_length)
+                self._teachers[key] = loaded
+        return loaded
+
+    def teacher_pids(self) -> dict[str, int | None]:
+        """Teacher id -> the pid of its process (None: not running)."""
+        return {key.split(":", 1)[1]: loaded.predictor.pid for key, loaded in self._teachers.items()}
+
+    async def predict_cascade(self, ref: ModelRef, texts: list[str], pairs: list[str] | None = None
+                              ) -> tuple[list[dict[str, Any]], list[int]]:
+        """The student on every row, the teacher on rows whose calibrated top probability is under the
+        threshold; each record says ``served_by``. Returns the records and the deferred row indices."""
+        import numpy as np
+
+        cascade = ref.cascade or {}
+        threshold = float(cascade["threshold"])
+        probs, labels = await self.predict_proba(ref.id, ref.uri, texts, pairs)
+        probs = np.asarray(probs, dtype=np.float64)
+        deferred = [int(i) for i in np.flatnonzero(probs.max(1) < threshold)] if len(probs) else []
+        served = ["student"] * len(texts)
+        if deferred:
+            teacher = await self._teacher(ref.teacher_id, ref.teacher_uri, ref.max_length)
+            sub_pairs = [pairs[i] for i in deferred] if pairs is not None else None
+            batcher = self._batcher(f"teacher:{ref.teacher_id}", teacher, pairs is not None)
+            teacher_probs = await batcher.submit([texts[i] for i in deferred], sub_pairs)
+            if list(teacher.labels) != list(labels):  # the job matched them: a reordering would be a bug
+                raise Unprocessable("the teacher's labels differ from the student's", code="invalid_artifact")
+            probs[deferred] = teacher_probs
+            for i in deferred:
+                served[i] = "teacher"
+        if self.metrics is not None:
+            self.metrics.predict_rows.inc(len(texts))
+            self.metrics.observe_cascade(len(texts) - len(deferred), len(deferred))
+        out = []
+        for values, by in zip(probs.tolist(), served, strict=True):
+            best = max(range(len(values)), key=values.__getitem__)
+            out.append({"label": labels[best], "score": values[best],
+                        "probabilities": dict(zip(labels, values, strict=True)), "served_by": by})
+        return out, deferred
+
     def loaded_ids(self) -> list[str]:
         """Loaded model ids, least recently used first."""
         return list(self._models)
@@ -430,7 +511,8 @@ class InferenceService:
             self._models.pop(key).close()
 
     def close(self) -> None:
-        for loaded in self._models.values():
+        for loaded in [*self._models.values(), *self._teachers.values()]:
             loaded.close()
         self._models.clear()
+        self._teachers.clear()
         self._refs.clear()

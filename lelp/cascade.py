@@ -72,7 +72,8 @@ def deferral_accuracy(student_probs: np.ndarray, teacher_pred: np.ndarray, truth
     return (student_ok.sum() + gain) / n
 
 
-def speedup(deferred_fraction: float, student_rows_per_s: float | None, teacher_rows_per_s: float | None) -> float | None:
+def speedup(deferred_fraction: float, student_rows_per_s: float | None,
+            teacher_rows_per_s: float | None) -> float | None:
     """Throughput of the cascade as x the teacher's: every row pays the student, a share pays the teacher."""
     if not student_rows_per_s or not teacher_rows_per_s:
         return None

@@ -21,7 +21,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from app.db import repositories as repo
 from app.db.base import utcnow
 from app.db.models import Dataset, Job, Model, Teacher, TrafficRow
 from app.errors import Conflict, Unprocessable

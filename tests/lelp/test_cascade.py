@@ -61,7 +61,7 @@ def test_curve_defers_the_least_confident_rows_first():
     assert [p["deferred_fraction"] for p in curve] == [0, 0.25, 0.5, 0.75, 1.0]
     assert [p["accuracy"] for p in curve] == [0.5, 0.75, 1.0, 1.0, 1.0]
     assert curve[0]["speedup"] == pytest.approx(100.0)
-    assert curve[-1]["speedup"] == pytest.approx(1 / 1.01, rel=1e-3)  # everything deferred: a bit slower than the teacher
+    assert curve[-1]["speedup"] == pytest.approx(1 / 1.01, rel=1e-3)  # all deferred: a bit slower than the teacher
     # the threshold of each point defers exactly that share
     for p in curve:
         assert deferred_share(probs, p["threshold"]) == pytest.approx(p["deferred_fraction"])

@@ -213,8 +213,9 @@ class DistillJob:
         # rows without a label are judged against the teacher's answer, as on validation
         truth = np.where(np.asarray(labels) >= 0, labels, teacher_pred)
         self._cascade_rows = (student_probs, teacher_pred, truth)
-        calibration["eval_nll_before"] = nll(raw_probs, np.asarray(labels))
-        calibration["eval_nll_after"] = nll(student_probs, np.asarray(labels))
+        for key, probs in (("eval_nll_before", raw_probs), ("eval_nll_after", student_probs)):
+            value = nll(probs, np.asarray(labels))  # NaN without labels: JSON (and Postgres) take null
+            calibration[key] = value if value == value else None
         return {
             "calibration": calibration,
             "cascade": {"validation": validation},
@@ -249,7 +250,8 @@ class DistillJob:
         temperature = fit_temperature(probs, truth)
         calibrated = apply_temperature(probs, temperature)
         calibration = {"temperature": temperature, "fitted_on": "validation", "validation_rows": int(len(rows)),
-                       "validation_nll_before": nll(probs, truth), "validation_nll_after": nll(calibrated, truth)}
+                       "validation_nll_before": nll(probs, truth) if len(rows) else None,
+                       "validation_nll_after": nll(calibrated, truth) if len(rows) else None}
         validation = {"rows": int(len(rows)), "teacher_accuracy": float((teacher_pred == truth).mean()) if len(rows)
                       else None, "student_accuracy": float((calibrated.argmax(1) == truth).mean()) if len(rows)
                       else None, "points": [{k: p[k] for k in ("deferred_fraction", "accuracy", "threshold")}

@@ -34,6 +34,9 @@ _README = """# LELP student ({kind}, method {method})
 Labels: {labels}. The model has S*C = {subclasses}*{num_classes} outputs; column c*S+s is
 pseudo-subclass s of class c. Class probability = sum over s of softmax(outputs)[c*S+s]
 (equivalently, class logit = logsumexp of its S logits).
+Calibrated (what `load_student` answers): divide the class log-probabilities by the temperature in
+lelp_student.json (T = {temperature}, fitted on the job's validation rows) and renormalise:
+p_c ** (1/T) / sum_k p_k ** (1/T). The label never changes.
 
 ```python
 from lelp import load_student
@@ -136,6 +139,7 @@ def save_student(student, out_dir: str | Path, manifest: dict, kind, *, metrics:
     (out / "README.md").write_text(_README.format(
         kind=student.kind, method=manifest.get("method"), labels=", ".join(manifest["labels"]),
         subclasses=manifest["subclasses"], num_classes=len(manifest["labels"]), name=out.name,
+        temperature=manifest.get("temperature", 1.0),
         extra=kind.readme_note))
     return out
 

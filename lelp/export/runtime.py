@@ -147,7 +147,8 @@ class OnnxPredictor(Predictor):
         self.manifest = read_onnx_manifest(root)
         self.labels = list(self.manifest["labels"])
         self.quantize = self.manifest.get("quantize")
-        self.temperature = float(self.manifest.get("temperature", 1.0))  # the graph's output is uncalibrated
+        # packages written since issue 22 hold the calibration in the graph ("calibrated": true)
+        self.temperature = 1.0 if self.manifest.get("calibrated") else float(self.manifest.get("temperature", 1.0))
         self.batch_size = batch_size
         self.session = ort.InferenceSession(str(root / model_file), session_options(threads),
                                             providers=["CPUExecutionProvider"])

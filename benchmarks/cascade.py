@@ -77,7 +77,7 @@ def run_seed(args, seed: int) -> list[dict]:
         answer[deferred] = teacher_probs[deferred].argmax(1)
         acc = float((answer == truth).mean())
 
-        def cascade(deferred=deferred) -> None:
+        def cascade(threshold: float = threshold) -> None:
             probs = student.predict_proba(texts)
             rest = [texts[i] for i in np.flatnonzero(probs.max(1) < threshold)]
             if rest:

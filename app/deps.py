@@ -129,11 +129,14 @@ ModelDep = Annotated[Model, Depends(valid_model)]
 BaseModelDep = Annotated[BaseModelRow, Depends(valid_base_model)]
 
 
-def _find_model(make_session: Callable[[], Session], tenant_id: str, model_id: str) -> Model | None:
+def _find_model(make_session: Callable[[], Session], tenant_id: str, model_id: str
+                ) -> tuple[Model | None, str | None]:
+    """The model row and, for a cascade, its teacher's store path."""
     with make_session() as session:
         row = repo.get_owned(session, Model, tenant_id, model_id)
+        teacher = session.get(Teacher, row.teacher_id) if row is not None and row.cascade and row.teacher_id else None
         session.commit()
-        return row
+        return row, teacher.uri if teacher is not None else None
 
 
 async def valid_model_ref(request: Request, model_id: Annotated[str, Path(max_length=64)]) -> ModelRef:
@@ -148,10 +151,13 @@ async def valid_model_ref(request: Request, model_id: Annotated[str, Path(max_le
     inference: InferenceService = request.app.state.inference
     ref = inference.cached_ref(tenant.id, model_id)
     if ref is None:
-        row = await run_in_threadpool(_find_model, request.app.state.sessionmaker, tenant.id, model_id)
+        row, teacher_uri = await run_in_threadpool(_find_model, request.app.state.sessionmaker, tenant.id, model_id)
         if row is None:
             raise not_found("model", model_id)
-        ref = inference.remember_ref(tenant.id, row.id, row.uri, row.text_pairs)
+        cascade = row.cascade if teacher_uri is not None else None  # a deleted teacher: the student alone
+        ref = inference.remember_ref(tenant.id, row.id, row.uri, row.text_pairs, cascade=cascade,
+                                     teacher_id=row.teacher_id if cascade else None, teacher_uri=teacher_uri,
+                                     max_length=int((cascade or {}).get("max_length") or 128))
     return ref
 
 

@@ -152,7 +152,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     inference = InferenceService(store, cache_dir=settings.data_dir / "cache" / "models",
                                  cache_size=settings.model_cache_size, max_batch=settings.predict_max_batch,
                                  metrics=metrics,
-                                 runtime=settings.predict_runtime, exports=exports)
+                                 runtime=settings.predict_runtime, exports=exports,
+                                 teacher_threads=settings.cascade_teacher_threads)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -32,6 +32,31 @@ class Metrics:
         self.predict_rows = Counter("lelp_predict_inputs_total", "Inputs scored by predict.", registry=self.registry)
         self.predict_batches = Histogram("lelp_predict_batch_rows", "Rows per micro-batch.", registry=self.registry,
                                          buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+        # cascades (issue 22): which model answered, the share deferred, the teacher processes' batches
+        self.cascade_rows = Counter("lelp_cascade_rows_total", "Rows a cascade answered, by the model that answered.",
+                                    ["served_by"], registry=self.registry)
+        self.cascade_deferral = Gauge("lelp_cascade_deferral_ratio",
+                                      "Share of cascade rows sent to the teacher since the start.",
+                                      registry=self.registry)
+        self.teacher_latency = Histogram("lelp_cascade_teacher_batch_seconds", "Seconds per teacher batch.",
+                                         registry=self.registry,
+                                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.teacher_batch_rows = Histogram("lelp_cascade_teacher_batch_rows", "Rows per teacher batch.",
+                                            registry=self.registry, buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+        self._cascade_counts = [0, 0]  # student, teacher
+
+    def observe_cascade(self, student_rows: int, teacher_rows: int) -> None:
+        self.cascade_rows.labels("student").inc(student_rows)
+        self.cascade_rows.labels("teacher").inc(teacher_rows)
+        self._cascade_counts[0] += student_rows
+        self._cascade_counts[1] += teacher_rows
+        total = sum(self._cascade_counts)
+        self.cascade_deferral.set(self._cascade_counts[1] / total if total else 0.0)
+
+    def observe_teacher_batch(self, rows: int, seconds: float) -> None:
+        """Called from the teacher's thread (prometheus-client's metrics are thread-safe)."""
+        self.teacher_latency.observe(seconds)
+        self.teacher_batch_rows.observe(rows)
 
     def render(self, job_counts: dict[str, int] | None) -> bytes:
         """The exposition text; ``job_counts`` None leaves the jobs gauge without samples."""

@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     max_concurrent_jobs_per_tenant: int = Field(4, gt=0, description="Queued+running jobs per tenant before 429.")
     max_predict_inputs: int = Field(256, gt=0, description="Most inputs in one predict request.")
     predict_max_batch: int = Field(64, gt=0, description="Most rows the micro-batcher runs in one forward.")
+    cascade_teacher_threads: int = Field(0, ge=0, description="Torch threads of each cascade teacher process "
+                                         "(0: torch's default).")
+    cascade_max_kept_rows: int = Field(20000, gt=0, description="Most deferred rows a cascade keeps per model "
+                                       "for redistil (a request may ask for fewer).")
     model_cache_size: int = Field(8, gt=0, description="Loaded models kept in memory (LRU).")
     predict_runtime: Literal["auto", "torch", "onnxruntime"] = Field(
         "auto", description="Serve students on onnxruntime where it is installed (auto), or always on torch.")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lelp.cascade import apply_temperature
 from lelp.errors import ArtifactError
 
 FORMAT_VERSION = 1
@@ -33,6 +34,9 @@ _README = """# LELP student ({kind}, method {method})
 Labels: {labels}. The model has S*C = {subclasses}*{num_classes} outputs; column c*S+s is
 pseudo-subclass s of class c. Class probability = sum over s of softmax(outputs)[c*S+s]
 (equivalently, class logit = logsumexp of its S logits).
+Calibrated (what `load_student` answers): divide the class log-probabilities by the temperature in
+lelp_student.json (T = {temperature}, fitted on the job's validation rows) and renormalise:
+p_c ** (1/T) / sum_k p_k ** (1/T). The label never changes.
 
 ```python
 from lelp import load_student
@@ -51,6 +55,8 @@ class Predictor:
     """Shared by students and teachers: turns class probabilities into prediction records."""
 
     labels: list[str]
+    #: the manifest's calibration temperature (lelp.cascade): divides the class log-probabilities
+    temperature: float = 1.0
 
     def predict_proba(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None) -> np.ndarray:
         raise NotImplementedError
@@ -85,7 +91,7 @@ class HFClassifierPredictor(Predictor):
                                      max_length=self.max_length, padding=True, return_tensors="pt").to(device)
                 chunks.append(torch.softmax(self.model(**enc).logits.float(), -1).cpu().numpy())
         probs = np.concatenate(chunks) if chunks else np.zeros((0, len(self.labels) * self.subclasses))
-        return fold_probabilities(probs, self.subclasses)
+        return apply_temperature(fold_probabilities(probs, self.subclasses), self.temperature)
 
 
 class StudentPredictor(Predictor):
@@ -101,7 +107,8 @@ class StudentPredictor(Predictor):
         from lelp.students.base import predict_class_log_probs
 
         inputs = self.make_inputs(texts, text_pairs)
-        return np.exp(predict_class_log_probs(self.student, inputs, self.subclasses, batch_size=self.batch_size))
+        probs = np.exp(predict_class_log_probs(self.student, inputs, self.subclasses, batch_size=self.batch_size))
+        return apply_temperature(probs, self.temperature)
 
 
 def read_manifest(path: str | Path) -> dict:
@@ -132,6 +139,7 @@ def save_student(student, out_dir: str | Path, manifest: dict, kind, *, metrics:
     (out / "README.md").write_text(_README.format(
         kind=student.kind, method=manifest.get("method"), labels=", ".join(manifest["labels"]),
         subclasses=manifest["subclasses"], num_classes=len(manifest["labels"]), name=out.name,
+        temperature=manifest.get("temperature", 1.0),
         extra=kind.readme_note))
     return out
 
@@ -144,9 +152,11 @@ def load_student(path: str | Path) -> Predictor:
     manifest = read_manifest(path)
     kind = manifest.get("kind")
     try:
-        return student_kind(kind).load(path, manifest)
+        predictor = student_kind(kind).load(path, manifest)
     except (OSError, KeyError, RuntimeError, ValueError, TypeError) as exc:
         raise ArtifactError(f"{path}: cannot load the {kind} student: {exc}", param="model") from None
+    predictor.temperature = float(manifest.get("temperature", 1.0))  # written by a job since issue 22
+    return predictor
 
 
 def load_predictor(path: str | Path) -> Predictor:

@@ -74,6 +74,9 @@ class DistillConfig:
     # transformer student only (the others are too small to gain). Without CUDA the N ranks are
     # gloo processes sharing the CPU, which only tests pay for.
     gpus: int = 1
+    # A redistil (issue 22): {"from_model_id", "target", "deferred_before", "kept_rows"}; the job measures
+    # its own share deferred at that target (threshold chosen on its validation rows) for the report.
+    cascade_reference: dict | None = None
 
 
 MULTI_GPU_STUDENTS = kinds_where(multi_gpu=True)

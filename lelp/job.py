@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lelp.cascade import STANDARD_TARGETS, apply_temperature, at_target, cascade_curve, fit_temperature, nll, speedup
 from lelp.config import VALIDATION_FRACTION, Candidate, DistillConfig, effective_hyperparameters
 from lelp.data.augment import AugmentSpec, augment_rows
 from lelp.data.datasets import TextDataset, encode_labels, file_sha256, label_counts, read_table, split_rows
@@ -232,14 +233,26 @@ class DistillJob:
             logits = self.train_features.logits[rows]
             texts = [self.train_data.texts[i] for i in rows]
             pairs = [self.train_data.text_pairs[i] for i in rows] if self.train_data.text_pairs else None
-        student_probs = np.exp(predict_class_log_probs(best.student, inputs, best.hyperparameters["subclasses"],
-                                                       self.device))
+        raw_probs = np.exp(predict_class_log_probs(best.student, inputs, best.hyperparameters["subclasses"],
+                                                   self.device))
+        calibration, validation = self._calibrate(best)
+        student_probs = apply_temperature(raw_probs, calibration["temperature"])
         student_pred = student_probs.argmax(1)
         teacher_pred = np.asarray(logits).argmax(1)
         c = len(self.labels)
         self._eval_texts = (texts, pairs)
         self._eval_rows = (labels, student_probs, softmax_rows(logits))
+        self._eval_raw_probs = raw_probs
+        self.temperature = calibration["temperature"]
+        # rows without a label are judged against the teacher's answer, as on validation
+        truth = np.where(np.asarray(labels) >= 0, labels, teacher_pred)
+        self._cascade_rows = (student_probs, teacher_pred, truth)
+        for key, probs in (("eval_nll_before", raw_probs), ("eval_nll_after", student_probs)):
+            value = nll(probs, np.asarray(labels))  # NaN without labels: JSON (and Postgres) take null
+            calibration[key] = value if value == value else None
         return {
+            "calibration": calibration,
+            "cascade": {"validation": validation},
             "method": best.candidate.method,
             "student": {**classification_metrics(labels, student_pred, c), "kind": self.config.student,
                         "parameters": count_module_parameters(best.student)},
@@ -277,6 +290,52 @@ class DistillJob:
             entry["validation_accuracy"] = score  # the name before issue 19, kept where it is true
         return entry
 
+    def _calibrate(self, best: CandidateResult) -> tuple[dict, dict]:
+        """Fit the student's temperature on the validation rows and the cascade's validation curve
+        (the only rows a threshold may be chosen on); truth: the label, else the teacher's answer."""
+        rows = self.validation_rows
+        probs = np.exp(predict_class_log_probs(best.student, RowView(self.train_inputs, rows),
+                                               best.hyperparameters["subclasses"], self.device))
+        teacher_pred = np.asarray(self.train_features.logits[rows]).argmax(1)
+        truth = np.where(self.train_labels[rows] >= 0, self.train_labels[rows], teacher_pred)
+        temperature = fit_temperature(probs, truth)
+        calibrated = apply_temperature(probs, temperature)
+        calibration = {"temperature": temperature, "fitted_on": "validation", "validation_rows": int(len(rows)),
+                       "validation_nll_before": nll(probs, truth) if len(rows) else None,
+                       "validation_nll_after": nll(calibrated, truth) if len(rows) else None}
+        validation = {"rows": int(len(rows)), "teacher_accuracy": float((teacher_pred == truth).mean()) if len(rows)
+                      else None, "student_accuracy": float((calibrated.argmax(1) == truth).mean()) if len(rows)
+                      else None, "points": [{k: p[k] for k in ("deferred_fraction", "accuracy", "threshold")}
+                                            for p in cascade_curve(calibrated, teacher_pred, truth, points=100)]}
+        return calibration, validation
+
+    def cascade_curve(self, metrics: dict) -> list[dict]:
+        """The cascade's curve on the evaluation rows, speed-ups from the two measured throughputs."""
+        student_probs, teacher_pred, truth = self._cascade_rows
+        return cascade_curve(student_probs, teacher_pred, truth,
+                             student_rows_per_s=metrics["student"].get("sentences_per_second"),
+                             teacher_rows_per_s=metrics["teacher"].get("sentences_per_second"))
+
+    def cascade_targets(self, metrics: dict) -> list[dict]:
+        """For the standard targets (and a redistil's), the validation-chosen threshold on the eval rows."""
+        student_probs, teacher_pred, truth = self._cascade_rows
+        validation = metrics["cascade"]["validation"]
+        if not validation.get("points") or not validation.get("teacher_accuracy"):
+            return []
+        reference = self.config.cascade_reference or {}
+        targets = sorted({*STANDARD_TARGETS, *([float(reference["target"])] if "target" in reference else [])})
+        out = []
+        for target in targets:
+            row = at_target(validation, student_probs, teacher_pred, truth, target)
+            row["speedup"] = speedup(row["deferred_fraction"], metrics["student"].get("sentences_per_second"),
+                                     metrics["teacher"].get("sentences_per_second"))
+            out.append(row)
+        if "target" in reference:
+            after = next(r for r in out if r["target"] == float(reference["target"]))
+            metrics["cascade"]["redistil"] = {**reference, "deferred_after": after["deferred_fraction"],
+                                              "accuracy_after": after["accuracy"]}
+        return out
+
     # --------------------------------------------------------------- report
     def _counts(self, encoded: np.ndarray) -> dict[str, int]:
         return {name: int((encoded == c).sum()) for c, name in enumerate(self.labels)}
@@ -293,7 +352,7 @@ class DistillJob:
         return {
             "format": REPORT_DATA_FORMAT, "labels": self.labels,
             "eval": eval_section(labels, student_probs, teacher_probs, texts, pairs, self.labels,
-                                 seed=self.config.seed),
+                                 seed=self.config.seed, student_raw_probs=self._eval_raw_probs),
             "subclasses": best.subclass_view,
             "data": data_section(self._counts(self.train_labels), len(train), self._counts(labels), len(labels),
                                  lengths, self.config.max_length),
@@ -314,6 +373,7 @@ class DistillJob:
             "sources": {"teacher_sha256": self.teacher.info.sha256, "train_sha256": file_sha256(cfg.train_path),
                         "eval_sha256": file_sha256(cfg.eval_path) if cfg.eval_path else None},
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "temperature": getattr(self, "temperature", 1.0),  # fitted on validation: lelp.cascade
         }
         out = save_student(best.student.cpu(), out_dir, manifest, self.kind)
         texts, pairs = self._eval_texts
@@ -324,5 +384,7 @@ class DistillJob:
                                             max_length=cfg.max_length)
         metrics["teacher"]["sentences_per_second"] = sentences_per_second(
             teacher_cpu.predict_proba, texts, pairs, max_rows=512, max_seconds=3.0)
+        metrics["cascade"]["curve"] = self.cascade_curve(metrics)
+        metrics["cascade"]["targets"] = self.cascade_targets(metrics)
         return out
 

@@ -108,5 +108,5 @@ def build_config(inputs: JobInputs, teacher_dir: Path, train_path: Path, eval_pa
         label_column=inputs.label_column, eval_label_column=inputs.eval_label_column, method=inputs.method,
         student=inputs.student_kind,
         student_base=str(student_base_dir) if student_base_dir is not None else None,
-        device=inputs.device, **hp,
+        device=inputs.device, cascade_reference=inputs.hyperparameters.get("cascade_reference"), **hp,
     )

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from app.db.models import Model
 from app.deps import (
     PREDICT_SECURITY,
+    EnqueueDep,
     InferenceDep,
     ModelDep,
     ModelRefDep,
@@ -23,7 +24,10 @@ from app.deps import (
 )
 from app.errors import Unprocessable
 from app.schemas.common import ERROR_RESPONSES, Page
-from app.schemas.models import ModelRead, PredictRequest, PredictResponse
+from app.schemas.jobs import JobRead
+from app.schemas.models import CascadeRequest, ModelRead, PredictRequest, PredictResponse
+from app.services import cascade as cascade_service
+from app.services import jobs as jobs_service
 from app.services import models as service
 from app.services.pagination import list_page
 
@@ -53,7 +57,7 @@ async def predict(body: PredictRequest, model: ModelRefDep, request: Request) ->
     # The hot path: app state instead of two more dependencies, and a response serialised
     # directly by orjson (the records come from our own predictor: re-validating them buys nothing).
     state = request.app.state
-    predictions = await service.predict(state.inference, model, body, state.settings)
+    predictions = await service.predict(state.inference, model, body, state.settings, state.sessionmaker)
     return Response(orjson.dumps({"model_id": model.id, "predictions": predictions}),
                     media_type="application/json")
 
@@ -85,3 +89,41 @@ def delete_model(model: ModelDep, session: SessionDep, store: StoreDep, inferenc
     """Delete a model and its files."""
     service.delete_model(session, store, inference, model)
     return Response(status_code=204)
+
+
+@router.post("/{model_id}/cascade", response_model=ModelRead)
+def enable_cascade(body: CascadeRequest, model: ModelDep, session: SessionDep, settings: SettingsDep,
+                   tenant: TenantDep, inference: InferenceDep) -> ModelRead:
+    """Serve the model as a cascade: the student answers, rows it is less sure of than a threshold go
+    to the teacher (each prediction says ``served_by``). The threshold is chosen on the job's
+    validation rows for the target: ``target_accuracy`` (a fraction of the teacher's accuracy) or
+    ``max_deferred_fraction`` (a deferral budget). ``keep_traffic`` keeps the deferred rows with the
+    teacher's answers (bounded by ``max_kept_rows``) for ``POST /v1/models/{id}/redistil``."""
+    cascade_service.configure(session, settings, model, body)
+    inference.forget_ref(tenant.id, model.id)
+    return service.model_read(inference, model)
+
+
+@router.delete("/{model_id}/cascade", response_model=ModelRead)
+def disable_cascade(model: ModelDep, session: SessionDep, tenant: TenantDep, inference: InferenceDep) -> ModelRead:
+    """Serve the student alone again (kept traffic stays until the model is deleted)."""
+    cascade_service.disable(session, model)
+    inference.forget_ref(tenant.id, model.id)
+    return service.model_read(inference, model)
+
+
+@router.get("/{model_id}/traffic")
+def traffic(model: ModelDep, session: SessionDep) -> dict:
+    """How many deferred rows the cascade has kept for redistil, and its bound."""
+    return cascade_service.traffic_summary(session, model)
+
+
+@router.post("/{model_id}/redistil", status_code=202, response_model=JobRead)
+def redistil(model: ModelDep, response: Response, session: SessionDep, settings: SettingsDep, store: StoreDep,
+             enqueue: EnqueueDep):
+    """Start a new job with the parent's teacher, eval data and settings, on its training rows plus the
+    rows the cascade kept; its report shows the share deferred at the same target before and after."""
+    job, _dataset = cascade_service.redistil(session, store, settings, model)
+    jobs_service.enqueue_after_commit(session, job, enqueue)
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return job

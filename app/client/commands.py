@@ -515,6 +515,39 @@ def models_report(model_id: Id, dest: Dest = Path(".")) -> None:
     with client() as c:
         typer.echo(str(c.save_report(model_id, dest)))
 
+
+@models_app.command("cascade")
+@cli_errors
+def models_cascade(
+    model_id: Id,
+    target: Annotated[float | None, typer.Option(metavar="X", help="Fraction of the teacher's accuracy to reach, "
+                                                 "e.g. 0.99.")] = None,
+    max_deferred: Annotated[float | None, typer.Option(metavar="X", help="Deferral budget: at most this share "
+                                                       "of rows to the teacher.")] = None,
+    keep_traffic: Annotated[bool, typer.Option(help="Keep deferred rows with the teacher's answers for "
+                                               "`models redistil`.")] = False,
+    max_kept_rows: Annotated[int | None, typer.Option(metavar="N", help="Bound on kept rows.")] = None,
+    off: Annotated[bool, typer.Option("--off", help="Serve the student alone again.")] = False,
+) -> None:
+    """Serve a model as a cascade: the student first, the rows it is unsure of to the teacher."""
+    with client() as c:
+        if off:
+            show(c.disable_cascade(model_id)["cascade"])
+            return
+        if (target is None) == (max_deferred is None):
+            raise fail("invalid_option", "give one of --target and --max-deferred (or --off)")
+        show(c.set_cascade(model_id, target_accuracy=target, max_deferred_fraction=max_deferred,
+                           keep_traffic=keep_traffic, max_kept_rows=max_kept_rows)["cascade"])
+
+
+@models_app.command("redistil")
+@cli_errors
+def models_redistil(model_id: Id) -> None:
+    """Distil a model again with the traffic its cascade kept added to the training rows (prints the job)."""
+    with client() as c:
+        show(c.redistil(model_id))
+
+
 METAVARS = {"int": "N", "integer": "N", "float": "X", "path": "PATH"}
 
 

@@ -300,6 +300,24 @@ class LelpClient:
 
     # --- downloads --------------------------------------------------------------------------------
 
+    def set_cascade(self, model_id: str, *, target_accuracy: float | None = None,
+                    max_deferred_fraction: float | None = None, keep_traffic: bool = False,
+                    max_kept_rows: int | None = None) -> dict:
+        """Serve the model as a cascade (one target: a fraction of the teacher's accuracy, or a deferral budget)."""
+        body = _params(target_accuracy=target_accuracy, max_deferred_fraction=max_deferred_fraction,
+                       max_kept_rows=max_kept_rows)
+        return self._json("POST", f"/v1/models/{model_id}/cascade", json={**body, "keep_traffic": keep_traffic})
+
+    def disable_cascade(self, model_id: str) -> dict:
+        return self._json("DELETE", f"/v1/models/{model_id}/cascade")
+
+    def traffic(self, model_id: str) -> dict:
+        return self._json("GET", f"/v1/models/{model_id}/traffic")
+
+    def redistil(self, model_id: str) -> dict:
+        """A new job on the model's training rows plus the traffic its cascade kept (202: the job)."""
+        return self._json("POST", f"/v1/models/{model_id}/redistil")
+
     def download_artifact(self, model_id: str, dest: str | Path) -> Path:
         """Stream the model's tar.gz to ``dest`` (a file path, or a directory to put it in)."""
         return self.download(model_id, dest, "artifact")

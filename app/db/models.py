@@ -163,6 +163,22 @@ class Model(Base):
     uri: Mapped[str] = mapped_column(sa.Text)
     # Trained on (text, text_pair) rows; None for models made before this was recorded.
     text_pairs: Mapped[bool | None] = mapped_column(sa.Boolean)
+    # Served as a cascade (issue 22): {"threshold", "target", "validation", "keep_traffic", "max_kept_rows"}; NULL: not.
+    cascade: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    created_at: Mapped[datetime] = mapped_column(TZ, default=utcnow)
+
+
+class TrafficRow(Base):
+    """An input a cascade sent to the teacher, with the teacher's answer (models that opted in only)."""
+
+    __tablename__ = "traffic_rows"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
+    model_id: Mapped[str] = mapped_column(sa.ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    text: Mapped[str] = mapped_column(sa.Text)
+    text_pair: Mapped[str | None] = mapped_column(sa.Text)
+    label: Mapped[str] = mapped_column(sa.String(200))
     created_at: Mapped[datetime] = mapped_column(TZ, default=utcnow)
 
 

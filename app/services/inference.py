@@ -11,9 +11,12 @@ Why it is shaped this way (measured with ``benchmarks/serving.py``):
   (torch releases the GIL, so the event loop keeps parsing requests meanwhile); results
   come back through ``loop.call_soon_threadsafe``. One thread per model also means a
   model never runs two forwards at once, which is what makes the queue fill up.
-* **Tiny models inline.** When a model's measured forward time is under
-  ``inline_below_ms`` (an ``ngram`` student: tens of microseconds), the thread hop costs
-  more than the forward, so the batch runs on the event loop itself.
+* **Tiny models inline, bounded.** When a batch's expected forward time (the model's measured
+  time per row times the batch's rows) is under ``inline_below_s`` (an ``ngram`` student on a
+  few rows: tens of microseconds), the thread hop costs more than the forward, so the batch runs
+  on the event loop itself. A batch expected to take longer (the largest allowed batch of the
+  same model) goes to the model's thread, so ``/healthz`` and other requests never wait on a
+  forward for more than about ``inline_below_s`` (issue 18).
 * **Cheap lookups.** Loaded models sit in a bounded LRU; model rows (tenant + id -> id and
   artifact URI) sit in a short TTL cache so a predict does not query the database.
 * **A runtime per model.** With ``runtime="auto"`` a student whose kind exports to ONNX is
@@ -120,7 +123,12 @@ class MicroBatcher:
         self.busy = False              # a batch is running in the worker thread
         self.scheduled = False         # a _flush is already queued on the loop
         self.avg_forward_s: float | None = None  # None until the first forward is timed
+        self.avg_row_s: float | None = None      # per row: what bounds an inline batch
         self.closed = False
+
+    def runs_inline(self, rows: int) -> bool:
+        """A batch of ``rows`` is expected to be faster than a thread hop (and so cannot stall the loop)."""
+        return self.avg_row_s is not None and self.avg_row_s * rows < self.inline_below_s
 
     async def submit(self, texts: list[str], pairs: list[str] | None) -> Any:
         """Class probabilities (n, C) for ``texts`` (and ``pairs``), scored with other requests."""
@@ -164,7 +172,7 @@ class MicroBatcher:
                 return
             texts = [t for r in batch for t in r.texts]
             pairs = [p for r in batch for p in r.pairs] if batch[0].pairs is not None else None
-            if self.avg_forward_s is not None and self.avg_forward_s < self.inline_below_s:
+            if self.runs_inline(len(texts)):
                 started = time.perf_counter()
                 try:
                     probs, error = self.predictor.predict_proba(texts, pairs), None
@@ -199,6 +207,9 @@ class MicroBatcher:
               elapsed: float) -> None:
         self.avg_forward_s = elapsed if self.avg_forward_s is None else (
             (1 - EWMA_WEIGHT) * self.avg_forward_s + EWMA_WEIGHT * elapsed)
+        per_row = elapsed / max(rows, 1)
+        self.avg_row_s = per_row if self.avg_row_s is None else (
+            (1 - EWMA_WEIGHT) * self.avg_row_s + EWMA_WEIGHT * per_row)
         if error is not None:
             log.warning("prediction batch of %d rows failed: %r", rows, error)
             if _is_fatal(error):
@@ -248,6 +259,8 @@ class _Loaded:
             batcher.close()
         self.batchers.clear()
         self.executor.shutdown(wait=False)
+        if self.runtime == "teacher-process":  # stop the cascade teacher's process
+            self.predictor.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +270,11 @@ class ModelRef:
     id: str
     uri: str
     text_pairs: bool | None = None  # None: not recorded (a model older than the flag)
+    cascade: dict | None = None     # models.cascade: served as a cascade (issue 22)
+    teacher_id: str | None = None   # the cascade's teacher (its row id and store path)
+    teacher_uri: str | None = None
+    tenant_id: str | None = None
+    max_length: int = 128           # the teacher's input length in the job
 
 
 class InferenceService:
@@ -264,7 +282,8 @@ class InferenceService:
 
     def __init__(self, store: ArtifactStore, *, cache_dir: Path, cache_size: int, max_batch: int,
                  metrics: Any = None, ref_ttl_s: float = 30.0,
-                 inline_below_s: float = INLINE_BELOW_S, runtime: str = "auto", exports: Any = None) -> None:
+                 inline_below_s: float = INLINE_BELOW_S, runtime: str = "auto", exports: Any = None,
+                 teacher_threads: int = 0) -> None:
         # Continuous batching needs no timer: requests wait at most for the batch in flight.
         self.store = store
         self.cache_dir = cache_dir
@@ -278,16 +297,24 @@ class InferenceService:
         self._locks: dict[str, asyncio.Lock] = {}
         self._refs: TTLCache[tuple[str, str], ModelRef] = TTLCache(maxsize=4096, ttl=ref_ttl_s)
         self._failed: dict[str, str] = {}  # model id -> why it was unloaded (a panic in its code)
+        self._teachers: dict[str, _Loaded] = {}  # "teacher:{id}" -> its process: cascades only
+        self.teacher_threads = teacher_threads
 
     # --- model rows (tenant + id -> ref), so a predict does not query the database -------------
 
     def cached_ref(self, tenant_id: str, model_id: str) -> ModelRef | None:
         return self._refs.get((tenant_id, model_id))
 
-    def remember_ref(self, tenant_id: str, model_id: str, uri: str, text_pairs: bool | None = None) -> ModelRef:
-        ref = ModelRef(model_id, uri, text_pairs)
+    def remember_ref(self, tenant_id: str, model_id: str, uri: str, text_pairs: bool | None = None,
+                     **cascade: Any) -> ModelRef:
+        """Cache a model row; ``cascade``: ``cascade``, ``teacher_id``, ``teacher_uri``, ``max_length``."""
+        ref = ModelRef(model_id, uri, text_pairs, tenant_id=tenant_id, **cascade)
         self._refs[(tenant_id, model_id)] = ref
         return ref
+
+    def forget_ref(self, tenant_id: str, model_id: str) -> None:
+        """The model row changed (cascade on or off): the next predict reads it again."""
+        self._refs.pop((tenant_id, model_id), None)
 
     # --- loaded models ------------------------------------------------------------------------------
 
@@ -381,6 +408,71 @@ class InferenceService:
         self._models.move_to_end(key)
         return loaded
 
+    # --- cascade teachers: one process each (app.services.teacher_process) ----------------------------
+
+    def _load_teacher_sync(self, teacher_id: str, uri: str, max_length: int) -> _Loaded:
+        from app.services.teacher_process import TeacherProcess
+
+        local = self.store.local_path(uri)
+        if local is None:
+            local = self.store.get_dir(uri, self.cache_dir / "teachers" / teacher_id)
+        on_batch = None
+        if self.metrics is not None:
+            on_batch = self.metrics.observe_teacher_batch
+        process = TeacherProcess(local, max_length=max_length, threads=self.teacher_threads, on_batch=on_batch)
+        process.start()
+        return _Loaded(predictor=process, labels=process.labels, runtime="teacher-process",
+                       executor=_model_thread(f"teacher-{teacher_id}"))
+
+    async def _teacher(self, teacher_id: str, uri: str, max_length: int) -> _Loaded:
+        key = f"teacher:{teacher_id}"
+        loaded = self._teachers.get(key)
+        if loaded is not None:
+            return loaded
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            loaded = self._teachers.get(key)
+            if loaded is None:
+                loaded = await asyncio.to_thread(self._load_teacher_sync, teacher_id, uri, max_length)
+                self._teachers[key] = loaded
+        return loaded
+
+    def teacher_pids(self) -> dict[str, int | None]:
+        """Teacher id -> the pid of its process (None: not running)."""
+        return {key.split(":", 1)[1]: loaded.predictor.pid for key, loaded in self._teachers.items()}
+
+    async def predict_cascade(self, ref: ModelRef, texts: list[str], pairs: list[str] | None = None
+                              ) -> tuple[list[dict[str, Any]], list[int]]:
+        """The student on every row, the teacher on rows whose calibrated top probability is under the
+        threshold; each record says ``served_by``. Returns the records and the deferred row indices."""
+        import numpy as np
+
+        cascade = ref.cascade or {}
+        threshold = float(cascade["threshold"])
+        probs, labels = await self.predict_proba(ref.id, ref.uri, texts, pairs)
+        probs = np.asarray(probs, dtype=np.float64)
+        deferred = [int(i) for i in np.flatnonzero(probs.max(1) < threshold)] if len(probs) else []
+        served = ["student"] * len(texts)
+        if deferred:
+            teacher = await self._teacher(ref.teacher_id, ref.teacher_uri, ref.max_length)
+            sub_pairs = [pairs[i] for i in deferred] if pairs is not None else None
+            batcher = self._batcher(f"teacher:{ref.teacher_id}", teacher, pairs is not None)
+            teacher_probs = await batcher.submit([texts[i] for i in deferred], sub_pairs)
+            if list(teacher.labels) != list(labels):  # the job matched them: a reordering would be a bug
+                raise Unprocessable("the teacher's labels differ from the student's", code="invalid_artifact")
+            probs[deferred] = teacher_probs
+            for i in deferred:
+                served[i] = "teacher"
+        if self.metrics is not None:
+            self.metrics.predict_rows.inc(len(texts))
+            self.metrics.observe_cascade(len(texts) - len(deferred), len(deferred))
+        out = []
+        for values, by in zip(probs.tolist(), served, strict=True):
+            best = max(range(len(values)), key=values.__getitem__)
+            out.append({"label": labels[best], "score": values[best],
+                        "probabilities": dict(zip(labels, values, strict=True)), "served_by": by})
+        return out, deferred
+
     def loaded_ids(self) -> list[str]:
         """Loaded model ids, least recently used first."""
         return list(self._models)
@@ -440,7 +532,8 @@ class InferenceService:
             self._models.pop(key).close()
 
     def close(self) -> None:
-        for loaded in self._models.values():
+        for loaded in [*self._models.values(), *self._teachers.values()]:
             loaded.close()
         self._models.clear()
+        self._teachers.clear()
         self._refs.clear()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from app.db.models import Model
 from app.errors import Unprocessable
@@ -17,6 +20,8 @@ from app.services.exports import OnnxExports
 from app.services.inference import InferenceService, ModelRef
 from app.settings import Settings
 from app.storage import ArtifactStore, StorePaths
+
+log = logging.getLogger(__name__)
 
 
 def check_predict_inputs(body: PredictRequest, settings: Settings,
@@ -43,9 +48,26 @@ def check_predict_inputs(body: PredictRequest, settings: Settings,
 
 
 async def predict(inference: InferenceService, model: ModelRef, body: PredictRequest,
-                  settings: Settings) -> list[dict]:
+                  settings: Settings, sessionmaker: Callable[[], Session] | None = None) -> list[dict]:
     texts, pairs = check_predict_inputs(body, settings, model.text_pairs)
+    if model.cascade and body.quantize is None:
+        records, deferred = await inference.predict_cascade(model, texts, pairs)
+        if deferred and model.cascade.get("keep_traffic") and sessionmaker is not None:
+            rows = [(texts[i], pairs[i] if pairs is not None else None, records[i]["label"]) for i in deferred]
+            await run_in_threadpool(_keep, sessionmaker, model, rows)
+        return records
     return await inference.predict(model.id, model.uri, texts, pairs, body.quantize)
+
+
+def _keep(sessionmaker: Callable[[], Session], model: ModelRef, rows: list) -> None:
+    """Store deferred rows (a failure is logged: the user's answers are already computed)."""
+    from app.services.cascade import keep_deferred
+
+    try:
+        with sessionmaker() as session:
+            keep_deferred(session, model.tenant_id, model.id, rows, int(model.cascade.get("max_kept_rows") or 0))
+    except Exception:  # noqa: BLE001 - keeping traffic is best effort; the predict still answers
+        log.exception("could not keep %d deferred rows of model %s", len(rows), model.id)
 
 
 def model_read(inference: InferenceService, model: Model) -> ModelRead:
@@ -89,6 +111,11 @@ def build_artifact_tarball(store: ArtifactStore, model: Model, tmp_dir: Path) ->
 
 
 def delete_model(session: Session, store: ArtifactStore, inference: InferenceService, model: Model) -> None:
+    import sqlalchemy as sa
+
+    from app.db.models import TrafficRow
+
+    session.execute(sa.delete(TrafficRow).where(TrafficRow.model_id == model.id))  # SQLite may run without FKs
     session.delete(model)
     session.commit()
     inference.evict(model.id)

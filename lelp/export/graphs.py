@@ -48,13 +48,17 @@ class _Probabilities(nn.Module):
         super().__init__()
         self.body, self.names, self.logits_fn = body, names, logits_fn
         self.classes, self.subclasses = classes, subclasses
+        self.temperature = 1.0  # the artifact's calibration (graph_for sets it): in the graph itself
         # a new module is in training mode, and the exporter restores that mode recursively after
         # tracing: without this the wrapped student would keep dropout on afterwards
         self.eval()
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return class_probabilities(self.logits_fn(self.body, dict(zip(self.names, inputs, strict=True))),
-                                   self.classes, self.subclasses)
+        probs = class_probabilities(self.logits_fn(self.body, dict(zip(self.names, inputs, strict=True))),
+                                    self.classes, self.subclasses)
+        if self.temperature != 1.0:  # calibrated like lelp.cascade.apply_temperature
+            probs = torch.softmax(torch.log(probs.clamp_min(1e-12)) / self.temperature, dim=-1)
+        return probs
 
 
 def _token_example(tokenizer, max_length: int) -> tuple[list[str], dict[str, torch.Tensor]]:
@@ -181,4 +185,7 @@ def graph_for(predictor, manifest: dict) -> Graph:
     if kind not in GRAPHS:
         raise ConfigError(f"ONNX export does not know the {kind!r} student; it knows {', '.join(GRAPHS)}",
                           param="format")
-    return GRAPHS[kind](predictor, manifest)
+    graph = GRAPHS[kind](predictor, manifest)
+    if isinstance(graph.module, _Probabilities):
+        graph.module.temperature = float(manifest.get("temperature", 1.0))
+    return graph

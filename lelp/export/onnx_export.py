@@ -171,6 +171,7 @@ def build_package(artifact_dir: str | Path, work: Path, *, quantize: str | None 
         "format_version": ONNX_FORMAT_VERSION, "kind": student_manifest["kind"], "variant": variant_name(quantize),
         "quantize": quantize, "labels": list(student_manifest["labels"]),
         "subclasses": int(student_manifest["subclasses"]), "inputs": graph.input_names,
+        "temperature": float(student_manifest.get("temperature", 1.0)), "calibrated": True,  # in the graph
         "output": "probabilities", "opset": OPSET, "preprocessing": graph.preprocessing,
         "source": {"method": student_manifest.get("method"), "sources": student_manifest.get("sources"),
                    "created_at": student_manifest.get("created_at")},

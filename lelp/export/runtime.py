@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from lelp.artifacts import Predictor
+from lelp.cascade import apply_temperature
 from lelp.errors import ArtifactError, ConfigError
 from lelp.students.registry import STUDENT_KINDS
 
@@ -146,6 +147,8 @@ class OnnxPredictor(Predictor):
         self.manifest = read_onnx_manifest(root)
         self.labels = list(self.manifest["labels"])
         self.quantize = self.manifest.get("quantize")
+        # packages written since issue 22 hold the calibration in the graph ("calibrated": true)
+        self.temperature = 1.0 if self.manifest.get("calibrated") else float(self.manifest.get("temperature", 1.0))
         self.batch_size = batch_size
         self.session = ort.InferenceSession(str(root / model_file), session_options(threads),
                                             providers=["CPUExecutionProvider"])
@@ -159,4 +162,5 @@ class OnnxPredictor(Predictor):
             pairs = text_pairs[i:i + self.batch_size] if text_pairs is not None else None
             feeds = self.featurise(texts[i:i + self.batch_size], pairs)
             chunks.append(self.session.run(["probabilities"], feeds)[0])
-        return np.concatenate(chunks) if chunks else np.zeros((0, len(self.labels)), dtype=np.float32)
+        probs = np.concatenate(chunks) if chunks else np.zeros((0, len(self.labels)), dtype=np.float32)
+        return apply_temperature(probs, self.temperature)

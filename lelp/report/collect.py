@@ -33,8 +33,9 @@ def _sample(n: int, k: int, seed: int) -> np.ndarray:
 
 def eval_section(labels: np.ndarray, student_probs: np.ndarray, teacher_probs: np.ndarray,
                  texts: Sequence[str], text_pairs: Sequence[str] | None, class_names: Sequence[str],
-                 seed: int = 0) -> dict:
-    """Eval rows of both models: probabilities for a bounded sample, a few disagreement texts."""
+                 seed: int = 0, student_raw_probs: np.ndarray | None = None) -> dict:
+    """Eval rows of both models: probabilities for a bounded sample, a few disagreement texts.
+    ``student_raw_probs``: the student's before calibration (``student_probs`` are after)."""
     n = len(labels)
     rows = _sample(n, EVAL_SAMPLE_ROWS, seed)
     student_pred, teacher_pred = student_probs.argmax(1), teacher_probs.argmax(1)
@@ -51,6 +52,8 @@ def eval_section(labels: np.ndarray, student_probs: np.ndarray, teacher_probs: n
             "labels": [int(x) for x in labels[rows]],
             "student_probs": np.round(student_probs[rows], 4).tolist(),
             "teacher_probs": np.round(teacher_probs[rows], 4).tolist(),
+            **({"student_raw_probs": np.round(student_raw_probs[rows], 4).tolist()}
+               if student_raw_probs is not None else {}),
             "disagreements": int((student_pred != teacher_pred).sum()), "examples": examples}
 
 

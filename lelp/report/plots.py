@@ -71,10 +71,13 @@ def reliability(curves: dict[str, dict]) -> str:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.2, 3.6))
     ax.plot([0, 1], [0, 1], color="#999", lw=1, ls="--", label="perfect calibration")
-    for (name, curve), color in zip(curves.items(), (STUDENT, TEACHER), strict=False):
+    colors = {"student": STUDENT, "teacher": TEACHER}
+    for name, curve in curves.items():
         bins = curve["bins"]
-        if bins:
-            ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o", color=color,
+        if bins:  # the student before calibration: its colour, dotted
+            raw = name not in colors
+            ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o" if not raw else "x",
+                    color=colors.get(name, STUDENT), ls=":" if raw else "-", alpha=0.6 if raw else 1.0,
                     label=f"{name} (ECE {curve['ece']:.3f})")
     ax.set_xlim(0, 1.02)
     ax.set_ylim(0, 1.02)
@@ -169,4 +172,26 @@ def token_lengths(lengths: list[int], max_length: int) -> str:
     ax.set_xlabel("tokens per row (teacher tokenizer)")
     ax.set_ylabel("rows")
     ax.legend(frameon=False)
+    return _uri(fig)
+
+
+def cascade(curve: list[dict], teacher_accuracy: float) -> str:
+    """The cascade's trade-off: % of the teacher's accuracy and speed-up against the share deferred."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(WIDTH, 3.4))
+    x = [100 * p["deferred_fraction"] for p in curve]
+    ax.plot(x, [100 * p["accuracy"] / teacher_accuracy for p in curve], color=STUDENT, marker=".",
+            label="accuracy, % of the teacher's")
+    ax.axhline(100, color="#999", lw=1, ls="--")
+    ax.set_xlabel("rows sent to the teacher (%)")
+    ax.set_ylabel("% of the teacher's accuracy")
+    speed = [(xi, p["speedup"]) for xi, p in zip(x, curve, strict=True) if p.get("speedup")]
+    if speed:
+        right = ax.twinx()
+        right.spines["right"].set_visible(True)
+        right.plot([s[0] for s in speed], [s[1] for s in speed], color=TEACHER, label="throughput, x the teacher's")
+        right.set_yscale("log")
+        right.set_ylabel("throughput (x the teacher's)")
+        right.legend(loc="lower right", frameon=False)
+    ax.legend(loc="lower left", frameon=False)
     return _uri(fig)

@@ -46,14 +46,36 @@ def _model_section(metrics: dict, data: dict, labels: list[str], plots) -> dict:
                     plots.confusion(analysis.confusion(y, t_pred, c), labels, "teacher", "true label", "teacher")]
     figures.append(plots.confusion(analysis.confusion(t_pred, s_pred, c), labels, "student vs teacher",
                                    "teacher", "student", cmap="Oranges"))
+    raw = analysis.probs_of(ev, "student_raw_probs")
     curves = {"student": analysis.reliability(y, sp), "teacher": analysis.reliability(y, tp)}
+    if len(raw):  # a job since issue 22: the student before and after its temperature
+        curves = {"student before calibration": analysis.reliability(y, raw), **curves}
     calibration = None
     if curves["student"]["bins"]:
         calibration = {"figure": plots.reliability(curves), "student_ece": curves["student"]["ece"],
-                       "teacher_ece": curves["teacher"]["ece"]}
+                       "teacher_ece": curves["teacher"]["ece"],
+                       "raw_ece": curves["student before calibration"]["ece"] if len(raw) else None,
+                       "temperature": (metrics.get("calibration") or {}).get("temperature")}
     return {"rows": ev.get("rows", 0), "sampled_rows": ev.get("sampled_rows", 0), "per_class": per_class,
             "confusion": figures, "examples": ev.get("examples", []), "disagreements": ev.get("disagreements"),
             "calibration": calibration}
+
+
+def _cascade_section(metrics: dict, plots) -> dict | None:
+    """The cascade's curve on the evaluation rows (metrics.json ``cascade.curve``) and a few rows of it."""
+    cascade = metrics.get("cascade") or {}
+    curve = cascade.get("curve") or []
+    teacher = (metrics.get("teacher") or {}).get("accuracy")
+    if not curve or not teacher:
+        return None
+    rows = [p for p in curve if any(abs(p["deferred_fraction"] - f) < 0.011 for f in (0, 0.05, 0.1, 0.2, 0.4, 1.0))]
+    seen, table = set(), []
+    for p in rows:  # one row per listed share
+        key = round(p["deferred_fraction"], 1 if p["deferred_fraction"] >= 0.1 else 2)
+        if key not in seen:
+            seen.add(key)
+            table.append({**p, "kept": p["accuracy"] / teacher})
+    return {"figure": plots.cascade(curve, teacher), "rows": table, "redistil": cascade.get("redistil")}
 
 
 def _training_section(metrics: dict, plots) -> dict:
@@ -146,6 +168,7 @@ def build_context(metrics: dict, data: dict, manifest: dict) -> dict:
         "agreement": metrics.get("agreement"),
         "models": _model_section(metrics, data, labels, plots),
         "training": _training_section(metrics, plots),
+        "cascade": _cascade_section(metrics, plots),
         "search": _search_section(metrics, plots),
         "inside": _subclass_section(data, method, plots),
         "data": _data_section(data, labels, plots),

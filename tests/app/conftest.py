@@ -20,7 +20,8 @@ import pytest
 
 PG_ADMIN_URL = os.environ.get("LELP_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
 TEST_BROKER_URL = os.environ.get("LELP_TEST_BROKER_URL", "redis://127.0.0.1:6379/15")
-TABLES = ("job_events", "models", "jobs", "datasets", "teachers", "base_models", "workers", "api_keys", "tenants")
+TABLES = ("job_events", "traffic_rows",
+          "models", "jobs", "datasets", "teachers", "base_models", "workers", "api_keys", "tenants")
 
 
 def _admin_connect():  # noqa: ANN202

@@ -184,3 +184,49 @@ def test_a_request_larger_than_max_batch_is_scored_in_slices_in_order(tmp_path) 
     service.close()
     assert max(len(c) for c in fake.calls) <= 4 and sum(len(c) for c in fake.calls) == 10
     assert [p["probabilities"]["long"] for p in result] == pytest.approx([expected_long(t) for t in texts])
+
+
+class PerRowPredictor(FakePredictor):
+    """A forward that costs ``per_row`` seconds a row (time.sleep: holds the loop when run inline)."""
+
+    def __init__(self, per_row: float) -> None:
+        super().__init__(delay=0)
+        self.per_row = per_row
+
+    def predict_proba(self, texts, text_pairs=None):  # noqa: ANN001, ANN201
+        time.sleep(self.per_row * len(texts))
+        return super().predict_proba(texts, text_pairs)
+
+
+def test_a_large_batch_of_a_fast_model_leaves_the_event_loop_free(tmp_path) -> None:  # noqa: ANN001
+    """Issue 18: one-row batches of a fast model run inline, but the largest allowed batch goes to the
+    model's thread, so a /healthz meanwhile waits for no forward (loop gaps stay far under 100 ms)."""
+    model = PerRowPredictor(per_row=0.004)
+    service = make_service(tmp_path, {"m": model}, inline_below_s=0.01, max_batch=64)
+
+    async def main() -> float:
+        for _ in range(3):  # measured: 4 ms a row, so one row (4 ms < 10 ms) runs inline
+            await service.predict("m", "models/m", ["a"])
+        gaps: list[float] = []
+        done = asyncio.Event()
+
+        async def probe() -> None:  # what a /healthz handler sees: how long the loop is held
+            last = time.perf_counter()
+            while not done.is_set():
+                await asyncio.sleep(0.001)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+
+        task = asyncio.create_task(probe())
+        await asyncio.sleep(0.01)
+        await service.predict("m", "models/m", ["a long input"] * 64)  # 64 x 4 ms = 256 ms of forward
+        done.set()
+        await task
+        return max(gaps)
+
+    worst = asyncio.run(main())
+    service.close()
+    assert model.threads[1:3] == ["MainThread", "MainThread"]
+    assert model.threads[-1] != "MainThread"
+    assert worst < 0.1, f"the event loop was held {worst * 1000:.0f} ms"

@@ -7,8 +7,8 @@ import sqlalchemy as sa
 from app.db import migrate
 from app.db.session import make_engine
 
-EXPECTED = {"tenants", "api_keys", "teachers", "datasets", "jobs", "job_events", "models", "base_models",
-            "workers"}
+EXPECTED = {"tenants", "api_keys", "teachers", "datasets", "jobs", "job_events", "models", "traffic_rows",
+            "base_models", "workers"}
 
 
 def _tables(url: str) -> set[str]:

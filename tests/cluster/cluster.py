@@ -292,8 +292,8 @@ class Cluster:
 
     def outcomes(self, job_id: str) -> list[tuple[str, str]]:
         """(host, what) of every delivery that ended in the worker logs: ``published`` (it ran the job to
-        completion and committed its model) or ``claim_lost`` (it found another delivery held the job) or ``crashed`` (it gave the delivery
-        up on an error, e.g. the store unreachable while cut off)."""
+        completion and committed its model), ``claim_lost`` (it found another delivery held the job) or
+        ``crashed`` (it gave the delivery up on an error, e.g. the store unreachable while cut off)."""
         found = []
         for host in self.worker_hosts:
             text = self.log_of(host).read_text(errors="replace") if self.log_of(host).exists() else ""

@@ -53,12 +53,17 @@ def test_report_renders_self_contained_with_the_metrics(browser, artifact):
     assert len(rows) == len(metrics["candidates"]) and len(browser.find_elements("css selector", "tr.winner")) == 1
 
     images = browser.find_elements("css selector", "img.plot")
-    # 3 confusion matrices, calibration, training, candidates, one per class, label counts, lengths
-    assert len(images) == 8 + len(metrics["labels"])
+    # 3 confusion matrices, calibration, the cascade, training, candidates, one per class, label counts, lengths
+    assert len(images) == 9 + len(metrics["labels"])
     for img in images:
         assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) > 0
         assert img.get_attribute("src").startswith("data:image/svg+xml;base64,")
         assert ink_share(img.screenshot_as_png) > 0.01, img.get_attribute("alt")
+
+    # the cascade: its table's first row is the student alone, its last the teacher on every row
+    cascade = browser.find_elements("css selector", "#cascade tbody tr")
+    assert len(cascade) >= 2 and cascade[0].text.startswith("0%") and cascade[-1].text.startswith("100%")
+    assert _text(browser, "[data-metric=temperature]") == f"{metrics['calibration']['temperature']:.3g}"
 
     assert console_errors(browser) == []
     outside = [u for u in requested_urls(browser) if u != url and not u.startswith("data:")]

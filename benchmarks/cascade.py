@@ -1,0 +1,141 @@
+"""Cascade: share sent to the teacher and throughput for targets of the teacher's accuracy (issue 22).
+
+    python benchmarks/cascade.py --teacher T --train demo/data/sst2_transfer.csv --label-column '' \\
+        --test ../shared/data/sst2_test.csv --seeds 0 1 2 [--student cnn] [--method kd] [--max-length 64]
+
+Per seed: one ``distill`` whose evaluation rows are the test split (read once, only to score);
+the student's temperature and each target's threshold come from the job's own validation rows
+(a held-out 10% of the training rows: with unlabelled transfer data their truth is the
+teacher's answer, so a target there is an agreement target). Then, on the test rows, for each
+target (97%, 99%, 100% of the teacher's accuracy):
+
+* share deferred, cascade accuracy and its % of the teacher's (labels of the test split);
+* throughput as x the teacher's, **measured**: the student on every test row plus the teacher
+  on the deferred rows, timed in this process against the teacher on every row (same batches
+  of 64, torch threads as set, best of ``--repeat``); the job's model of it (``speedup``, from
+  the two sentences/s) beside it.
+
+Mean and standard error over the seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+TARGETS = (0.97, 0.99, 1.0)
+
+
+def _best_time(fn, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def run_seed(args, seed: int) -> list[dict]:
+    import numpy as np
+
+    from lelp.artifacts import HFClassifierPredictor, load_student
+    from lelp.data.datasets import read_table
+    from lelp.pipeline import DistillConfig, distill
+    from lelp.teacher.loading import load_teacher
+
+    out = args.out / f"seed{seed}"
+    if not (out / "metrics.json").is_file():
+        distill(DistillConfig(teacher_dir=str(args.teacher), train_path=str(args.train), eval_path=str(args.test),
+                              label_column=args.label_column or None, eval_label_column="label",
+                              method=args.method, student=args.student, max_length=args.max_length, seed=seed,
+                              device="cpu"), out, cache_dir=args.out / "cache")
+    metrics = json.loads((out / "metrics.json").read_text())
+    test = read_table(args.test, label_column="label")
+    texts = test.texts
+    student = load_student(out)
+    teacher = load_teacher(args.teacher)
+    labels = list(teacher.info.labels)
+    teacher_predict = HFClassifierPredictor(teacher.model, teacher.tokenizer, labels, max_length=args.max_length)
+    truth = np.asarray([labels.index(x) if x in labels else int(x) for x in test.labels])
+    student_probs = student.predict_proba(texts)
+    teacher_probs = teacher_predict.predict_proba(texts)
+    teacher_acc = float((teacher_probs.argmax(1) == truth).mean())
+    teacher_s = _best_time(lambda: teacher_predict.predict_proba(texts), args.repeat)
+    rows = []
+    for target in TARGETS:
+        chosen = next(t for t in metrics["cascade"]["targets"] if abs(t["target"] - target) < 1e-9)
+        threshold = chosen["threshold"]
+        deferred = np.flatnonzero(student_probs.max(1) < threshold)
+        answer = student_probs.argmax(1)
+        answer[deferred] = teacher_probs[deferred].argmax(1)
+        acc = float((answer == truth).mean())
+
+        def cascade(threshold: float = threshold) -> None:
+            probs = student.predict_proba(texts)
+            rest = [texts[i] for i in np.flatnonzero(probs.max(1) < threshold)]
+            if rest:
+                teacher_predict.predict_proba(rest)
+
+        cascade_s = _best_time(cascade, args.repeat)
+        rows.append({"seed": seed, "target": target, "threshold": threshold,
+                     "deferred": len(deferred) / len(texts), "accuracy": acc, "teacher_accuracy": teacher_acc,
+                     "kept": acc / teacher_acc, "student_kept": float((student_probs.argmax(1) == truth).mean())
+                     / teacher_acc, "x_teacher": teacher_s / cascade_s, "x_teacher_model": chosen.get("speedup"),
+                     "validation_deferred": chosen["validation_deferred_fraction"]})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def _mean_se(values: list[float]) -> str:
+    mean = statistics.fmean(values)
+    se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0
+    return f"{mean:.3f} ± {se:.3f}" if abs(mean) < 10 else f"{mean:.1f} ± {se:.1f}"
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| target (% of teacher) | share to the teacher (test) | cascade accuracy, % of teacher (test) | "
+             "throughput, x the teacher (measured) | x the teacher (job's model) | seeds |",
+             "|---|---|---|---|---|---|"]
+    for target in TARGETS:
+        r = [x for x in rows if x["target"] == target]
+        lines.append(f"| {target * 100:g}% | {_mean_se([x['deferred'] for x in r])} | "
+                     f"{_mean_se([100 * x['kept'] for x in r])} | {_mean_se([x['x_teacher'] for x in r])} | "
+                     f"{_mean_se([x['x_teacher_model'] or 0 for x in r])} | {len(r)} |")
+    student = statistics.fmean(x["student_kept"] for x in rows)
+    lines.append(f"\nThe student alone keeps {100 * student:.1f}% of the teacher's accuracy "
+                 f"(teacher {statistics.fmean(x['teacher_accuracy'] for x in rows):.4f} on test).")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--teacher", required=True, type=Path)
+    parser.add_argument("--train", required=True, type=Path)
+    parser.add_argument("--label-column", default="")
+    parser.add_argument("--test", required=True, type=Path)
+    parser.add_argument("--student", default="cnn")
+    parser.add_argument("--method", default="kd")
+    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/out/cascade"))
+    args = parser.parse_args()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    rows = [row for seed in args.seeds for row in run_seed(args, seed)]
+    (args.out / "rows.json").write_text(json.dumps(rows, indent=2))
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -88,6 +88,15 @@ def _quiet_transformers() -> None:
     logging.disable_progress_bar()
 
 
+def _augment(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise LELPError(f"--augment must be an integer or 'auto', got {value!r}") from None
+
+
 def _subclasses(value: str) -> int | str:
     if value in ("auto", "default"):
         return value
@@ -158,7 +167,8 @@ def distill_command(
     max_length: int = 128,
     seed: int = 0,
     device: str = "auto",
-    augment: Annotated[int, typer.Option(help="teacher-scored variants per training row (0 = none)")] = 0,
+    augment: Annotated[str, typer.Option(help="teacher-scored variants per training row: 'auto' (small sets "
+                                               "only, from the data size) or K (0 = none)")] = "auto",
     patience: Annotated[int | None, typer.Option(help="epochs without a better validation score to stop")] = None,
     gpus: Annotated[int, typer.Option(help="GPUs to train on with DDP (torchrun); > 1: transformer only")] = 1,
     cache_dir: Annotated[Path | None, typer.Option(help="teacher-feature cache")] = None,
@@ -176,7 +186,7 @@ def distill_command(
         student_base=str(student_base) if student_base else None,
         subclasses=_subclasses(subclasses), beta=beta, tau=tau, alpha=alpha, epochs=epochs,
         learning_rate=learning_rate, batch_size=batch_size, max_length=max_length, seed=seed, device=device,
-        augment=augment, patience=patience, gpus=gpus)
+        augment=_augment(augment), patience=patience, gpus=gpus)
     bars = ProgressBars(enabled=not quiet)
     try:
         result = distill(config, out, cache_dir=cache_dir or out / ".cache", checkpoint_dir=checkpoint_dir,

@@ -54,8 +54,9 @@ class DistillConfig:
     max_length: int = 128
     seed: int = 0
     device: str = "auto"
-    # teacher-scored variants per training row (lelp.data.augment); 0 = none
-    augment: int = 0
+    # teacher-scored variants per training row (lelp.data.augment); 0 = none; "auto": from the data
+    # size and the device's budget (lelp.data.augment.auto_variants: small sets only)
+    augment: int | str = "auto"
     # epochs without a better validation score before stopping; None = the student's default
     # (with --epochs given: no early stopping, the best epoch still ships)
     patience: int | None = None
@@ -115,8 +116,10 @@ def validate_config(config: DistillConfig) -> None:
         value = getattr(config, name)
         if value is not None and not value > 0:
             raise ConfigError(f"{name} must be > 0, got {value}", param=name)
-    if not isinstance(config.augment, int) or isinstance(config.augment, bool) or not 0 <= config.augment <= 50:
-        raise ConfigError(f"augment must be an integer within [0, 50], got {config.augment!r}", param="augment")
+    if config.augment != "auto" and (not isinstance(config.augment, int) or isinstance(config.augment, bool)
+                                     or not 0 <= config.augment <= 50):
+        raise ConfigError(f"augment must be 'auto' or an integer within [0, 50], got {config.augment!r}",
+                          param="augment")
     if isinstance(config.gpus, bool) or not isinstance(config.gpus, int) or not 1 <= config.gpus <= MAX_GPUS:
         raise ConfigError(f"gpus must be an integer within [1, {MAX_GPUS}], got {config.gpus!r}", param="gpus")
     if config.gpus > 1 and config.student not in MULTI_GPU_STUDENTS:

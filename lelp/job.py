@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from lelp.config import VALIDATION_FRACTION, Candidate, DistillConfig, effective_hyperparameters
-from lelp.data.augment import AugmentSpec, augment_rows
+from lelp.data.augment import AugmentSpec, ChainedTexts, WordNeighbours, augment_rows, auto_variants
 from lelp.data.datasets import encode_labels, file_sha256, read_table, split_rows
 from lelp.devices.resolve import resolve_device
 from lelp.evaluate import agreement, classification_metrics, directory_size, sentences_per_second
@@ -24,7 +24,8 @@ from lelp.progress import CancelCheck, Progress, ProgressCallback, report
 from lelp.students.base import count_module_parameters, predict_class_log_probs
 from lelp.students.kind import KindContext
 from lelp.students.registry import student_kind
-from lelp.teacher.features import extract_teacher_features
+from lelp.students.static import StaticKind
+from lelp.teacher.features import extend_teacher_features, extract_teacher_features
 from lelp.teacher.loading import load_teacher
 from lelp.training.loop import TrainConfig, TrainResult, train_student
 
@@ -110,27 +111,45 @@ class DistillJob:
         self.pool_labels = self.train_labels
         texts, pairs, sha = self.train_data.texts, self.train_data.text_pairs, self.train_data.sha256
         self.augmented_rows = 0
-        if cfg.augment:
-            # Variants of the fit rows only: validation and test rows are never augmented.
+        self.augment_variants = self._augment_variants()
+        if self.augment_variants:
+            # Variants of the fit rows only: validation and test rows are never augmented. Nothing
+            # is copied: the variants are made when read, the features are one memmap.
             aug = augment_rows(texts, pairs, self.fit_rows, AugmentSpec(
-                variants=int(cfg.augment), seed=cfg.seed, mask_token=self.teacher.tokenizer.mask_token or "[MASK]"),
-                dataset_sha256=sha, cache_dir=self.cache_dir, progress=self.progress,
-                should_cancel=self.should_cancel)
-            feats = extract_teacher_features(self.teacher, aug.texts, aug.text_pairs, dataset_sha256=aug.key,
-                                             **common)
+                variants=self.augment_variants, seed=cfg.seed,
+                mask_token=self.teacher.tokenizer.mask_token or "[MASK]"),
+                dataset_sha256=sha, neighbours=self._word_neighbours(texts))
+            feats = extend_teacher_features(self.teacher, self.train_features, aug.texts, aug.text_pairs,
+                                            dataset_sha256=sha + "+" + aug.key, **common)
             n = len(texts)
             self.augmented_rows = len(aug.texts)
             self.aug_source_rows = aug.source_rows
-            self.pool_logits = np.concatenate([np.asarray(self.pool_logits), np.asarray(feats.logits)])
-            self.pool_embeddings = np.concatenate([np.asarray(self.pool_embeddings), np.asarray(feats.embeddings)])
+            self.pool_logits, self.pool_embeddings = feats.logits, feats.embeddings
             self.pool_labels = np.concatenate([self.train_labels, np.full(len(aug.texts), -1)])
             self.fit_rows = np.concatenate([self.fit_rows, n + np.arange(len(aug.texts))])
-            texts = list(texts) + aug.texts
-            pairs = list(pairs) + aug.text_pairs if pairs is not None else None
+            texts = ChainedTexts(texts, aug.texts)
+            pairs = ChainedTexts(pairs, aug.text_pairs) if pairs is not None else None
             sha = aug.key + "+" + sha
         self.train_inputs = self.kind.inputs(texts, pairs, sha)
         self.eval_inputs = (self.kind.inputs(self.eval_data.texts, self.eval_data.text_pairs, self.eval_data.sha256)
                             if self.eval_data is not None else None)
+
+    def _augment_variants(self) -> int:
+        """Variants per fit row: ``augment`` as given, or for "auto" from the data size and the device's
+        budget (``lelp.data.augment.auto_variants``); deterministic, so a rerun hits the same caches."""
+        value = self.config.augment
+        if value == "auto":
+            return auto_variants(len(self.fit_rows), gpu=self.device.type == "cuda")
+        return int(value)
+
+    def _word_neighbours(self, texts) -> WordNeighbours | None:
+        """Nearest words in the teacher-distilled token table, for the students built on that table
+        (``static``, ``cnn``: the table is made anyway); other kinds' variants use masks and n-grams only."""
+        if not isinstance(self.kind, StaticKind):
+            return None
+        self.kind._table = self.kind.table()
+        return WordNeighbours.build(self.kind._table, self.kind.ctx.tokenizer.get_vocab(),
+                                    (texts[i] for i in self.fit_rows))
 
     def _build_student(self, subclasses: int):
         return self.kind.build(len(self.labels) * subclasses, self.labels, subclasses)
@@ -138,7 +157,7 @@ class DistillJob:
     # ---------------------------------------------------------------- train
     def train_candidate(self, cand: Candidate, checkpoint: Path | None, on_checkpoint) -> CandidateResult:
         cfg = self.config
-        hp = effective_hyperparameters(cfg, cand, rows=len(self.fit_rows))
+        hp = {**effective_hyperparameters(cfg, cand, rows=len(self.fit_rows)), "augment": self.augment_variants}
         report(self.progress, Progress(stage="fit_projector", message=cand.name))
         # Rows held out for validation or test count as unlabelled here: their labels must not
         # shape the targets (the projector assigns them to the teacher's argmax class).

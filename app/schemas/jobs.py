@@ -49,7 +49,9 @@ class Hyperparameters(BaseModel):
     batch_size: int | None = Field(None, ge=1, le=8192)
     max_length: int | None = Field(None, ge=4, le=4096)
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
-    augment: int | None = Field(None, ge=0, le=50, description="teacher-scored variants per training row")
+    augment: StrictInt | Literal["auto"] | None = Field(
+        None, description="teacher-scored variants per training row (0-50), or \"auto\" (the default: small "
+                          "transfer sets only, the count from the data size)")
     patience: int | None = Field(None, ge=1, le=1000, description="epochs without a better validation score")
     gpus: int | None = Field(None, ge=1, le=64, description="GPUs the job trains on with DDP (torchrun); more "
                                                           "than 1 for the transformer student only")
@@ -59,6 +61,13 @@ class Hyperparameters(BaseModel):
     def _subclasses_range(cls, value: int | str | None) -> int | str | None:
         if isinstance(value, int) and not 1 <= value <= 64:
             raise ValueError("subclasses must be between 1 and 64, or \"auto\"")
+        return value
+
+    @field_validator("augment")
+    @classmethod
+    def _augment_range(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, int) and not 0 <= value <= 50:
+            raise ValueError("augment must be between 0 and 50, or \"auto\"")
         return value
 
 

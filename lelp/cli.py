@@ -129,11 +129,11 @@ def print_report(metrics: dict) -> None:
     if training.get("best_epoch"):
         console.print(f"best epoch {training['best_epoch']} of {training['epochs_run']} run "
                       f"(validation {training['best_val_score']:.4f})")
-    from lelp.evaluate import keeps_line
+    from lelp.evaluate import baseline_line, keeps_line
 
-    line = keeps_line(metrics)
-    if line:
-        console.print(line, markup=False)
+    for line in (keeps_line(metrics), baseline_line(metrics)):
+        if line:
+            console.print(line, markup=False)
     if len(metrics.get("candidates", [])) > 1:
         for c in metrics["candidates"]:
             score = c.get("validation_accuracy")

@@ -64,3 +64,20 @@ def keeps_line(metrics: dict) -> str | None:
         return None
     return (f"the student keeps {kept:.1f}% of the teacher's accuracy at {faster:,.0f} times its speed "
             f"and {smaller:,.0f} times smaller")
+
+
+def baseline_line(metrics: dict) -> str | None:
+    """One sentence: what the teacher bought, against the same student trained on the labels alone."""
+    base = metrics.get("baseline")
+    if not base:
+        return None  # a report of an artifact written before the baseline existed
+    if not base.get("trained"):
+        return f"No-teacher baseline: {base.get('reason', 'not trained')}."
+    student = metrics.get("student", {}).get("accuracy")
+    if base.get("accuracy") is None or student is None:
+        return None
+    gain = (student - base["accuracy"]) * 100
+    return (f"Without the teacher, the same {base.get('kind')} student trained on the "
+            f"{base.get('train_rows', 0):,} labelled rows alone scores {base['accuracy'] * 100:.1f}%: "
+            f"distillation {'gained' if gain >= 0 else 'lost'} {abs(gain):.1f} points.")
+

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lelp.config import VALIDATION_FRACTION, Candidate, DistillConfig, effective_hyperparameters
+from lelp.config import DEFAULT_BETA, VALIDATION_FRACTION, Candidate, DistillConfig, effective_hyperparameters
 from lelp.data.augment import AugmentSpec, ChainedTexts, WordNeighbours, augment_rows, auto_variants
 from lelp.data.datasets import encode_labels, file_sha256, read_table, split_rows
 from lelp.devices.resolve import resolve_device
@@ -183,6 +183,41 @@ class DistillJob:
         view = self._subclass_view(targets, subclasses, target_labels)
         return CandidateResult(cand, student, result, score, {**hp, "subclasses": subclasses}, view)
 
+    def train_baseline(self) -> CandidateResult | None:
+        """"What the teacher bought you": the same student kind trained on the labelled fit rows with their
+        hard labels only (``ce``; no teacher, no variants), chosen on the same validation split.
+
+        None, with ``self.baseline_note`` saying why, when no fit row has a label."""
+        from lelp.devices import distributed
+
+        cfg = self.config
+        if distributed.world_size() > 1:  # rank 0 alone gets here: no DDP partners for a second run
+            self.baseline_note = "not trained in a multi-GPU job"
+            return None
+        n = len(self.train_data)
+        rows = self.fit_rows[self.fit_rows < n]
+        rows = rows[self.train_labels[rows] >= 0]
+        if not len(rows):
+            self.baseline_note = ("no labelled training rows: the training data has no label column, so there is "
+                                  "nothing to train a student without the teacher on")
+            return None
+        cand = Candidate("ce", 1, DEFAULT_BETA, 1.0)
+        hp = {**effective_hyperparameters(cfg, cand, rows=len(rows)), "augment": 0}
+        report(self.progress, Progress(stage="train", message=f"no-teacher baseline: ce on {len(rows):,} labelled rows"))
+        labels = self.train_labels[rows]
+        targets = np.eye(len(self.labels), dtype=np.float32)[labels]
+        torch.manual_seed(cfg.seed)
+        student = self._build_student(1)
+        train_cfg = TrainConfig(epochs=hp["epochs"], learning_rate=hp["learning_rate"],
+                                batch_size=hp["batch_size"], subclasses=1, alpha=0.0, tau=1.0, seed=cfg.seed,
+                                patience=hp["patience"])
+        result = train_student(student, RowView(self.train_inputs, rows), targets, labels, train_cfg,
+                               device=self.device, should_cancel=self.should_cancel,
+                               evaluate=lambda model: self._validation_score(model, 1))
+        score = float(result.best_score) if result.best_score is not None else float("nan")
+        self.baseline_rows = int(len(rows))
+        return CandidateResult(cand, student, result, score, {**hp, "subclasses": 1})
+
     def _subclass_view(self, targets: np.ndarray, subclasses: int, target_labels: np.ndarray) -> dict:
         """The report's "inside each class" sample of the training rows (augmented variants left out);
         rows belong to the class their targets were built for."""
@@ -207,7 +242,8 @@ class DistillJob:
         return float((pred == truth).mean())
 
     # ------------------------------------------------------------- evaluate
-    def evaluate(self, best: CandidateResult, results: list[CandidateResult]) -> dict:
+    def evaluate(self, best: CandidateResult, results: list[CandidateResult],
+                 baseline: CandidateResult | None = None) -> dict:
         if self.eval_data is not None:
             inputs, labels, logits = self.eval_inputs, self.eval_labels, self.eval_features.logits
             texts, pairs = self.eval_data.texts, self.eval_data.text_pairs
@@ -222,17 +258,33 @@ class DistillJob:
         student_pred = student_probs.argmax(1)
         teacher_pred = np.asarray(logits).argmax(1)
         c = len(self.labels)
+        student_metrics = classification_metrics(labels, student_pred, c)
+        if baseline is not None:
+            base_pred = predict_class_log_probs(baseline.student, inputs, 1, self.device).argmax(1)
+            base_metrics = classification_metrics(labels, base_pred, c)
+            gain = (None if student_metrics.get("accuracy") is None or base_metrics.get("accuracy") is None
+                    else student_metrics["accuracy"] - base_metrics["accuracy"])
+            baseline_out = {"trained": True, "kind": self.config.student, "method": "ce",
+                            "train_rows": self.baseline_rows, **base_metrics,
+                            "validation_accuracy": baseline.validation_score
+                            if baseline.validation_score == baseline.validation_score else None,
+                            "accuracy_gain": gain, "epochs_run": baseline.train.epochs_run,
+                            "best_epoch": baseline.train.best_epoch}
+        else:
+            baseline_out = {"trained": False, "kind": self.config.student, "method": "ce",
+                            "reason": getattr(self, "baseline_note", "not trained")}
         self._eval_texts = (texts, pairs)
         self._eval_rows = (labels, student_probs, softmax_rows(logits))
         return {
             "method": best.candidate.method,
-            "student": {**classification_metrics(labels, student_pred, c), "kind": self.config.student,
+            "student": {**student_metrics, "kind": self.config.student,
                         "parameters": count_module_parameters(best.student)},
             "teacher": {**classification_metrics(labels, teacher_pred, c),
                         "architecture": self.teacher.info.architecture,
                         "parameters": self.teacher.info.parameters or count_module_parameters(self.teacher.model),
                         "size_bytes": directory_size(self.config.teacher_dir)},
             "agreement": agreement(student_pred, teacher_pred),
+            "baseline": baseline_out,
             "chosen": best.hyperparameters,
             "candidates": [{**r.hyperparameters, "validation_accuracy": r.validation_score
                             if r.validation_score == r.validation_score else None,

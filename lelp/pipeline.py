@@ -112,9 +112,11 @@ def distill(
     if not distributed.is_main():  # the other ranks' share ends with training
         return DistillResult(str(out_dir), {}, resumed_from_epoch=max(r.train.resumed_from_epoch for r in results))
     best = max(results, key=lambda r: (r.validation_score, -AUTO_METHOD_RANK.get(r.candidate.method, 9)))
+    with _timed(seconds, "baseline"):  # what the teacher bought: the same kind on the labels alone
+        baseline = job.train_baseline()
     report(progress, Progress(stage="evaluate", message=f"evaluating {best.candidate.name}"))
     with _timed(seconds, "evaluate"):
-        metrics = job.evaluate(best, results)
+        metrics = job.evaluate(best, results, baseline)
     metrics["candidates"] += refused
     report(progress, Progress(stage="save"))
     with _timed(seconds, "save"):

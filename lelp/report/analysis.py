@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from lelp.evaluate import baseline_line
+
 CALIBRATION_BINS = 10
 METHOD_NAMES = {"kd": "plain KD", "lelp": "LELP", "random_subclass": "the random-subclass control",
                 "uniform_subclass": "the uniform-subclass control", "kmeans_subclass": "k-means sub-classes",
@@ -44,6 +46,7 @@ def headline(metrics: dict) -> dict:
         "size_word": "smaller" if smaller is None or smaller >= 1 else "larger",
         "agreement": None if agreement is None else f"{agreement * 100:.1f}%",
         "eval_rows": metrics.get("eval_rows"),
+        "baseline": baseline_line(metrics),  # lelp.evaluate
     }
     return figures
 

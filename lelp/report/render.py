@@ -12,7 +12,8 @@ from lelp.report import analysis, exports
 from lelp.report.templating import environment
 
 STAGES = (("load", "loading the teacher and the data"), ("extract", "teacher features"),
-          ("train", "training (all candidates)"), ("evaluate", "evaluation"), ("save", "saving, speed test"))
+          ("train", "training (all candidates)"), ("baseline", "no-teacher baseline (ce on the labelled rows)"),
+          ("evaluate", "evaluation"), ("save", "saving, speed test"))
 
 
 
@@ -26,6 +27,12 @@ def _compare_rows(metrics: dict) -> list[dict]:
         rows.append({"name": name, "model": model, "accuracy": m.get("accuracy"),
                      "macro_f1": m.get("macro_f1"), "parameters": m.get("parameters"),
                      "size_mb": None if size is None else size / 1e6, "sps": m.get("sentences_per_second")})
+    base = metrics.get("baseline") or {}
+    if base.get("trained"):  # the same kind without the teacher: same size and speed as the student
+        student = metrics.get("student", {})
+        rows.append({"name": "no teacher", "model": f"{base.get('kind')} (ce, {base.get('train_rows', 0):,} labelled rows)",
+                     "accuracy": base.get("accuracy"), "macro_f1": base.get("macro_f1"),
+                     "parameters": student.get("parameters"), "size_mb": None, "sps": None})
     return rows
 
 

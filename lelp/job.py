@@ -17,7 +17,7 @@ from lelp.config import DEFAULT_BETA, VALIDATION_FRACTION, Candidate, DistillCon
 from lelp.data.augment import AugmentSpec, ChainedTexts, WordNeighbours, augment_rows, auto_variants
 from lelp.data.datasets import encode_labels, file_sha256, read_table, split_rows
 from lelp.devices.resolve import resolve_device
-from lelp.evaluate import agreement, classification_metrics, directory_size, sentences_per_second
+from lelp.evaluate import agreement, alternating_speeds, classification_metrics, directory_size
 from lelp.method.projection import softmax_rows
 from lelp.method.targets import build_hint, build_targets
 from lelp.progress import CancelCheck, Progress, ProgressCallback, report
@@ -338,11 +338,13 @@ class DistillJob:
         out = save_student(best.student.cpu(), out_dir, manifest, self.kind)
         texts, pairs = self._eval_texts
         metrics["student"]["size_bytes"] = directory_size(out)
-        metrics["student"]["sentences_per_second"] = sentences_per_second(
-            load_student(out).predict_proba, texts, pairs, max_seconds=3.0)
         teacher_cpu = HFClassifierPredictor(self.teacher.model.cpu(), self.teacher.tokenizer, self.labels,
                                             max_length=cfg.max_length)
-        metrics["teacher"]["sentences_per_second"] = sentences_per_second(
-            teacher_cpu.predict_proba, texts, pairs, max_rows=512, max_seconds=3.0)
+        speed = alternating_speeds({"teacher": (teacher_cpu.predict_proba, 512, 1.5),
+                                    "student": (load_student(out).predict_proba, 2048, 1.5)}, texts, pairs)
+        for name in ("teacher", "student"):
+            metrics[name]["sentences_per_second"] = speed["models"][name]["median_sentences_per_second"]
+        metrics["student"]["x_teacher"] = speed["models"]["student"]["median_x_reference"]
+        metrics["speed"] = speed
         return out
 

@@ -154,7 +154,10 @@ def distill_command(
     label_column: Annotated[str, typer.Option(help="'' for unlabelled transfer data")] = "label",
     eval_label_column: Annotated[str | None, typer.Option(help="default: --label-column, or 'label'")] = None,
     method: Annotated[str, typer.Option(help=METHOD_HELP)] = DEFAULT_METHOD,
-    student: Annotated[str, typer.Option(help="|".join(STUDENT_KINDS))] = DEFAULT_STUDENT_KIND,
+    student: Annotated[str, typer.Option(help="|".join((*STUDENT_KINDS, "auto")) + " (auto: the most accurate "
+                                         "fast kind at >= --min-speedup x the teacher)")] = DEFAULT_STUDENT_KIND,
+    min_speedup: Annotated[float, typer.Option(help="--student auto: the least CPU speed-up over the teacher")
+                           ] = 100.0,
     student_base: Annotated[Path | None, typer.Option(
         help="pretrained encoder for encoder_mlp/transformer, or whose vocabulary a static student takes")] = None,
     subclasses: Annotated[str, typer.Option(help="sub-classes per class S, or 'auto'", show_default="2")] = "default",
@@ -186,7 +189,7 @@ def distill_command(
         student_base=str(student_base) if student_base else None,
         subclasses=_subclasses(subclasses), beta=beta, tau=tau, alpha=alpha, epochs=epochs,
         learning_rate=learning_rate, batch_size=batch_size, max_length=max_length, seed=seed, device=device,
-        augment=_augment(augment), patience=patience, gpus=gpus)
+        augment=_augment(augment), patience=patience, gpus=gpus, min_speedup=min_speedup)
     bars = ProgressBars(enabled=not quiet)
     try:
         result = distill(config, out, cache_dir=cache_dir or out / ".cache", checkpoint_dir=checkpoint_dir,

@@ -9,11 +9,19 @@ and by ``lelp.method.targets``); ``from lelp.pipeline import DistillConfig, dist
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from lelp.errors import ConfigError
 from lelp.method.registry import AUTO_METHODS, DEFAULT_METHOD, SUBCLASS_METHODS, Method, parse_method  # noqa: F401
-from lelp.students.registry import DEFAULT_STUDENT_KIND, KINDS, STUDENT_KINDS, kinds_where
+from lelp.students.registry import (  # noqa: F401
+    AUTO_STUDENT,
+    AUTO_STUDENT_KINDS,
+    DEFAULT_MIN_SPEEDUP,
+    DEFAULT_STUDENT_KIND,
+    KINDS,
+    STUDENT_KINDS,
+    kinds_where,
+)
 
 # Defaults from benchmarks/quality.py (tables in benchmarks/README.md): each student kind's own
 # (``lelp.students.registry.KINDS``). No setting showed LELP beating KD by more than its noise,
@@ -63,6 +71,8 @@ class DistillConfig:
     # constructor options of the student, e.g. {"n_features": 2**16, "embedding_dim": 32} for ngram,
     # {"hidden": 512} for encoder_mlp, {"layers": 3} for transformer
     student_options: dict | None = None
+    # student="auto": the least speed-up over the teacher (CPU, timed in alternation) a candidate must reach
+    min_speedup: float = DEFAULT_MIN_SPEEDUP
     # GPUs one job trains on: > 1 runs the job under torchrun with DDP (lelp.devices.ddp_launch); the
     # transformer student only (the others are too small to gain). Without CUDA the N ranks are
     # gloo processes sharing the CPU, which only tests pay for.
@@ -99,9 +109,15 @@ class Candidate:
 def validate_config(config: DistillConfig) -> None:
     if config.method != "auto":
         parse_method(config.method)
-    if config.student not in STUDENT_KINDS:
-        raise ConfigError(f"unknown student {config.student!r}; choose one of {', '.join(STUDENT_KINDS)}",
-                          param="student")
+    if config.student not in STUDENT_KINDS and config.student != AUTO_STUDENT:
+        raise ConfigError(f"unknown student {config.student!r}; choose one of {', '.join(STUDENT_KINDS)} or "
+                          f"{AUTO_STUDENT}", param="student")
+    if not config.min_speedup >= 0:
+        raise ConfigError(f"min_speedup must be >= 0, got {config.min_speedup}", param="min_speedup")
+    if config.student == AUTO_STUDENT:
+        if config.gpus > 1:
+            raise ConfigError("gpus > 1 trains the transformer student only, not 'auto'", param="gpus")
+        return validate_config(replace(config, student=AUTO_STUDENT_KINDS[0], student_options=None))
     if KINDS[config.student].base == "required" and not config.student_base:
         raise ConfigError(f"the {config.student} student needs --student-base DIR (a pretrained sentence encoder)",
                           param="student_base")

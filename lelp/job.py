@@ -6,14 +6,23 @@ bookkeeping (splits, inputs, candidates) lives here.
 
 from __future__ import annotations
 
+import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from lelp.config import DEFAULT_BETA, VALIDATION_FRACTION, Candidate, DistillConfig, effective_hyperparameters
+from lelp.config import (
+    AUTO_STUDENT,
+    AUTO_STUDENT_KINDS,
+    DEFAULT_BETA,
+    VALIDATION_FRACTION,
+    Candidate,
+    DistillConfig,
+    effective_hyperparameters,
+)
 from lelp.data.augment import AugmentSpec, ChainedTexts, WordNeighbours, augment_rows, auto_variants
 from lelp.data.datasets import encode_labels, file_sha256, read_table, split_rows
 from lelp.devices.resolve import resolve_device
@@ -65,6 +74,9 @@ class CandidateResult:
 class DistillJob:
     def __init__(self, config: DistillConfig, *, cache_dir=None, progress: ProgressCallback | None = None,
                  should_cancel: CancelCheck | None = None):
+        self.requested = config  # student "auto" stays here; self.config names the kind being trained
+        if config.student == AUTO_STUDENT:
+            config = replace(config, student=AUTO_STUDENT_KINDS[0], student_options=None)
         self.config, self.cache_dir = config, cache_dir
         self.progress, self.should_cancel = progress, should_cancel
         self.device = resolve_device(config.device)
@@ -90,10 +102,24 @@ class DistillJob:
         # The validation split picks the method / config (auto) and the best epoch of every run.
         part, held = split_rows(self.train_labels[self.train_rows], VALIDATION_FRACTION, cfg.seed)
         self.fit_rows, self.validation_rows = self.train_rows[part], self.train_rows[held]
-        self.kind = student_kind(cfg.student)(KindContext(
+        self.kind = self._make_kind(cfg)
+
+    def _make_kind(self, cfg: DistillConfig):
+        return student_kind(cfg.student)(KindContext(
             teacher=self.teacher, student_base=cfg.student_base, options=dict(cfg.student_options or {}),
             max_length=cfg.max_length, device=self.device, cache_dir=self.cache_dir, progress=self.progress,
             should_cancel=self.should_cancel))
+
+    def use_kind(self, kind: str) -> None:
+        """Train ``kind`` from now on (the student search): same rows, features and variants, its own inputs."""
+        if kind == self.config.student:
+            return
+        self.config = replace(self.config, student=kind)
+        self.kind = self._make_kind(self.config)
+        texts, pairs, sha = self._inputs_source
+        self.train_inputs = self.kind.inputs(texts, pairs, sha)
+        self.eval_inputs = (self.kind.inputs(self.eval_data.texts, self.eval_data.text_pairs, self.eval_data.sha256)
+                            if self.eval_data is not None else None)
 
     # -------------------------------------------------------------- extract
     def extract(self) -> None:
@@ -130,6 +156,7 @@ class DistillJob:
             texts = ChainedTexts(texts, aug.texts)
             pairs = ChainedTexts(pairs, aug.text_pairs) if pairs is not None else None
             sha = aug.key + "+" + sha
+        self._inputs_source = (texts, pairs, sha)
         self.train_inputs = self.kind.inputs(texts, pairs, sha)
         self.eval_inputs = (self.kind.inputs(self.eval_data.texts, self.eval_data.text_pairs, self.eval_data.sha256)
                             if self.eval_data is not None else None)
@@ -242,17 +269,51 @@ class DistillJob:
         return float((pred == truth).mean())
 
     # ------------------------------------------------------------- evaluate
+    def _eval_split(self):
+        """The evaluation rows: (inputs, labels, teacher logits, texts, pairs)."""
+        if self.eval_data is not None:
+            return (self.eval_inputs, self.eval_labels, self.eval_features.logits, self.eval_data.texts,
+                    self.eval_data.text_pairs)
+        rows = self.eval_rows
+        pairs = [self.train_data.text_pairs[i] for i in rows] if self.train_data.text_pairs else None
+        return (RowView(self.train_inputs, rows), self.train_labels[rows], self.train_features.logits[rows],
+                [self.train_data.texts[i] for i in rows], pairs)
+
+    def eval_accuracy(self, result: CandidateResult) -> float | None:
+        """Accuracy of a candidate of the current kind on the evaluation rows (reported, never chosen on)."""
+        inputs, labels = self._eval_split()[:2]
+        pred = self._predict_classes(result.student, inputs, result.hyperparameters["subclasses"])
+        return classification_metrics(labels, pred, len(self.labels))["accuracy"]
+
+    def describe_candidate(self, result: CandidateResult, work_dir: Path) -> dict:
+        """Save a search candidate as an artifact under ``work_dir`` (as it would ship) for timing and size."""
+        from lelp.artifacts import save_student
+
+        out = Path(work_dir) / self.config.student
+        manifest = {"labels": self.labels, "subclasses": result.hyperparameters["subclasses"],
+                    "method": result.candidate.method, "hyperparameters": result.hyperparameters,
+                    "max_length": self.config.max_length, "sources": {}}
+        save_student(copy.deepcopy(result.student).cpu(), out, manifest, self.kind)
+        return {"kind": self.config.student, "method": result.candidate.method, "artifact": str(out),
+                "validation_accuracy": result.validation_score if result.validation_score == result.validation_score
+                else None, "accuracy": self.eval_accuracy(result), "size_bytes": directory_size(out),
+                "parameters": count_module_parameters(result.student)}
+
+    def time_candidates(self, artifacts: dict[str, str]) -> dict:
+        """Teacher and every candidate artifact timed in alternation on the evaluation sentences (CPU)."""
+        from lelp.artifacts import HFClassifierPredictor, load_student
+
+        texts, pairs = self._eval_split()[3:]
+        teacher_cpu = HFClassifierPredictor(self.teacher.model.cpu(), self.teacher.tokenizer, self.labels,
+                                            max_length=self.config.max_length)
+        runners = {"teacher": (teacher_cpu.predict_proba, 512, 1.5)}
+        for name, path in artifacts.items():
+            runners[name] = (load_student(path).predict_proba, 2048, 1.5)
+        return alternating_speeds(runners, texts, pairs)
+
     def evaluate(self, best: CandidateResult, results: list[CandidateResult],
                  baseline: CandidateResult | None = None) -> dict:
-        if self.eval_data is not None:
-            inputs, labels, logits = self.eval_inputs, self.eval_labels, self.eval_features.logits
-            texts, pairs = self.eval_data.texts, self.eval_data.text_pairs
-        else:
-            rows = self.eval_rows
-            inputs, labels = RowView(self.train_inputs, rows), self.train_labels[rows]
-            logits = self.train_features.logits[rows]
-            texts = [self.train_data.texts[i] for i in rows]
-            pairs = [self.train_data.text_pairs[i] for i in rows] if self.train_data.text_pairs else None
+        inputs, labels, logits, texts, pairs = self._eval_split()
         student_probs = np.exp(predict_class_log_probs(best.student, inputs, best.hyperparameters["subclasses"],
                                                        self.device))
         student_pred = student_probs.argmax(1)

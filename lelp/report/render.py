@@ -88,6 +88,24 @@ def _search_section(metrics: dict, plots) -> dict:
             "validation_rows": metrics.get("validation_rows", 0)}
 
 
+def _student_search_section(metrics: dict, plots) -> dict | None:
+    """``student="auto"``: every kind's validation and evaluation accuracy, speed and size, and the plot."""
+    search = metrics.get("student_search")
+    if not search:
+        return None
+    rows = search.get("candidates", [])
+    scored = [r for r in rows if r.get("validation_accuracy") is not None and r.get("x_teacher") is not None]
+    figure = None
+    if scored:
+        chosen = next((i for i, r in enumerate(scored) if r.get("chosen")), None)
+        figure = plots.student_search([r["kind"] for r in scored], [r["x_teacher"] for r in scored],
+                                      [r["validation_accuracy"] for r in scored], chosen,
+                                      float(search.get("min_speedup", 0)))
+    return {"rows": rows, "figure": figure, "min_speedup": search.get("min_speedup"),
+            "chosen": search.get("chosen"), "floor_met": search.get("floor_met", True),
+            "rounds": (search.get("speed") or {}).get("rounds")}
+
+
 def _candidate_name(c: dict) -> str:
     if c.get("subclasses", 1) > 1 or c["method"] in ("lelp", "random_subclass", "uniform_subclass",
                                                       "kmeans_subclass"):
@@ -151,6 +169,7 @@ def build_context(metrics: dict, data: dict, manifest: dict) -> dict:
         "models": _model_section(metrics, data, labels, plots),
         "training": _training_section(metrics, plots),
         "search": _search_section(metrics, plots),
+        "student_search": _student_search_section(metrics, plots),
         "inside": _subclass_section(data, method, plots),
         "data": _data_section(data, labels, plots),
         "exports": {"rows": exports.export_rows(metrics), "start": exports.START, "end": exports.END},

@@ -230,7 +230,8 @@ class DistillJob:
             return None
         cand = Candidate("ce", 1, DEFAULT_BETA, 1.0)
         hp = {**effective_hyperparameters(cfg, cand, rows=len(rows)), "augment": 0}
-        report(self.progress, Progress(stage="train", message=f"no-teacher baseline: ce on {len(rows):,} labelled rows"))
+        report(self.progress, Progress(stage="train",
+                                       message=f"no-teacher baseline: ce on {len(rows):,} labelled rows"))
         labels = self.train_labels[rows]
         targets = np.eye(len(self.labels), dtype=np.float32)[labels]
         torch.manual_seed(cfg.seed)

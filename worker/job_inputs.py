@@ -104,4 +104,5 @@ def build_config(inputs: JobInputs, teacher_dir: Path, train_path: Path, eval_pa
         student=str(student.get("kind", "ngram")),
         student_base=str(student_base_dir) if student_base_dir is not None else None,
         device=inputs.device, **hp,
+        **({"min_speedup": float(student["min_speedup"])} if student.get("min_speedup") is not None else {}),
     )

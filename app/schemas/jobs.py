@@ -20,7 +20,7 @@ from app.vocabulary import (
 # The lists come from the library (app.vocabulary): a new method or student kind needs no edit here.
 # "auto" trains kd, lelp and random_subclass and keeps the best on a held-out split.
 Method = Literal[METHOD_CHOICES]  # type: ignore[valid-type]
-StudentKind = Literal[STUDENT_KINDS]  # type: ignore[valid-type]
+StudentKind = Literal[(*STUDENT_KINDS, "auto")]  # type: ignore[valid-type]
 Device = Literal[DEVICE_CHOICES]  # type: ignore[valid-type]
 
 
@@ -33,6 +33,9 @@ class StudentSpec(BaseModel):
     base: PlainStr | None = Field(None, max_length=4096,
                              description="transformer/encoder_mlp: a small pretrained model dir to start from; "
                                          "static/cnn: an encoder whose vocabulary the table takes")
+    min_speedup: float | None = Field(None, ge=0, le=1e6,
+                                      description="kind auto: the least CPU speed-up over the teacher a kept "
+                                                  "student must reach (default 100)")
 
 
 class Hyperparameters(BaseModel):

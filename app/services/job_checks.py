@@ -109,6 +109,14 @@ def _check_method(body: JobCreate, train: Dataset) -> None:
 
 def _check_student(body: JobCreate) -> None:
     kind, base = body.student.kind, body.student.base
+    if kind == "auto":  # cnn, static and ngram on the teacher's own vocabulary (lelp.students.registry)
+        if base:
+            raise Unprocessable("student kind auto searches the students built on the teacher's own vocabulary: "
+                                "remove student.base, or name a kind", param="student.base", code="base_not_used")
+        return
+    if body.student.min_speedup is not None:
+        raise Unprocessable("student.min_speedup is the floor of kind auto's search: remove it, or use kind auto",
+                            param="student.min_speedup", code="invalid_parameter")
     if STUDENTS_WITH_BASE[kind] == "required" and not base:
         raise Unprocessable(f"the {kind} student is a frozen pretrained encoder + MLP: set student.base to the id "
                             "of one of your base models (POST /v1/base-models) or teachers",

@@ -30,7 +30,8 @@ def _compare_rows(metrics: dict) -> list[dict]:
     base = metrics.get("baseline") or {}
     if base.get("trained"):  # the same kind without the teacher: same size and speed as the student
         student = metrics.get("student", {})
-        rows.append({"name": "no teacher", "model": f"{base.get('kind')} (ce, {base.get('train_rows', 0):,} labelled rows)",
+        model = f"{base.get('kind')} (ce, {base.get('train_rows', 0):,} labelled rows)"
+        rows.append({"name": "no teacher", "model": model,
                      "accuracy": base.get("accuracy"), "macro_f1": base.get("macro_f1"),
                      "parameters": student.get("parameters"), "size_mb": None, "sps": None})
     return rows

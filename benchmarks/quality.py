@@ -5,7 +5,11 @@ Protocol (one run of this script = one dataset x transfer size x augmentation):
    split (its own 10% held out, best epoch kept); it is never trained on the other splits.
 2. Students learn on a transfer split whose rows are labelled **by the teacher only** (soft
    targets, alpha 0; the true labels are never used). With ``--augment K`` every transfer row
-   also gets K teacher-scored variants (``lelp.data.augment``); validation and test rows never do.
+   also gets K teacher-scored variants (``lelp.data.augment``: masks, nearest-neighbour word swaps
+   in the teacher-distilled static table, n-grams); ``--augment auto`` takes the count a job would
+   (``auto_variants``); validation and test rows never do. ``--baseline`` also trains each kind
+   without the teacher: ``ce`` on the labelled rows (the teacher's own training split), as a user
+   without our service would (``ce_labelled`` in the results).
 3. Every student kind x method trains with the library defaults (``STUDENT_DEFAULTS``: the
    step budget, tau, S = 2, beta = 1) for ``--seeds`` seeds; the best epoch is chosen on the
    validation split (early stopping), and ``auto`` picks, per seed, the best of kd / lelp /

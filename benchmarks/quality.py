@@ -5,7 +5,11 @@ Protocol (one run of this script = one dataset x transfer size x augmentation):
    split (its own 10% held out, best epoch kept); it is never trained on the other splits.
 2. Students learn on a transfer split whose rows are labelled **by the teacher only** (soft
    targets, alpha 0; the true labels are never used). With ``--augment K`` every transfer row
-   also gets K teacher-scored variants (``lelp.data.augment``); validation and test rows never do.
+   also gets K teacher-scored variants (``lelp.data.augment``: masks, nearest-neighbour word swaps
+   in the teacher-distilled static table, n-grams); ``--augment auto`` takes the count a job would
+   (``auto_variants``); validation and test rows never do. ``--baseline`` also trains each kind
+   without the teacher: ``ce`` on the labelled rows (the teacher's own training split), as a user
+   without our service would (``ce_labelled`` in the results).
 3. Every student kind x method trains with the library defaults (``STUDENT_DEFAULTS``: the
    step budget, tau, S = 2, beta = 1) for ``--seeds`` seeds; the best epoch is chosen on the
    validation split (early stopping), and ``auto`` picks, per seed, the best of kd / lelp /
@@ -38,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from lelp.data.augment import AugmentSpec, augment_rows  # noqa: E402
+from lelp.data.augment import AugmentSpec, ChainedTexts, WordNeighbours, augment_rows, auto_variants  # noqa: E402
 from lelp.data.datasets import encode_labels, read_table  # noqa: E402
 from lelp.evaluate import classification_metrics, directory_size, sentences_per_second  # noqa: E402
 from lelp.method.targets import SUBCLASS_METHODS, build_targets, parse_method  # noqa: E402
@@ -46,7 +50,7 @@ from lelp.pipeline import AUTO_METHOD_RANK, STUDENT_DEFAULTS, DistillConfig, bud
 from lelp.students.base import count_module_parameters, predict_class_log_probs  # noqa: E402
 from lelp.students.kind import KindContext  # noqa: E402
 from lelp.students.registry import student_kind  # noqa: E402
-from lelp.teacher.features import extract_teacher_features  # noqa: E402
+from lelp.teacher.features import TeacherFeatures, extend_teacher_features, extract_teacher_features  # noqa: E402
 from lelp.teacher.loading import load_teacher  # noqa: E402
 from lelp.training.loop import TrainConfig, train_student  # noqa: E402
 from lelp.training.make_teacher import TeacherTrainingConfig, make_teacher  # noqa: E402
@@ -153,16 +157,30 @@ def prepare(dataset: str, transfer_rows: int | None, augment: int) -> dict:
     n = min(len(texts), transfer_rows or len(texts))
     texts, logits, embeddings = texts[:n], np.concatenate(logits)[:n], np.concatenate(embeddings)[:n]
     key = f"{dataset}-transfer-{n}"
+    if augment == "auto":
+        augment = auto_variants(n)  # what a job with n fit rows does (validation is a separate split here)
+        log(f"augment auto: {augment} variants per row")
+    bundle["augment"] = int(augment)
     if augment:
-        aug = augment_rows(texts, None, np.arange(n), AugmentSpec(variants=augment, seed=0,
+        from lelp.students.static import StaticKind
+
+        table = StaticKind(KindContext(teacher=teacher, max_length=128, cache_dir=OUT / "cache")).table()
+        neighbours = WordNeighbours.build(table, teacher.tokenizer.get_vocab(), texts)
+        aug = augment_rows(texts, None, np.arange(n), AugmentSpec(variants=int(augment), seed=0,
                                                                  mask_token=teacher.tokenizer.mask_token),
-                           dataset_sha256=key, cache_dir=OUT / "cache", progress=_log_progress)
-        log(f"teacher features: {len(aug.texts)} augmented rows")
-        lg, em = teacher_scored(teacher, aug.texts, aug.key)
-        texts, logits, embeddings = texts + aug.texts, np.concatenate([logits, lg]), np.concatenate([embeddings, em])
+                           dataset_sha256=key, neighbours=neighbours)
+        log(f"teacher features: {len(aug.texts)} augmented rows ({len(neighbours)} words with neighbours)")
+        t_aug = time.time()
+        feats = extend_teacher_features(teacher, TeacherFeatures(embeddings, logits), aug.texts, None,
+                                        dataset_sha256=key + "+" + aug.key, max_length=MAX_LENGTH,
+                                        cache_dir=OUT / "cache", progress=_log_progress)
+        bundle["augment_seconds"] = time.time() - t_aug
+        texts, logits, embeddings = ChainedTexts(texts, aug.texts), np.asarray(feats.logits), feats.embeddings
         key = aug.key
     bundle["transfer"] = {"texts": texts, "logits": logits, "embeddings": embeddings, "key": key,
                           "source_rows": n}
+    labelled = read_table(files["teacher"])  # the rows a user has labels for: the teacher's own training rows
+    bundle["labelled"] = {"data": labelled, "truth": np.asarray(encode_labels(labelled.labels, labels))}
     for name in ("validation", "test"):
         data = read_table(files[name])
         lg, _ = teacher_scored(teacher, data.texts, data.sha256)
@@ -229,6 +247,38 @@ def run_once(bundle: dict, kind_name: str, method: str, seed: int, max_epochs: i
     return out, model
 
 
+def run_baseline(bundle: dict, kind_name: str, seed: int, max_epochs: int | None) -> dict:
+    """The no-teacher baseline: the same kind trained on the labelled rows (the teacher split) with their
+    hard labels only (``ce``), as a user without our service would; same validation and test rows."""
+    kind, inputs = kind_for(bundle, kind_name)
+    lab = bundle["labelled"]
+    if "labelled" not in inputs:
+        inputs["labelled"] = kind.inputs(lab["data"].texts, None, lab["data"].sha256)
+    truth = lab["truth"]
+    targets, s, _ = build_targets("ce", None, None, truth, subclasses=1, beta=1.0, tau=1.0, seed=seed,
+                                  head_weight=None)
+    defaults = STUDENT_DEFAULTS[kind_name]
+    torch.manual_seed(seed)
+    model = kind.build(len(bundle["labels"]), bundle["labels"], 1)
+    epochs = budget_epochs(DistillConfig(teacher_dir="", train_path="", student=kind_name), len(truth))
+    if max_epochs:
+        epochs = min(epochs, max_epochs)
+    val, test = bundle["validation"], bundle["test"]
+    t0 = time.time()
+    result = train_student(model, inputs["labelled"], targets, truth,
+                           TrainConfig(epochs=epochs, learning_rate=defaults["learning_rate"],
+                                       batch_size=defaults["batch_size"], subclasses=1, tau=1.0, seed=seed,
+                                       patience=defaults["patience"]),
+                           device="cpu", evaluate=lambda m: accuracy(m, inputs["validation"], val["truth"], 1))
+    pred = predict_class_log_probs(model, inputs["test"], 1, batch_size=512).argmax(1)
+    out = {"validation": result.best_score, "test": classification_metrics(test["truth"], pred, len(bundle["labels"])),
+           "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "planned_epochs": epochs,
+           "train_seconds": time.time() - t0, "subclasses": 1, "train_rows": int(len(truth))}
+    log(f"{kind_name} no-teacher baseline (ce on {len(truth)} labelled rows) seed {seed}: "
+        f"val {out['validation']:.4f} test {out['test']['accuracy']:.4f}")
+    return out
+
+
 def measure_speed(bundle: dict, kind_name: str, model, subclasses: int, tag: str) -> dict:
     """Save the student as an artifact, load it back, time it on the test sentences."""
     from lelp.artifacts import load_student, save_student
@@ -267,7 +317,8 @@ def main() -> None:
     parser.add_argument("--seed-start", type=int, default=1,
                         help="first seed (seeds run in parallel processes; summarize_quality.py merges their files)")
     parser.add_argument("--transfer-rows", type=int, default=None, help="use only the first N transfer rows")
-    parser.add_argument("--augment", type=int, default=0, help="teacher-scored variants per transfer row")
+    parser.add_argument("--augment", default="0",
+                        help="teacher-scored variants per transfer row, or 'auto' (what a job would choose)")
     parser.add_argument("--max-epochs", type=int, default=None, help="cap the default budget (say so in reports)")
     parser.add_argument("--transformer-seeds", type=int, default=None, help="fewer seeds for the slow kind")
     parser.add_argument("--transformer-methods", nargs="*", default=None)
@@ -275,6 +326,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for everything, timing included (1: a shared machine does not "
                              "stall on oversubscribed thread pools; teacher and students alike)")
+    parser.add_argument("--baseline", action="store_true",
+                        help="also train each kind without the teacher: ce on the labelled (teacher-split) rows")
     parser.add_argument("--prepare-only", action="store_true", help="only fill the caches (teacher, features)")
     parser.add_argument("--student-options", type=json.loads, default={},
                         help="screening: JSON {kind: student options}, e.g. '{\"cnn\": {\"filters\": 64}}'")
@@ -283,17 +336,19 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.time()
-    bundle = prepare(args.dataset, args.transfer_rows, args.augment)
+    augment = args.augment if args.augment == "auto" else int(args.augment)
+    bundle = prepare(args.dataset, args.transfer_rows, augment)
     if args.prepare_only:
         return
     bundle["student_options"], bundle["learning_rates"] = args.student_options, args.learning_rates
     c = len(bundle["labels"])
     teacher = {s: classification_metrics(bundle[s]["truth"], bundle[s]["logits"].argmax(1), c)
                for s in ("validation", "test")}
-    tag = args.tag or f"{args.dataset}-n{bundle['transfer']['source_rows']}-aug{args.augment}"
+    tag = args.tag or f"{args.dataset}-n{bundle['transfer']['source_rows']}-aug{bundle['augment']}"
     path = OUT / f"quality-{tag}.json"
     results: dict = {"dataset": args.dataset, "transfer_rows": bundle["transfer"]["source_rows"],
-                     "augment": args.augment, "augmented_rows": len(bundle["transfer"]["texts"])
+                     "augment": bundle["augment"], "augment_seconds": bundle.get("augment_seconds"),
+                     "augmented_rows": len(bundle["transfer"]["texts"])
                      - bundle["transfer"]["source_rows"], "teacher": teacher,
                      "teacher_training": json.loads((bundle["teacher_dir"] / "lelp_teacher_metrics.json").read_text()),
                      "max_epochs": args.max_epochs, "threads": args.threads, "student_options": args.student_options,
@@ -307,8 +362,12 @@ def main() -> None:
         seeds = range(args.seed_start, args.seed_start + count)
         methods = (args.transformer_methods or args.methods) if slow else args.methods
         runs: dict = {m: [] for m in methods}
+        if args.baseline:
+            runs["ce_labelled"] = []
         speed = None
         for seed in seeds:
+            if args.baseline:
+                runs["ce_labelled"].append(run_baseline(bundle, kind_name, seed, args.max_epochs))
             for method in methods:
                 run, model = run_once(bundle, kind_name, method, seed, args.max_epochs)
                 runs[method].append(run)

@@ -126,10 +126,11 @@ def _report(job: dict, model: dict, predictions: list[dict], data_dir: Path) -> 
     if "agreement" in metrics:
         print(f"student/teacher agreement: {pct(metrics['agreement'])}")
     from lelp.evaluate import keeps_line  # numpy only: no torch at import time
+    from lelp.report.analysis import baseline_line
 
-    line = keeps_line(metrics)
-    if line:
-        print(line)
+    for line in (keeps_line(metrics), baseline_line(metrics)):
+        if line:
+            print(line)
     print("\npredictions:")
     for text, pred in zip(EXAMPLES, predictions, strict=True):
         print(f"  {pred['label']:>10} ({pred['score']:.2f})  {text}")

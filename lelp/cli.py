@@ -99,6 +99,15 @@ def _quiet_transformers() -> None:
     logging.disable_progress_bar()
 
 
+def _augment(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise LELPError(f"--augment must be an integer or 'auto', got {value!r}") from None
+
+
 def _subclasses(value: str) -> int | str:
     if value in ("auto", "default"):
         return value
@@ -134,10 +143,11 @@ def print_report(metrics: dict) -> None:
         console.print(f"best epoch {training['best_epoch']} of {training['epochs_run']} run "
                       f"({validation_name(metrics)} {training['best_val_score']:.4f})")
     from lelp.evaluate import keeps_line
+    from lelp.report.analysis import baseline_line
 
-    line = keeps_line(metrics)
-    if line:
-        console.print(line, markup=False)
+    for line in (keeps_line(metrics), baseline_line(metrics)):
+        if line:
+            console.print(line, markup=False)
     if len(metrics.get("candidates", [])) > 1:
         for c in metrics["candidates"]:
             score = candidate_score(c)
@@ -159,7 +169,10 @@ def distill_command(
     eval_label_column: Annotated[str | None, typer.Option(
         help="label column of the --eval file; default: --label-column (an eval file needs labels)")] = None,
     method: Annotated[str, typer.Option(help=METHOD_HELP)] = DEFAULT_METHOD,
-    student: Annotated[str, typer.Option(help="|".join(STUDENT_KINDS))] = DEFAULT_STUDENT_KIND,
+    student: Annotated[str, typer.Option(help="|".join((*STUDENT_KINDS, "auto")) + " (auto: the most accurate "
+                                         "fast kind at >= --min-speedup x the teacher)")] = DEFAULT_STUDENT_KIND,
+    min_speedup: Annotated[float, typer.Option(help="--student auto: the least CPU speed-up over the teacher")
+                           ] = 100.0,
     student_base: Annotated[Path | None, typer.Option(
         help="pretrained encoder for encoder_mlp/transformer, or whose vocabulary a static student takes")] = None,
     subclasses: Annotated[str, typer.Option(help="sub-classes per class S, or 'auto'", show_default="2")] = "default",
@@ -172,7 +185,8 @@ def distill_command(
     max_length: int = 128,
     seed: int = 0,
     device: str = "auto",
-    augment: Annotated[int, typer.Option(help="teacher-scored variants per training row (0 = none)")] = 0,
+    augment: Annotated[str, typer.Option(help="teacher-scored variants per training row: 'auto' (small sets "
+                                               "only, from the data size) or K (0 = none)")] = "auto",
     patience: Annotated[int | None, typer.Option(help="epochs without a better validation score to stop")] = None,
     gpus: Annotated[int, typer.Option(help="GPUs to train on with DDP (torchrun); > 1: transformer only")] = 1,
     cache_dir: Annotated[Path | None, typer.Option(help="teacher-feature cache")] = None,
@@ -190,7 +204,7 @@ def distill_command(
         student_base=str(student_base) if student_base else None,
         subclasses=_subclasses(subclasses), beta=beta, tau=tau, alpha=alpha, epochs=epochs,
         learning_rate=learning_rate, batch_size=batch_size, max_length=max_length, seed=seed, device=device,
-        augment=augment, patience=patience, gpus=gpus)
+        augment=_augment(augment), patience=patience, gpus=gpus, min_speedup=min_speedup)
     bars = ProgressBars(enabled=not quiet)
     try:
         result = distill(config, out, cache_dir=cache_dir or out / ".cache", checkpoint_dir=checkpoint_dir,

@@ -9,7 +9,7 @@ and by ``lelp.method.targets``); ``from lelp.pipeline import DistillConfig, dist
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from lelp.data.splits import HOLD_OUT_FRACTION as VALIDATION_FRACTION  # noqa: F401 (lelp.pipeline's name)
 from lelp.errors import ConfigError
@@ -22,7 +22,15 @@ from lelp.method.registry import (  # noqa: F401
     Method,
     parse_method,
 )
-from lelp.students.registry import DEFAULT_STUDENT_KIND, KINDS, STUDENT_KINDS, kinds_where
+from lelp.students.registry import (  # noqa: F401
+    AUTO_STUDENT,
+    AUTO_STUDENT_KINDS,
+    DEFAULT_MIN_SPEEDUP,
+    DEFAULT_STUDENT_KIND,
+    KINDS,
+    STUDENT_KINDS,
+    kinds_where,
+)
 
 # Defaults from benchmarks/quality.py (tables in benchmarks/README.md): each student kind's own
 # (``lelp.students.registry.KINDS``). No setting showed LELP beating KD by more than its noise,
@@ -62,14 +70,17 @@ class DistillConfig:
     max_length: int = 128
     seed: int = 0
     device: str = "auto"
-    # teacher-scored variants per training row (lelp.data.augment); 0 = none
-    augment: int = 0
+    # teacher-scored variants per training row (lelp.data.augment); 0 = none; "auto": from the data
+    # size and the device's budget (lelp.data.augment.auto_variants: small sets only)
+    augment: int | str = "auto"
     # epochs without a better validation score before stopping; None = the student's default
     # (with --epochs given: no early stopping, the best epoch still ships)
     patience: int | None = None
     # constructor options of the student, e.g. {"n_features": 2**16, "embedding_dim": 32} for ngram,
     # {"hidden": 512} for encoder_mlp, {"layers": 3} for transformer
     student_options: dict | None = None
+    # student="auto": the least speed-up over the teacher (CPU, timed in alternation) a candidate must reach
+    min_speedup: float = DEFAULT_MIN_SPEEDUP
     # GPUs one job trains on: > 1 runs the job under torchrun with DDP (lelp.devices.ddp_launch); the
     # transformer student only (the others are too small to gain). Without CUDA the N ranks are
     # gloo processes sharing the CPU, which only tests pay for.
@@ -109,9 +120,15 @@ class Candidate:
 def validate_config(config: DistillConfig) -> None:
     if config.method != "auto":
         parse_method(config.method)
-    if config.student not in STUDENT_KINDS:
-        raise ConfigError(f"unknown student {config.student!r}; choose one of {', '.join(STUDENT_KINDS)}",
-                          param="student")
+    if config.student not in STUDENT_KINDS and config.student != AUTO_STUDENT:
+        raise ConfigError(f"unknown student {config.student!r}; choose one of {', '.join(STUDENT_KINDS)} or "
+                          f"{AUTO_STUDENT}", param="student")
+    if not config.min_speedup >= 0:
+        raise ConfigError(f"min_speedup must be >= 0, got {config.min_speedup}", param="min_speedup")
+    if config.student == AUTO_STUDENT:
+        if config.gpus > 1:
+            raise ConfigError("gpus > 1 trains the transformer student only, not 'auto'", param="gpus")
+        return validate_config(replace(config, student=AUTO_STUDENT_KINDS[0], student_options=None))
     if KINDS[config.student].base == "required" and not config.student_base:
         raise ConfigError(f"the {config.student} student needs --student-base DIR (a pretrained sentence encoder)",
                           param="student_base")
@@ -126,8 +143,10 @@ def validate_config(config: DistillConfig) -> None:
         value = getattr(config, name)
         if value is not None and not value > 0:
             raise ConfigError(f"{name} must be > 0, got {value}", param=name)
-    if not isinstance(config.augment, int) or isinstance(config.augment, bool) or not 0 <= config.augment <= 50:
-        raise ConfigError(f"augment must be an integer within [0, 50], got {config.augment!r}", param="augment")
+    if config.augment != "auto" and (not isinstance(config.augment, int) or isinstance(config.augment, bool)
+                                     or not 0 <= config.augment <= 50):
+        raise ConfigError(f"augment must be 'auto' or an integer within [0, 50], got {config.augment!r}",
+                          param="augment")
     if isinstance(config.gpus, bool) or not isinstance(config.gpus, int) or not 1 <= config.gpus <= MAX_GPUS:
         raise ConfigError(f"gpus must be an integer within [1, {MAX_GPUS}], got {config.gpus!r}", param="gpus")
     if config.gpus > 1 and config.student not in MULTI_GPU_STUDENTS:

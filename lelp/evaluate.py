@@ -53,6 +53,35 @@ def sentences_per_second(predict: Callable[[Sequence[str], Sequence[str] | None]
     return done / max(time.perf_counter() - start, 1e-9)
 
 
+SPEED_ROUNDS = 3
+
+
+def alternating_speeds(runners: dict[str, tuple[Callable, int, float]], texts: Sequence[str],
+                       text_pairs: Sequence[str] | None = None, *, rounds: int = SPEED_ROUNDS,
+                       reference: str = "teacher") -> dict:
+    """Sentences/s of each ``name: (predict, max_rows, max_seconds)``, timed in turns (every runner once
+    per round, ``rounds`` rounds), and each one's speed-up over ``reference`` in the same round.
+
+    Timed minutes apart, on a shared machine a ratio says more about the load than about the models
+    (a job's teacher and student once came out at 55x, and 144x in alternation); turns seconds apart
+    cancel most of it (as ``benchmarks/speed_check.py``). The medians are what a report quotes.
+    """
+    rates: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, (predict, max_rows, max_seconds) in runners.items():
+            rates[name].append(sentences_per_second(predict, texts, text_pairs, max_rows=max_rows,
+                                                    max_seconds=max_seconds))
+    ref = np.asarray(rates[reference])
+    out = {"rounds": rounds, "reference": reference, "models": {}}
+    for name, r in rates.items():
+        ratio = np.asarray(r) / np.maximum(ref, 1e-9)
+        out["models"][name] = {"sentences_per_second": [round(x, 1) for x in r],
+                               "median_sentences_per_second": float(np.median(r)),
+                               "x_reference": [round(float(x), 1) for x in ratio],
+                               "median_x_reference": float(np.median(ratio))}
+    return out
+
+
 def keeps_line(metrics: dict) -> str | None:
     """The report's headline as one sentence (``lelp.report.analysis.headline_text``): only the figures the
     job measured, never a blank one."""

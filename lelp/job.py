@@ -6,28 +6,38 @@ bookkeeping (splits, inputs, candidates) lives here.
 
 from __future__ import annotations
 
+import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from lelp.cascade import STANDARD_TARGETS, apply_temperature, at_target, cascade_curve, fit_temperature, nll, speedup
-from lelp.config import VALIDATION_FRACTION, Candidate, DistillConfig, effective_hyperparameters
-from lelp.data.augment import AugmentSpec, augment_rows
+from lelp.config import (
+    AUTO_STUDENT,
+    AUTO_STUDENT_KINDS,
+    DEFAULT_BETA,
+    VALIDATION_FRACTION,
+    Candidate,
+    DistillConfig,
+    effective_hyperparameters,
+)
+from lelp.data.augment import AugmentSpec, ChainedTexts, WordNeighbours, augment_rows, auto_variants
 from lelp.data.datasets import TextDataset, encode_labels, file_sha256, label_counts, read_table, split_rows
 from lelp.data.label_checks import label_problem
 from lelp.devices.resolve import resolve_device
 from lelp.errors import DataError
-from lelp.evaluate import agreement, classification_metrics, directory_size, sentences_per_second
+from lelp.evaluate import agreement, alternating_speeds, classification_metrics, directory_size
 from lelp.method.projection import softmax_rows
 from lelp.method.targets import build_hint, build_targets
 from lelp.progress import CancelCheck, Progress, ProgressCallback, report
 from lelp.students.base import count_module_parameters, predict_class_log_probs
 from lelp.students.kind import KindContext
 from lelp.students.registry import student_kind
-from lelp.teacher.features import extract_teacher_features
+from lelp.students.static import StaticKind
+from lelp.teacher.features import extend_teacher_features, extract_teacher_features
 from lelp.teacher.loading import load_teacher, read_teacher_config
 from lelp.training.loop import TrainConfig, TrainResult, train_student
 
@@ -92,6 +102,9 @@ class CandidateResult:
 class DistillJob:
     def __init__(self, config: DistillConfig, *, cache_dir=None, progress: ProgressCallback | None = None,
                  should_cancel: CancelCheck | None = None):
+        self.requested = config  # student "auto" stays here; self.config names the kind being trained
+        if config.student == AUTO_STUDENT:
+            config = replace(config, student=AUTO_STUDENT_KINDS[0], student_options=None)
         self.config, self.cache_dir = config, cache_dir
         self.progress, self.should_cancel = progress, should_cancel
         self.device = resolve_device(config.device)
@@ -121,10 +134,24 @@ class DistillJob:
         # The validation split picks the method / config (auto) and the best epoch of every run.
         part, held = split_rows(self.train_labels[self.train_rows], VALIDATION_FRACTION, cfg.seed)
         self.fit_rows, self.validation_rows = self.train_rows[part], self.train_rows[held]
-        self.kind = student_kind(cfg.student)(KindContext(
+        self.kind = self._make_kind(cfg)
+
+    def _make_kind(self, cfg: DistillConfig):
+        return student_kind(cfg.student)(KindContext(
             teacher=self.teacher, student_base=cfg.student_base, options=dict(cfg.student_options or {}),
             max_length=cfg.max_length, device=self.device, cache_dir=self.cache_dir, progress=self.progress,
             should_cancel=self.should_cancel))
+
+    def use_kind(self, kind: str) -> None:
+        """Train ``kind`` from now on (the student search): same rows, features and variants, its own inputs."""
+        if kind == self.config.student:
+            return
+        self.config = replace(self.config, student=kind)
+        self.kind = self._make_kind(self.config)
+        texts, pairs, sha = self._inputs_source
+        self.train_inputs = self.kind.inputs(texts, pairs, sha)
+        self.eval_inputs = (self.kind.inputs(self.eval_data.texts, self.eval_data.text_pairs, self.eval_data.sha256)
+                            if self.eval_data is not None else None)
 
     # -------------------------------------------------------------- extract
     def extract(self) -> None:
@@ -142,27 +169,46 @@ class DistillJob:
         self.pool_labels = self.train_labels
         texts, pairs, sha = self.train_data.texts, self.train_data.text_pairs, self.train_data.sha256
         self.augmented_rows = 0
-        if cfg.augment:
-            # Variants of the fit rows only: validation and test rows are never augmented.
+        self.augment_variants = self._augment_variants()
+        if self.augment_variants:
+            # Variants of the fit rows only: validation and test rows are never augmented. Nothing
+            # is copied: the variants are made when read, the features are one memmap.
             aug = augment_rows(texts, pairs, self.fit_rows, AugmentSpec(
-                variants=int(cfg.augment), seed=cfg.seed, mask_token=self.teacher.tokenizer.mask_token or "[MASK]"),
-                dataset_sha256=sha, cache_dir=self.cache_dir, progress=self.progress,
-                should_cancel=self.should_cancel)
-            feats = extract_teacher_features(self.teacher, aug.texts, aug.text_pairs, dataset_sha256=aug.key,
-                                             **common)
+                variants=self.augment_variants, seed=cfg.seed,
+                mask_token=self.teacher.tokenizer.mask_token or "[MASK]"),
+                dataset_sha256=sha, neighbours=self._word_neighbours(texts))
+            feats = extend_teacher_features(self.teacher, self.train_features, aug.texts, aug.text_pairs,
+                                            dataset_sha256=sha + "+" + aug.key, **common)
             n = len(texts)
             self.augmented_rows = len(aug.texts)
             self.aug_source_rows = aug.source_rows
-            self.pool_logits = np.concatenate([np.asarray(self.pool_logits), np.asarray(feats.logits)])
-            self.pool_embeddings = np.concatenate([np.asarray(self.pool_embeddings), np.asarray(feats.embeddings)])
+            self.pool_logits, self.pool_embeddings = feats.logits, feats.embeddings
             self.pool_labels = np.concatenate([self.train_labels, np.full(len(aug.texts), -1)])
             self.fit_rows = np.concatenate([self.fit_rows, n + np.arange(len(aug.texts))])
-            texts = list(texts) + aug.texts
-            pairs = list(pairs) + aug.text_pairs if pairs is not None else None
+            texts = ChainedTexts(texts, aug.texts)
+            pairs = ChainedTexts(pairs, aug.text_pairs) if pairs is not None else None
             sha = aug.key + "+" + sha
+        self._inputs_source = (texts, pairs, sha)
         self.train_inputs = self.kind.inputs(texts, pairs, sha)
         self.eval_inputs = (self.kind.inputs(self.eval_data.texts, self.eval_data.text_pairs, self.eval_data.sha256)
                             if self.eval_data is not None else None)
+
+    def _augment_variants(self) -> int:
+        """Variants per fit row: ``augment`` as given, or for "auto" from the data size and the device's
+        budget (``lelp.data.augment.auto_variants``); deterministic, so a rerun hits the same caches."""
+        value = self.config.augment
+        if value == "auto":
+            return auto_variants(len(self.fit_rows), gpu=self.device.type == "cuda")
+        return int(value)
+
+    def _word_neighbours(self, texts) -> WordNeighbours | None:
+        """Nearest words in the teacher-distilled token table, for the students built on that table
+        (``static``, ``cnn``: the table is made anyway); other kinds' variants use masks and n-grams only."""
+        if not isinstance(self.kind, StaticKind):
+            return None
+        self.kind._table = self.kind.table()
+        return WordNeighbours.build(self.kind._table, self.kind.ctx.tokenizer.get_vocab(),
+                                    (texts[i] for i in self.fit_rows))
 
     def _build_student(self, subclasses: int):
         return self.kind.build(len(self.labels) * subclasses, self.labels, subclasses)
@@ -172,7 +218,7 @@ class DistillJob:
                         position: tuple[int, int] = (1, 1)) -> CandidateResult:
         """Train one candidate; ``position`` (1-based index, count) tells progress readers how far the search is."""
         cfg = self.config
-        hp = effective_hyperparameters(cfg, cand, rows=len(self.fit_rows))
+        hp = {**effective_hyperparameters(cfg, cand, rows=len(self.fit_rows)), "augment": self.augment_variants}
         report(self.progress, Progress(stage="fit_projector", message=cand.name, candidate=position[0],
                                        candidates=position[1]))
         # Rows held out for validation or test count as unlabelled here: their labels must not
@@ -199,6 +245,42 @@ class DistillJob:
         view = self._subclass_view(targets, subclasses, target_labels)
         return CandidateResult(cand, student, result, score, {**hp, "subclasses": subclasses}, view)
 
+    def train_baseline(self) -> CandidateResult | None:
+        """"What the teacher bought you": the same student kind trained on the labelled fit rows with their
+        hard labels only (``ce``; no teacher, no variants), chosen on the same validation split.
+
+        None, with ``self.baseline_note`` saying why, when no fit row has a label."""
+        from lelp.devices import distributed
+
+        cfg = self.config
+        if distributed.world_size() > 1:  # rank 0 alone gets here: no DDP partners for a second run
+            self.baseline_note = "not trained in a multi-GPU job"
+            return None
+        n = len(self.train_data)
+        rows = self.fit_rows[self.fit_rows < n]
+        rows = rows[self.train_labels[rows] >= 0]
+        if not len(rows):
+            self.baseline_note = ("no labelled training rows: the training data has no label column, so there is "
+                                  "nothing to train a student without the teacher on")
+            return None
+        cand = Candidate("ce", 1, DEFAULT_BETA, 1.0)
+        hp = {**effective_hyperparameters(cfg, cand, rows=len(rows)), "augment": 0}
+        report(self.progress, Progress(stage="train",
+                                       message=f"no-teacher baseline: ce on {len(rows):,} labelled rows"))
+        labels = self.train_labels[rows]
+        targets = np.eye(len(self.labels), dtype=np.float32)[labels]
+        torch.manual_seed(cfg.seed)
+        student = self._build_student(1)
+        train_cfg = TrainConfig(epochs=hp["epochs"], learning_rate=hp["learning_rate"],
+                                batch_size=hp["batch_size"], subclasses=1, alpha=0.0, tau=1.0, seed=cfg.seed,
+                                patience=hp["patience"])
+        result = train_student(student, RowView(self.train_inputs, rows), targets, labels, train_cfg,
+                               device=self.device, should_cancel=self.should_cancel,
+                               evaluate=lambda model: self._validation_score(model, 1))
+        score = float(result.best_score) if result.best_score is not None else float("nan")
+        self.baseline_rows = int(len(rows))
+        return CandidateResult(cand, student, result, score, {**hp, "subclasses": 1})
+
     def _subclass_view(self, targets: np.ndarray, subclasses: int, target_labels: np.ndarray) -> dict:
         """The report's "inside each class" sample of the training rows (augmented variants left out);
         rows belong to the class their targets were built for."""
@@ -223,16 +305,51 @@ class DistillJob:
         return float((pred == truth).mean())
 
     # ------------------------------------------------------------- evaluate
-    def evaluate(self, best: CandidateResult, results: list[CandidateResult]) -> dict:
+    def _eval_split(self):
+        """The evaluation rows: (inputs, labels, teacher logits, texts, pairs)."""
         if self.eval_data is not None:
-            inputs, labels, logits = self.eval_inputs, self.eval_labels, self.eval_features.logits
-            texts, pairs = self.eval_data.texts, self.eval_data.text_pairs
-        else:
-            rows = self.eval_rows
-            inputs, labels = RowView(self.train_inputs, rows), self.train_labels[rows]
-            logits = self.train_features.logits[rows]
-            texts = [self.train_data.texts[i] for i in rows]
-            pairs = [self.train_data.text_pairs[i] for i in rows] if self.train_data.text_pairs else None
+            return (self.eval_inputs, self.eval_labels, self.eval_features.logits, self.eval_data.texts,
+                    self.eval_data.text_pairs)
+        rows = self.eval_rows
+        pairs = [self.train_data.text_pairs[i] for i in rows] if self.train_data.text_pairs else None
+        return (RowView(self.train_inputs, rows), self.train_labels[rows], self.train_features.logits[rows],
+                [self.train_data.texts[i] for i in rows], pairs)
+
+    def eval_accuracy(self, result: CandidateResult) -> float | None:
+        """Accuracy of a candidate of the current kind on the evaluation rows (reported, never chosen on)."""
+        inputs, labels = self._eval_split()[:2]
+        pred = self._predict_classes(result.student, inputs, result.hyperparameters["subclasses"])
+        return classification_metrics(labels, pred, len(self.labels))["accuracy"]
+
+    def describe_candidate(self, result: CandidateResult, work_dir: Path) -> dict:
+        """Save a search candidate as an artifact under ``work_dir`` (as it would ship) for timing and size."""
+        from lelp.artifacts import save_student
+
+        out = Path(work_dir) / self.config.student
+        manifest = {"labels": self.labels, "subclasses": result.hyperparameters["subclasses"],
+                    "method": result.candidate.method, "hyperparameters": result.hyperparameters,
+                    "max_length": self.config.max_length, "sources": {}}
+        save_student(copy.deepcopy(result.student).cpu(), out, manifest, self.kind)
+        return {"kind": self.config.student, "method": result.candidate.method, "artifact": str(out),
+                "validation_accuracy": result.validation_score if result.validation_score == result.validation_score
+                else None, "accuracy": self.eval_accuracy(result), "size_bytes": directory_size(out),
+                "parameters": count_module_parameters(result.student)}
+
+    def time_candidates(self, artifacts: dict[str, str]) -> dict:
+        """Teacher and every candidate artifact timed in alternation on the evaluation sentences (CPU)."""
+        from lelp.artifacts import HFClassifierPredictor, load_student
+
+        texts, pairs = self._eval_split()[3:]
+        teacher_cpu = HFClassifierPredictor(self.teacher.model.cpu(), self.teacher.tokenizer, self.labels,
+                                            max_length=self.config.max_length)
+        runners = {"teacher": (teacher_cpu.predict_proba, 512, 1.5)}
+        for name, path in artifacts.items():
+            runners[name] = (load_student(path).predict_proba, 2048, 1.5)
+        return alternating_speeds(runners, texts, pairs)
+
+    def evaluate(self, best: CandidateResult, results: list[CandidateResult],
+                 baseline: CandidateResult | None = None) -> dict:
+        inputs, labels, logits, texts, pairs = self._eval_split()
         raw_probs = np.exp(predict_class_log_probs(best.student, inputs, best.hyperparameters["subclasses"],
                                                    self.device))
         calibration, validation = self._calibrate(best)
@@ -240,6 +357,21 @@ class DistillJob:
         student_pred = student_probs.argmax(1)
         teacher_pred = np.asarray(logits).argmax(1)
         c = len(self.labels)
+        student_metrics = classification_metrics(labels, student_pred, c)
+        if baseline is not None:
+            base_pred = predict_class_log_probs(baseline.student, inputs, 1, self.device).argmax(1)
+            base_metrics = classification_metrics(labels, base_pred, c)
+            gain = (None if student_metrics.get("accuracy") is None or base_metrics.get("accuracy") is None
+                    else student_metrics["accuracy"] - base_metrics["accuracy"])
+            baseline_out = {"trained": True, "kind": self.config.student, "method": "ce",
+                            "train_rows": self.baseline_rows, **base_metrics,
+                            "validation_accuracy": baseline.validation_score
+                            if baseline.validation_score == baseline.validation_score else None,
+                            "accuracy_gain": gain, "epochs_run": baseline.train.epochs_run,
+                            "best_epoch": baseline.train.best_epoch}
+        else:
+            baseline_out = {"trained": False, "kind": self.config.student, "method": "ce",
+                            "reason": getattr(self, "baseline_note", "not trained")}
         self._eval_texts = (texts, pairs)
         self._eval_rows = (labels, student_probs, softmax_rows(logits))
         self._eval_raw_probs = raw_probs
@@ -254,13 +386,14 @@ class DistillJob:
             "calibration": calibration,
             "cascade": {"validation": validation},
             "method": best.candidate.method,
-            "student": {**classification_metrics(labels, student_pred, c), "kind": self.config.student,
+            "student": {**student_metrics, "kind": self.config.student,
                         "parameters": count_module_parameters(best.student)},
             "teacher": {**classification_metrics(labels, teacher_pred, c),
                         "architecture": self.teacher.info.architecture,
                         "parameters": self.teacher.info.parameters or count_module_parameters(self.teacher.model),
                         "size_bytes": directory_size(self.config.teacher_dir)},
             "agreement": agreement(student_pred, teacher_pred),
+            "baseline": baseline_out,
             "chosen": best.hyperparameters,
             # What the validation scores measure (lelp.report.analysis.VALIDATION_METRICS): "accuracy" only when
             # every held-out training row has a label; "validation_accuracy" is written only then.
@@ -378,12 +511,14 @@ class DistillJob:
         out = save_student(best.student.cpu(), out_dir, manifest, self.kind)
         texts, pairs = self._eval_texts
         metrics["student"]["size_bytes"] = directory_size(out)
-        metrics["student"]["sentences_per_second"] = sentences_per_second(
-            load_student(out).predict_proba, texts, pairs, max_seconds=3.0)
         teacher_cpu = HFClassifierPredictor(self.teacher.model.cpu(), self.teacher.tokenizer, self.labels,
                                             max_length=cfg.max_length)
-        metrics["teacher"]["sentences_per_second"] = sentences_per_second(
-            teacher_cpu.predict_proba, texts, pairs, max_rows=512, max_seconds=3.0)
+        speed = alternating_speeds({"teacher": (teacher_cpu.predict_proba, 512, 1.5),
+                                    "student": (load_student(out).predict_proba, 2048, 1.5)}, texts, pairs)
+        for name in ("teacher", "student"):
+            metrics[name]["sentences_per_second"] = speed["models"][name]["median_sentences_per_second"]
+        metrics["student"]["x_teacher"] = speed["models"]["student"]["median_x_reference"]
+        metrics["speed"] = speed
         metrics["cascade"]["curve"] = self.cascade_curve(metrics)
         metrics["cascade"]["targets"] = self.cascade_targets(metrics)
         return out

@@ -109,4 +109,6 @@ def build_config(inputs: JobInputs, teacher_dir: Path, train_path: Path, eval_pa
         student=inputs.student_kind,
         student_base=str(student_base_dir) if student_base_dir is not None else None,
         device=inputs.device, cascade_reference=inputs.hyperparameters.get("cascade_reference"), **hp,
+        **({"min_speedup": float(inputs.student["min_speedup"])} if inputs.student.get("min_speedup") is not None
+           else {}),
     )

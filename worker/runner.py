@@ -262,7 +262,8 @@ def _publish(inputs: JobInputs, settings: Settings, store: ArtifactStore, artifa
                 return model is not None and model.uri == uri
             repo.create_model(
                 session, tenant_id=inputs.tenant_id, job_id=inputs.job_id, teacher_id=inputs.teacher_id,
-                method=str(metrics.get("method", inputs.method)), kind=inputs.student_kind,
+                method=str(metrics.get("method", inputs.method)),
+                kind=str(student_metrics.get("kind") or inputs.student_kind),  # auto: the kept kind
                 labels=inputs.labels, uri=uri, metrics=metrics, parameters=student_metrics.get("parameters"),
                 size_bytes=dir_size(artifact), model_id=model_id, text_pairs=inputs.text_pair_column is not None,
             )

@@ -20,7 +20,7 @@ from app.vocabulary import (
 # The lists come from the library (app.vocabulary): a new method or student kind needs no edit here.
 # "auto" trains kd, lelp and random_subclass and keeps the best on a held-out split.
 Method = Literal[METHOD_CHOICES]  # type: ignore[valid-type]
-StudentKind = Literal[STUDENT_KINDS]  # type: ignore[valid-type]
+StudentKind = Literal[(*STUDENT_KINDS, "auto")]  # type: ignore[valid-type]
 Device = Literal[DEVICE_CHOICES]  # type: ignore[valid-type]
 
 
@@ -33,6 +33,9 @@ class StudentSpec(BaseModel):
     base: PlainStr | None = Field(None, max_length=4096,
                              description="transformer/encoder_mlp: a small pretrained model dir to start from; "
                                          "static/cnn: an encoder whose vocabulary the table takes")
+    min_speedup: float | None = Field(None, ge=0, le=1e6,
+                                      description="kind auto: the least CPU speed-up over the teacher a kept "
+                                                  "student must reach (default 100)")
 
 
 class Hyperparameters(BaseModel):
@@ -49,7 +52,9 @@ class Hyperparameters(BaseModel):
     batch_size: int | None = Field(None, ge=1, le=8192)
     max_length: int | None = Field(None, ge=4, le=4096)
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
-    augment: int | None = Field(None, ge=0, le=50, description="teacher-scored variants per training row")
+    augment: StrictInt | Literal["auto"] | None = Field(
+        None, description="teacher-scored variants per training row (0-50), or \"auto\" (the default: small "
+                          "transfer sets only, the count from the data size)")
     patience: int | None = Field(None, ge=1, le=1000, description="epochs without a better validation score")
     gpus: int | None = Field(None, ge=1, le=64, description="GPUs the job trains on with DDP (torchrun); more "
                                                           "than 1 for the transformer student only")
@@ -59,6 +64,13 @@ class Hyperparameters(BaseModel):
     def _subclasses_range(cls, value: int | str | None) -> int | str | None:
         if isinstance(value, int) and not 1 <= value <= 64:
             raise ValueError("subclasses must be between 1 and 64, or \"auto\"")
+        return value
+
+    @field_validator("augment")
+    @classmethod
+    def _augment_range(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, int) and not 0 <= value <= 50:
+            raise ValueError("augment must be between 0 and 50, or \"auto\"")
         return value
 
 

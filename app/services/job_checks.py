@@ -25,7 +25,7 @@ from lelp.data.datasets import label_matcher
 from lelp.data.label_checks import label_problem
 from lelp.data.splits import HOLD_OUT_FRACTION, HOLD_OUT_MINIMUM, split_sizes
 from lelp.method.registry import AUTO, DEFAULT_SUBCLASSES, PROJECTED_METHODS, Method
-from lelp.students.registry import KINDS, kinds_where
+from lelp.students.registry import AUTO_STUDENT, KINDS, kinds_where
 
 HOLD_OUT = f"{HOLD_OUT_FRACTION:.0%}, at least {HOLD_OUT_MINIMUM} rows each side"
 
@@ -102,6 +102,14 @@ def _check_method(body: JobCreate, train: Dataset) -> None:
 
 def _check_student(body: JobCreate) -> None:
     kind, base = body.student.kind, body.student.base
+    if kind == AUTO_STUDENT:  # cnn, static and ngram on the teacher's own vocabulary (lelp.students.registry)
+        if base:
+            raise Unprocessable("student kind auto searches the students built on the teacher's own vocabulary: "
+                                "remove student.base, or name a kind", param="student.base", code="base_not_used")
+        return
+    if body.student.min_speedup is not None:
+        raise Unprocessable("student.min_speedup is the floor of kind auto's search: remove it, or use kind auto",
+                            param="student.min_speedup", code="invalid_parameter")
     if KINDS[kind].base == "required" and not base:
         raise Unprocessable(f"the {kind} student starts from a pretrained encoder: set student.base to the id "
                             "of one of your base models (POST /v1/base-models) or teachers",

@@ -73,6 +73,7 @@ def headline(metrics: dict) -> dict:
         "size_word": "smaller" if smaller is None or smaller >= 1 else "larger",
         "agreement": None if agreement is None else _pct(agreement),
         "eval_rows": metrics.get("eval_rows") or None,
+        "baseline": baseline_line(metrics),
     }
     figures["parts"] = _headline_parts(figures)
     return figures
@@ -225,3 +226,19 @@ def verdict(metrics: dict) -> str:
 def probs_of(data: dict, key: str) -> np.ndarray:
     rows = data.get(key) or []
     return np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)
+
+
+def baseline_line(metrics: dict) -> str | None:
+    """One sentence: what the teacher bought, against the same student trained on the labels alone."""
+    base = metrics.get("baseline")
+    if not base:
+        return None  # a report of an artifact written before the baseline existed
+    if not base.get("trained"):
+        return f"No-teacher baseline: {base.get('reason', 'not trained')}."
+    student = metrics.get("student", {}).get("accuracy")
+    if base.get("accuracy") is None or student is None:
+        return None
+    gain = (student - base["accuracy"]) * 100
+    return (f"Without the teacher, the same {base.get('kind')} student trained on the "
+            f"{base.get('train_rows', 0):,} labelled rows alone scores {base['accuracy'] * 100:.1f}%: "
+            f"distillation {'gained' if gain >= 0 else 'lost'} {abs(gain):.1f} points.")

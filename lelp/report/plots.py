@@ -131,6 +131,22 @@ def candidates(names: list[str], scores: list[float], winner: int | None,
     return _uri(fig)
 
 
+def student_search(kinds: list[str], speedups: list[float], scores: list[float], chosen: int | None,
+                   floor: float) -> str:
+    """Each searched student kind: validation accuracy against speed-up over the teacher (log scale),
+    the speed floor dashed, the kept kind in its own colour."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(WIDTH * 0.6, 2.8))
+    for i, (kind, x, y) in enumerate(zip(kinds, speedups, scores, strict=True)):
+        ax.scatter([max(x, 1e-3)], [y], s=40, color=TEACHER if i == chosen else STUDENT, zorder=3)
+        ax.annotate(kind, (max(x, 1e-3), y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.axvline(max(floor, 1e-3), color="#bab0ac", linestyle="--", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("x the teacher's CPU speed (log; dashed: the floor)")
+    ax.set_ylabel("validation accuracy")
+    return _uri(fig)
+
+
 def subclasses(points: list[list[float]], assignment: list[int], subclasses: int, title: str) -> str:
     """The class's rows in the 2-D PCA of the head's null space, coloured by pseudo-subclass."""
     plt = _pyplot()

@@ -13,7 +13,8 @@ from lelp.report import analysis, exports
 from lelp.report.templating import environment
 
 STAGES = (("load", "loading the teacher and the data"), ("extract", "teacher features"),
-          ("train", "training (all candidates)"), ("evaluate", "evaluation"), ("save", "saving, speed test"))
+          ("train", "training (all candidates)"), ("baseline", "no-teacher baseline (ce on the labelled rows)"),
+          ("evaluate", "evaluation"), ("save", "saving, speed test"))
 
 
 
@@ -27,6 +28,13 @@ def _compare_rows(metrics: dict) -> list[dict]:
         rows.append({"name": name, "model": model, "accuracy": m.get("accuracy"),
                      "macro_f1": m.get("macro_f1"), "parameters": m.get("parameters"),
                      "size_mb": None if size is None else size / 1e6, "sps": m.get("sentences_per_second")})
+    base = metrics.get("baseline") or {}
+    if base.get("trained"):  # the same kind without the teacher: same size and speed as the student
+        student = metrics.get("student", {})
+        model = f"{base.get('kind')} (ce, {base.get('train_rows', 0):,} labelled rows)"
+        rows.append({"name": "no teacher", "model": model,
+                     "accuracy": base.get("accuracy"), "macro_f1": base.get("macro_f1"),
+                     "parameters": student.get("parameters"), "size_mb": None, "sps": None})
     return rows
 
 
@@ -107,6 +115,24 @@ def _search_section(metrics: dict, plots) -> dict:
             "metric_name": analysis.validation_name(metrics)}
 
 
+def _student_search_section(metrics: dict, plots) -> dict | None:
+    """``student="auto"``: every kind's validation and evaluation accuracy, speed and size, and the plot."""
+    search = metrics.get("student_search")
+    if not search:
+        return None
+    rows = search.get("candidates", [])
+    scored = [r for r in rows if r.get("validation_accuracy") is not None and r.get("x_teacher") is not None]
+    figure = None
+    if scored:
+        chosen = next((i for i, r in enumerate(scored) if r.get("chosen")), None)
+        figure = plots.student_search([r["kind"] for r in scored], [r["x_teacher"] for r in scored],
+                                      [r["validation_accuracy"] for r in scored], chosen,
+                                      float(search.get("min_speedup", 0)))
+    return {"rows": rows, "figure": figure, "min_speedup": search.get("min_speedup"),
+            "chosen": search.get("chosen"), "floor_met": search.get("floor_met", True),
+            "rounds": (search.get("speed") or {}).get("rounds")}
+
+
 def _candidate_name(c: dict) -> str:
     if c.get("subclasses", 1) > 1 or c["method"] in SUBCLASS_METHODS:
         return f"{c['method']} S={c.get('subclasses')} \u03b2={c.get('beta'):g} \u03c4={c.get('tau'):g}"
@@ -170,6 +196,7 @@ def build_context(metrics: dict, data: dict, manifest: dict) -> dict:
         "training": _training_section(metrics, plots),
         "cascade": _cascade_section(metrics, plots),
         "search": _search_section(metrics, plots),
+        "student_search": _student_search_section(metrics, plots),
         "inside": _subclass_section(data, method, plots),
         "data": _data_section(data, labels, plots),
         "exports": {"rows": exports.export_rows(metrics), "start": exports.START, "end": exports.END},

@@ -62,6 +62,11 @@ STUDENT_KINDS = tuple(KINDS)
 # cnn: 97.1% of the teacher at ~144x on SST-2 with 60k transfer rows (static 95.2%), and 94.0% vs
 # 92.4% with 7k; chosen on validation (+0.96 at 60k, a tie at 7k).
 DEFAULT_STUDENT_KIND = "cnn"
+# ``student="auto"`` trains these (the kinds that serve far above the teacher's CPU speed and need no
+# pretrained base) and keeps the most accurate on validation among those at or above ``min_speedup``.
+AUTO_STUDENT = "auto"
+AUTO_STUDENT_KINDS = ("cnn", "static", "ngram")
+DEFAULT_MIN_SPEEDUP = 100.0
 
 
 def kind_info(kind: str) -> KindInfo:

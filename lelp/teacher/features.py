@@ -358,6 +358,69 @@ def extract_teacher_features(
     return TeacherFeatures(embeddings=arrays["embeddings"], logits=arrays["logits"])
 
 
+def extend_teacher_features(
+    teacher: Teacher,
+    base: TeacherFeatures,
+    texts: Sequence[str],
+    text_pairs: Sequence[str] | None = None,
+    *,
+    dataset_sha256: str,
+    max_length: int = 128,
+    batch_size: int = 64,
+    block_rows: int = 8192,
+    cache_dir: str | Path | None = None,
+    progress: ProgressCallback | None = None,
+    should_cancel: CancelCheck | None = None,
+) -> TeacherFeatures:
+    """``base``'s rows followed by the teacher's features of ``texts``, as one cached pair of arrays.
+
+    For augmented transfer sets (``lelp.data.augment``): ``texts`` may be a lazy sequence, read
+    ``block_rows`` rows at a time (each block tokenised, length-sorted and scored on its own), so
+    memory stays at one block whatever the number of rows; ``base`` is copied in blocks too. The
+    result is one memmap per array (no concatenated copy in memory). ``dataset_sha256`` must
+    identify ``base``'s rows and ``texts`` together (it keys the cache).
+    """
+    check_inputs(texts, text_pairs, batch_size)
+    n_base, n_new = len(base.logits), len(texts)
+    model = teacher.model
+    run_device = _model_device(model, None)
+    spec: ArraySpec = {
+        "embeddings": ((n_base + n_new, teacher.head.in_features), "float16"),
+        "logits": ((n_base + n_new, teacher.info.num_labels), "float32"),
+    }
+    key = cache_key("teacher", teacher.info.sha256, dataset_sha256, n_base + n_new, max_length)
+
+    def forward(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        captured: list[torch.Tensor] = []
+        hook = teacher.head.register_forward_pre_hook(lambda _module, args: captured.append(args[0]))
+        try:
+            logits = model(**batch).logits
+        finally:
+            hook.remove()
+        return {"embeddings": captured[-1], "logits": logits}
+
+    def fill(arrays: dict[str, np.ndarray]) -> None:
+        for start in range(0, n_base, block_rows):
+            stop = min(start + block_rows, n_base)
+            arrays["embeddings"][start:stop] = base.embeddings[start:stop]
+            arrays["logits"][start:stop] = base.logits[start:stop]
+        for start in range(0, n_new, block_rows):
+            stop = min(start + block_rows, n_new)
+            report(progress, Progress(stage="augment", step=start, total_steps=n_new,
+                                      message=f"the teacher scores variant rows {start:,}-{stop:,} of {n_new:,}"))
+            views = {name: array[n_base + start:n_base + stop] for name, array in arrays.items()}
+            run_length_sorted(
+                teacher.tokenizer, list(texts[start:stop]),
+                list(text_pairs[start:stop]) if text_pairs is not None else None, forward, views,
+                max_length=max_length, batch_size=batch_size, device=run_device, stage="augment",
+                should_cancel=should_cancel,
+            )
+        report(progress, Progress(stage="augment", step=n_new, total_steps=n_new))
+
+    arrays = cached_arrays(cache_dir, key, spec, fill)
+    return TeacherFeatures(embeddings=arrays["embeddings"], logits=arrays["logits"])
+
+
 # --------------------------------------------------------------------------- frozen encoder
 
 

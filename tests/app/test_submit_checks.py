@@ -39,6 +39,18 @@ def test_encoder_mlp_without_a_base_and_ngram_with_one(client, auth_a, job_body,
     assert enqueued == []
 
 
+def test_student_auto_and_its_speed_floor(client, auth_a, job_body, enqueued) -> None:  # noqa: ANN001
+    auto = {**job_body, "student": {"kind": "auto", "min_speedup": 150}, "hyperparameters": {"augment": "auto"}}
+    r = _submit(client, auth_a, auto)
+    assert r.status_code == 202, r.text
+    assert r.json()["student"]["kind"] == "auto" and r.json()["student"]["min_speedup"] == 150
+    _refused(_submit(client, auth_a, {**job_body, "student": {"kind": "cnn", "min_speedup": 150}}),
+             422, "invalid_parameter", "student.min_speedup")
+    _refused(_submit(client, auth_a, {**job_body, "student": {"kind": "auto", "base": job_body["teacher_id"]}}),
+             422, "base_not_used", "student.base")
+    assert len(enqueued) == 1
+
+
 def test_text_pairs_on_a_single_text_teacher_and_the_reverse(client, auth_a, job_body, upload_dataset,
                                                             teacher_tar_gz) -> None:  # noqa: ANN001
     pairs = upload_dataset(auth_a, NLI, "nli.csv", text_column="premise", text_pair_column="hypothesis")

@@ -39,7 +39,7 @@ def test_distill_stores_what_the_report_needs(artifact):
     # the kept epoch is the first with the best held-out score
     assert metrics["training"]["best_epoch"] == max(history, key=lambda h: h["val_score"])["epoch"]
     assert all(h["train_loss"] > 0 and 0 <= h["val_score"] <= 1 for h in history)  # every job validates now
-    assert set(metrics["stage_seconds"]) == {"load", "extract", "train", "evaluate", "save"}
+    assert set(metrics["stage_seconds"]) == {"load", "extract", "train", "baseline", "evaluate", "save"}
     ev = data["eval"]
     assert ev["rows"] == metrics["eval_rows"] == len(ev["labels"]) == len(ev["student_probs"])
     student_pred = np.asarray(ev["student_probs"]).argmax(1)

@@ -1,4 +1,4 @@
-"""The static student (a model2vec table from the teacher's encoder), augmentation, the budget."""
+"""The static student (a model2vec table from the teacher's encoder), the budget."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from lelp.artifacts import load_student, read_manifest
-from lelp.data.augment import AugmentSpec, augment_rows
 from lelp.errors import ConfigError, JobCancelled
 from lelp.pipeline import DistillConfig, budget_epochs, distill
 
@@ -74,47 +73,7 @@ def test_bad_static_option_is_a_config_error(tiny_teacher_dir, tiny_train_csv, t
         distill(cfg, tmp_path / "out", cache_dir=tmp_path / "cache")
 
 
-# ------------------------------------------------------------------------- augmentation
-
-
-def test_augmentation_is_seeded_and_cached(tmp_path):
-    texts = ["a very good film indeed", "bad plot and worse acting", "fine"]
-    spec = AugmentSpec(variants=3, seed=5)
-    one = augment_rows(texts, None, np.array([0, 1, 2]), spec, dataset_sha256="x")
-    two = augment_rows(texts, None, np.array([2, 0, 1]), spec, dataset_sha256="x")
-    assert len(one.texts) == 9 and one.source_rows.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
-    by_source = {(r, t) for r, t in zip(two.source_rows.tolist(), two.texts, strict=True)}
-    assert by_source == set(zip(one.source_rows.tolist(), one.texts, strict=True))  # order does not matter
-    assert any(t != texts[r] for r, t in zip(one.source_rows, one.texts, strict=True))
-    other = augment_rows(texts, None, np.array([0, 1, 2]), AugmentSpec(variants=3, seed=6), dataset_sha256="x")
-    assert other.texts != one.texts
-    cached = augment_rows(texts, None, np.array([0, 1, 2]), spec, dataset_sha256="x", cache_dir=tmp_path)
-    again = augment_rows(texts, None, np.array([0, 1, 2]), spec, dataset_sha256="x", cache_dir=tmp_path)
-    assert cached.texts == again.texts == one.texts and len(list((tmp_path / "augment").glob("*.json"))) == 1
-
-
-@pytest.mark.slow
-def test_augmented_rows_come_only_from_fit_rows(tiny_teacher_dir, tiny_train_csv, tmp_path):
-    from lelp.job import DistillJob
-
-    cfg = DistillConfig(teacher_dir=str(tiny_teacher_dir), train_path=str(tiny_train_csv), student="static",
-                        student_options=SMALL_STATIC, method="kd", epochs=1, max_length=32, augment=2)
-    job = DistillJob(cfg, cache_dir=tmp_path / "cache")
-    job.load()
-    original_fit = job.fit_rows.copy()
-    job.extract()
-    held = set(job.validation_rows.tolist()) | set(job.eval_rows.tolist())
-    assert job.augmented_rows == 2 * len(original_fit)
-    assert set(job.aug_source_rows.tolist()) == set(original_fit.tolist())
-    assert not held & set(job.aug_source_rows.tolist())
-    n = len(job.train_data.texts)
-    assert set(job.fit_rows[job.fit_rows >= n].tolist()) == set(range(n, n + job.augmented_rows))
-    assert not held & set(job.fit_rows.tolist())
-    # the variants were scored by the teacher, row-aligned with the pool
-    assert job.pool_logits.shape[0] == n + job.augmented_rows
-    result = distill(cfg, tmp_path / "out", cache_dir=tmp_path / "cache")
-    assert result.metrics["augmented_rows"] == job.augmented_rows
-    assert result.metrics["train_rows"] == len(original_fit)
+# augmentation: tests/lelp/test_augment.py
 
 
 # ------------------------------------------------------------------ budget, best epoch

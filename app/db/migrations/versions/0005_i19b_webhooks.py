@@ -6,7 +6,7 @@
   so a delivery is owed exactly when the job finished), ``delivered`` or ``failed`` (retries spent).
 
 Revision ID: 0005_i19b_webhooks
-Revises: 0004_i20_claims
+Revises: 0005_i19a_job_name
 Create Date: 2026-12-07 08:00:00
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005_i19b_webhooks"
-down_revision = "0004_i20_claims"
+down_revision = "0005_i19a_job_name"
 branch_labels = None
 depends_on = None
 

@@ -7,7 +7,7 @@
   transfer set of a new job.
 
 Revision ID: 0005_i22_cascade
-Revises: 0004_i20_claims
+Revises: 0005_i19b_webhooks
 Create Date: 2026-12-07 08:00:00
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005_i22_cascade"
-down_revision = "0004_i20_claims"
+down_revision = "0005_i19b_webhooks"
 branch_labels = None
 depends_on = None
 

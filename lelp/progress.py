@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lelp.errors import JobCancelled
+from lelp.method.registry import method_words
 
 
 @dataclass(frozen=True)
@@ -61,16 +62,6 @@ def overall_fraction(stage: str, fraction: float | None, candidate: int | None =
     return low + (high - low) * min(max(fraction or 0.0, 0.0), 1.0)
 
 
-METHOD_WORDS = {
-    "ce": "hard labels",
-    "kd": "plain KD",
-    "fitnet": "FitNet",
-    "lelp": "LELP",
-    "random_subclass": "random sub-classes",
-    "uniform_subclass": "uniform sub-classes",
-    "kmeans_subclass": "k-means sub-classes",
-}
-
 STAGE_WORDS = {
     "queued": "waiting for a worker",
     "load": "loading the teacher and the data",
@@ -91,7 +82,7 @@ def candidate_words(name: str | None) -> str:
     match = CANDIDATE.match(name)
     if match is None:
         return name
-    words = METHOD_WORDS.get(match["method"], match["method"])
+    words = method_words(match["method"])
     if match["subclasses"]:
         words += f", {match['subclasses']} sub-classes per class"
     return words

@@ -265,3 +265,11 @@ def stale_queued_jobs(session: Session, older_than: datetime) -> list[Job]:
     query = sa.select(Job).where(Job.status == JobStatus.QUEUED, Job.enqueued_at.is_not(None),
                                  Job.updated_at < older_than)
     return list(session.scalars(query))
+
+
+def settle_webhook(session: Session, job_id: str, state: str) -> bool:
+    """Move a job's owed webhook (``pending``) to ``state`` (``delivered`` | ``failed`` | ``pending``);
+    False when no webhook of the job is owed any more (another try settled it first)."""
+    result = session.execute(sa.update(Job).where(Job.id == job_id, Job.webhook_state == "pending")
+                             .values(webhook_state=state))
+    return result.rowcount == 1

@@ -65,11 +65,19 @@ def form_spec() -> dict[str, Any]:
 
     from app.schemas.jobs import Hyperparameters
     from app.vocabulary import DEFAULT_METHOD, DEFAULT_STUDENT_KIND, DEVICE_CHOICES, METHOD_CHOICES, STUDENT_KINDS
-    from lelp.config import DEFAULT_BETA, DEFAULT_SUBCLASSES, STUDENT_DEFAULTS, DistillConfig
+    from lelp.config import (
+        AUTO_STUDENT,
+        DEFAULT_BETA,
+        DEFAULT_MIN_SPEEDUP,
+        DEFAULT_SUBCLASSES,
+        STUDENT_DEFAULTS,
+        DistillConfig,
+    )
 
     library = {f.name: f.default for f in dataclass_fields(DistillConfig)}
     kind_defaults = {kind: {name: STUDENT_DEFAULTS[kind][name] for name in KIND_FIELDS}
                      for kind in STUDENT_KINDS}
+    kind_defaults[AUTO_STUDENT] = kind_defaults[DEFAULT_STUDENT_KIND]  # each kind it trains keeps its own
     fixed = {"subclasses": DEFAULT_SUBCLASSES, "beta": DEFAULT_BETA, "alpha": library["alpha"],
              "max_length": library["max_length"], "seed": library["seed"], "augment": library["augment"],
              "gpus": library["gpus"]}
@@ -83,7 +91,7 @@ def form_spec() -> dict[str, Any]:
                                 "help": HYPERPARAMETER_HELP.get(name) or field.description or ""})
     return {"methods": list(METHOD_CHOICES), "default_method": DEFAULT_METHOD, "student_kinds": list(STUDENT_KINDS),
             "default_kind": DEFAULT_STUDENT_KIND, "devices": list(DEVICE_CHOICES), "kind_defaults": kind_defaults,
-            "hyperparameters": hyperparameters}
+            "hyperparameters": hyperparameters, "auto_kind": AUTO_STUDENT, "default_min_speedup": DEFAULT_MIN_SPEEDUP}
 
 
 @router.get("/ui")

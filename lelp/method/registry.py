@@ -33,17 +33,18 @@ class MethodInfo:
     # the split is fitted on the teacher's embedding (needs S + C <= its width and S + 1 rows per class)
     from_embedding: bool = False
     auto_rank: int | None = None  # "auto" trains it; ties on validation go to the lower rank (the simpler)
+    words: str = ""  # its short name in a progress line ("training student 1/3 (plain KD)"); title when empty
 
 
 # The methods table: every fact about a method that another module needs lives in its entry.
 METHODS: dict[Method, MethodInfo] = {
-    Method.CE: MethodInfo("hard-label training"),
+    Method.CE: MethodInfo("hard-label training", words="hard labels"),
     Method.KD: MethodInfo("plain KD", auto_rank=0),
     Method.FITNET: MethodInfo("FitNet"),
     Method.LELP: MethodInfo("LELP", subclasses=True, from_embedding=True, auto_rank=1),
     Method.RANDOM_SUBCLASS: MethodInfo("the random-subclass control", subclasses=True, from_embedding=True,
-                                       auto_rank=2),
-    Method.UNIFORM_SUBCLASS: MethodInfo("the uniform-subclass control", subclasses=True),
+                                       auto_rank=2, words="random sub-classes"),
+    Method.UNIFORM_SUBCLASS: MethodInfo("the uniform-subclass control", subclasses=True, words="uniform sub-classes"),
     Method.KMEANS_SUBCLASS: MethodInfo("k-means sub-classes", subclasses=True, from_embedding=True),
 }
 SUBCLASS_METHODS = frozenset(m for m, info in METHODS.items() if info.subclasses)
@@ -58,6 +59,15 @@ AUTO = "auto"
 DEFAULT_METHOD = AUTO  # the default of the library, the API, both CLIs and the client
 # What a user may ask for: every method, or "auto".
 METHOD_CHOICES: tuple[str, ...] = (AUTO, *(m.value for m in Method))
+
+
+def method_words(method: str) -> str:
+    """A method's short name for progress lines; the raw string for one the table does not know."""
+    try:
+        info = METHODS[Method(method)]
+    except ValueError:
+        return method
+    return info.words or info.title
 
 
 def method_title(method: str) -> str:

@@ -31,6 +31,9 @@ def _sample(n: int, k: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
 
 
+PROB_DECIMALS = 6
+
+
 def eval_section(labels: np.ndarray, student_probs: np.ndarray, teacher_probs: np.ndarray,
                  texts: Sequence[str], text_pairs: Sequence[str] | None, class_names: Sequence[str],
                  seed: int = 0, student_raw_probs: np.ndarray | None = None) -> dict:
@@ -48,11 +51,13 @@ def eval_section(labels: np.ndarray, student_probs: np.ndarray, teacher_probs: n
         "teacher": class_names[teacher_pred[i]], "teacher_score": round(float(teacher_probs[i].max()), 4),
         "student": class_names[student_pred[i]], "student_score": round(float(student_probs[i].max()), 4),
     } for i in differ]
+    # 6 decimals: a calibrated student's probabilities can sit within 1e-4 of each other (a high
+    # temperature flattens them), and 4 decimals turned those rows into ties that changed the argmax
     return {"rows": int(n), "sampled_rows": int(len(rows)),
             "labels": [int(x) for x in labels[rows]],
-            "student_probs": np.round(student_probs[rows], 4).tolist(),
-            "teacher_probs": np.round(teacher_probs[rows], 4).tolist(),
-            **({"student_raw_probs": np.round(student_raw_probs[rows], 4).tolist()}
+            "student_probs": np.round(student_probs[rows], PROB_DECIMALS).tolist(),
+            "teacher_probs": np.round(teacher_probs[rows], PROB_DECIMALS).tolist(),
+            **({"student_raw_probs": np.round(student_raw_probs[rows], PROB_DECIMALS).tolist()}
                if student_raw_probs is not None else {}),
             "disagreements": int((student_pred != teacher_pred).sum()), "examples": examples}
 

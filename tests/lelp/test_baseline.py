@@ -40,7 +40,8 @@ def test_baseline_is_trained_on_the_labelled_rows_and_reported(tiny_teacher_dir,
 def test_without_labelled_rows_the_report_says_so(tiny_teacher_dir, tiny_train_csv, tiny_eval_csv, tmp_path):
     from lelp.report.analysis import baseline_line
 
-    result = distill(_config(tiny_teacher_dir, tiny_train_csv, tiny_eval_csv, label_column=None), tmp_path / "out",
+    result = distill(_config(tiny_teacher_dir, tiny_train_csv, tiny_eval_csv, label_column=None,
+                             eval_label_column="label"), tmp_path / "out",
                      cache_dir=tmp_path / "cache")
     base = result.metrics["baseline"]
     assert base["trained"] is False and "no labelled training rows" in base["reason"]

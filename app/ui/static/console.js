@@ -524,6 +524,8 @@ function jobBody() {
   if ($("f-eval").value) body.eval_dataset_id = $("f-eval").value;
   if ($("f-name").value.trim()) body.name = $("f-name").value.trim();
   if ($("f-base").value.trim()) body.student.base = $("f-base").value.trim();
+  if ($("f-min-speedup").value.trim()) body.student.min_speedup = parseField($("f-min-speedup"));
+  if ($("f-webhook").value.trim()) body.webhook_url = $("f-webhook").value.trim();
   for (const input of document.querySelectorAll("#job-form input[data-hp]")) {
     // a field left at the default shown is not sent: the library applies its own rule (e.g. patience)
     if (input.value.trim() === "" || input.value.trim() === input.dataset.default) continue;

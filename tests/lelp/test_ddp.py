@@ -98,7 +98,9 @@ def test_a_rank_error_comes_back_as_the_same_library_error(tmp_path):
 
 @pytest.mark.parametrize("student", [k for k in STUDENT_KINDS if not KINDS[k].multi_gpu])
 def test_several_gpus_are_for_the_transformer_student_only(student, tiny_teacher_dir, tiny_train_csv, tmp_path):
-    cfg = _config(tiny_teacher_dir, tiny_train_csv, None, student=student, student_options=None, gpus=2)
+    base = str(tiny_teacher_dir) if KINDS[student].base == "required" else None
+    cfg = _config(tiny_teacher_dir, tiny_train_csv, None, student=student, student_options=None, gpus=2,
+                  student_base=base)
     with pytest.raises(ConfigError, match="transformer") as info:
         distill(cfg, tmp_path / "out")
     assert info.value.param == "gpus"

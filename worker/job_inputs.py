@@ -12,10 +12,11 @@ from typing import Any
 
 from app.db import repositories as repo
 from app.db.models import BaseModelRow, Dataset, Job, Teacher
+from app.schemas.jobs import Hyperparameters
 from lelp.students.registry import DEFAULT_STUDENT_KIND
 
-HYPERPARAMETER_FIELDS = ("subclasses", "beta", "tau", "alpha", "epochs", "learning_rate", "batch_size",
-                         "max_length", "seed", "augment", "patience", "gpus")
+# The API's hyperparameters, each a DistillConfig field of the same name (tests/app/test_vocabulary.py).
+HYPERPARAMETER_FIELDS = tuple(Hyperparameters.model_fields)
 
 
 @dataclass

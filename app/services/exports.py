@@ -26,16 +26,9 @@ from sqlalchemy.orm import Session
 from app.db.models import Model
 from app.errors import ServiceUnavailable, Unprocessable
 from app.storage import ArtifactStore, StorePaths
+from lelp.export.runtime import QUANTIZE_CHOICES, variant_name  # torch-free
 
 log = logging.getLogger(__name__)
-
-QUANTIZE_CHOICES = ("int8",)
-
-
-def variant_name(quantize: str | None) -> str:
-    """``onnx-fp32`` / ``onnx-int8``: the same key as ``lelp.export.variant_name`` (kept torch-free here)."""
-    return f"onnx-{quantize or 'fp32'}"
-
 
 def export_uri(model_id: str, quantize: str | None) -> str:
     return StorePaths.export_file(model_id, variant_name(quantize))
@@ -80,7 +73,8 @@ class OnnxExports:
         the request is a 503 ``export_building`` with ``Retry-After``."""
         require_onnxruntime()
         if quantize not in (None, *QUANTIZE_CHOICES):
-            raise Unprocessable(f"unknown quantization {quantize!r}; choose int8", param="quantize")
+            raise Unprocessable(f"unknown quantization {quantize!r}; choose {', '.join(QUANTIZE_CHOICES)}",
+                                param="quantize")
         uri = export_uri(model_id, quantize)
         if self.store.exists(uri):
             return uri

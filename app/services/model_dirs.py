@@ -21,7 +21,6 @@ from sqlalchemy.orm import Session
 from app.archives import find_model_dir, safe_extract
 from app.errors import Unprocessable
 from app.services.library_errors import api_error
-from app.services.pickle_scan import check_pickle_weights
 from app.services.uploads import Upload
 from app.services.uris import check_uri
 from app.settings import Settings
@@ -117,6 +116,7 @@ def validate_model_dir(model_dir: Path, settings: Settings, read: Callable[..., 
     config is read again afterwards for the parameter count and hash of the stored files.
     """
     from lelp.errors import LELPError
+    from lelp.uploads.pickle_scan import check_pickle_weights
     from lelp.uploads.tokenizer_probe import probe_model_dir
 
     try:

@@ -6,8 +6,8 @@ nothing here imports them until an export or a session is made.
 """
 
 from lelp.export.check import FP32_TOLERANCE, CheckRows
-from lelp.export.onnx_export import QUANTIZE_CHOICES, build_package, export_onnx, record_export, variant_name
-from lelp.export.runtime import OnnxPredictor, onnxruntime_available, read_onnx_manifest
+from lelp.export.onnx_export import build_package, export_onnx, record_export
+from lelp.export.runtime import QUANTIZE_CHOICES, OnnxPredictor, onnxruntime_available, read_onnx_manifest, variant_name
 
 __all__ = ["FP32_TOLERANCE", "QUANTIZE_CHOICES", "CheckRows", "OnnxPredictor", "build_package", "export_onnx",
            "onnxruntime_available", "read_onnx_manifest", "record_export", "variant_name"]

@@ -27,10 +27,16 @@ from pathlib import Path
 
 from lelp.errors import ArtifactError, ConfigError
 from lelp.export.check import MAX_CHECK_ROWS, CheckRows, compare, score
-from lelp.export.runtime import EXTRA_HINT, ONNX_FORMAT_VERSION, ONNX_MANIFEST, OnnxPredictor
+from lelp.export.runtime import (
+    EXTRA_HINT,
+    ONNX_FORMAT_VERSION,
+    ONNX_MANIFEST,
+    QUANTIZE_CHOICES,
+    OnnxPredictor,
+    variant_name,
+)
 
 OPSET = 17
-QUANTIZE_CHOICES = ("int8",)
 
 _README = """# {kind} student exported to ONNX ({variant})
 
@@ -140,11 +146,6 @@ def _write_readme(work: Path, manifest: dict) -> None:
         kind=manifest["kind"], variant=manifest["variant"], labels=", ".join(manifest["labels"]),
         inputs=", ".join(manifest["inputs"]), rows=check["rows"], source=check["rows_source"],
         figures=_figures(check), featurise=featurise, classes=len(manifest["labels"])))
-
-
-def variant_name(quantize: str | None) -> str:
-    """``onnx-fp32`` or ``onnx-int8``: the key of an export in metrics and in the store."""
-    return f"onnx-{quantize or 'fp32'}"
 
 
 def build_package(artifact_dir: str | Path, work: Path, *, quantize: str | None = None,

@@ -29,6 +29,12 @@ EXTRA_HINT = "install the optional extra: pip install 'lelp-distill[onnx]'"
 #: torch-free from the registry for the service
 ONNX_KINDS = STUDENT_KINDS
 RUNTIME_CHOICES = ("auto", "torch", "onnxruntime")
+QUANTIZE_CHOICES = ("int8",)  # what an export may be quantized to (the library, its CLI and the API)
+
+
+def variant_name(quantize: str | None) -> str:
+    """``onnx-fp32`` or ``onnx-int8``: the key of an export in metrics and in the store (torch-free, for the API)."""
+    return f"onnx-{quantize or 'fp32'}"
 
 
 def onnxruntime_available() -> bool:

@@ -8,7 +8,7 @@ lelp.uploads.tokenizer_probe DIR`` with a wall-clock limit and an address-space 
 the model when the child does not finish cleanly on a few probe strings. The same child
 converts ``pytorch_model.bin`` to ``model.safetensors`` with the real
 ``torch.load(weights_only=True)`` loader, so the stored teacher never holds a pickle and the
-opcode pre-scan (``app/services/pickle_scan.py``) is a second line, not the only one. The
+opcode pre-scan (``lelp/uploads/pickle_scan.py``) is a second line, not the only one. The
 parent (the API) never imports torch or tokenizers itself.
 """
 

@@ -321,7 +321,7 @@ def test_pickle_scanner_sees_globals_of_both_formats() -> None:
     import os
     import pickle
 
-    from app.services.pickle_scan import pickle_globals
+    from lelp.uploads.pickle_scan import pickle_globals
 
     for protocol in (0, 2, 4, 5):
         data = pickle.dumps({"x": _Payload(Path("/nonexistent"))}, protocol=protocol)
@@ -349,7 +349,7 @@ def test_pickle_scanner_follows_the_memo_through_non_string_entries() -> None:
     """Issue 14: the memo gap (``MEMOIZE`` of a non-string shifted the scanner's indices)."""
     import pickletools
 
-    from app.services.pickle_scan import pickle_globals
+    from lelp.uploads.pickle_scan import pickle_globals
 
     data = _memo_shift_pickle()
     list(pickletools.genops(data))  # a well-formed pickle (never loaded: it would run os.system)
@@ -357,7 +357,7 @@ def test_pickle_scanner_follows_the_memo_through_non_string_entries() -> None:
 
 
 def test_pickle_scanner_refuses_operands_it_cannot_follow() -> None:
-    from app.services.pickle_scan import pickle_globals
+    from lelp.uploads.pickle_scan import pickle_globals
 
     # MARK "os" "system" TUPLE POP ... STACK_GLOBAL: the operands are no longer certain.
     data = b"\x80\x04(\x8c\x02os\x8c\x06systemt0\x93."

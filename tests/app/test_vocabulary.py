@@ -36,6 +36,17 @@ def test_one_default_method_and_student_everywhere() -> None:
     assert JobCreate.model_fields["method"].default == DEFAULT_METHOD
 
 
+def test_every_api_hyperparameter_is_a_library_config_field() -> None:
+    """The worker hands ``hyperparameters`` to ``DistillConfig`` by name (``worker.job_inputs``)."""
+    import dataclasses
+
+    from app.schemas.jobs import Hyperparameters
+    from lelp.config import DistillConfig
+
+    fields = {f.name for f in dataclasses.fields(DistillConfig)}
+    assert set(Hyperparameters.model_fields) <= fields
+
+
 def test_cli_help_lists_every_method_kind_and_status() -> None:
     from app.admin_commands import app as cli
 

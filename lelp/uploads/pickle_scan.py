@@ -2,7 +2,8 @@
 
 A ``pytorch_model.bin`` is a pickle: loading it can run any code its author chose. The
 worker only ever loads weights with ``torch.load(weights_only=True)``; this scan gives the
-uploader a clear 422 at upload time instead, and needs no torch. It walks the pickle's
+uploader a clear refusal at upload time instead (a ``TeacherError``: the API's 422), and needs
+no torch. It walks the pickle's
 opcodes and collects every global it would import; anything outside the short list that
 a plain ``state_dict`` needs is refused.
 """
@@ -13,7 +14,7 @@ import pickletools
 import zipfile
 from pathlib import Path
 
-from app.errors import Unprocessable
+from lelp.errors import TeacherError
 
 SAFE_GLOBALS = {
     ("collections", "OrderedDict"),
@@ -33,8 +34,8 @@ STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8", "SHORT
 MAX_PICKLE_BYTES = 512 * 1024 * 1024
 
 
-class UnsafePickle(Unprocessable):
-    code = "invalid_teacher"
+class UnsafePickle(TeacherError):
+    """Pickle weights that would import something other than tensors (or cannot be checked)."""
 
 
 GET_OPS = {"BINGET", "LONG_BINGET", "GET"}
@@ -108,7 +109,7 @@ def _pickles_in(path: Path) -> list[tuple[str, bytes]]:
 
 
 def check_pickle_weights(model_dir: Path) -> None:
-    """Raise a 422 when a ``*.bin`` / ``*.pt`` weights file references anything but tensors."""
+    """Raise ``UnsafePickle`` when a ``*.bin`` / ``*.pt`` weights file references anything but tensors."""
     for path in sorted([*model_dir.glob("*.bin"), *model_dir.glob("*.pt"), *model_dir.glob("*.pth")]):
         for member, data in _pickles_in(path):
             unsafe = sorted(f"{m}.{n}" for m, n in pickle_globals(data) - SAFE_GLOBALS)

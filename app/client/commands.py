@@ -457,8 +457,13 @@ class JobProgressBar:
 
 def follow(c: LelpClient, job_id: str, as_json: bool = False) -> None:
     """Wait for a job with a progress bar; print its summary (or JSON); exit 1 unless it succeeded."""
-    with JobProgressBar(job_id) as bar:
-        job = c.wait_job(job_id, on_progress=bar.update)
+    try:
+        with JobProgressBar(job_id) as bar:
+            job = c.wait_job(job_id, on_progress=bar.update)
+    except KeyboardInterrupt:  # only the waiting stops: say so, and how to go on
+        typer.echo(f"interrupted: {job_id} goes on; `lelp jobs wait {job_id}` follows it again, "
+                   f"`lelp jobs cancel {job_id}` stops it", err=True)
+        raise typer.Exit(130) from None
     output(job, as_json, lambda j: typer.echo(render.job_summary(j)))
     if job["status"] != "succeeded":
         error = job.get("error") or {}

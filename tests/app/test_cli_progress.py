@@ -138,3 +138,21 @@ def test_waiting_outlives_a_server_blip_but_not_a_4xx():
     with pytest.raises(ApiError) as down:
         client.wait_job("job_x", poll=0.01, outage_s=0.05)
     assert down.value.status == 503
+
+
+def test_ctrl_c_while_waiting_says_the_job_goes_on(monkeypatch, capsys):
+    import pytest
+    import typer
+
+    from app.client import commands
+    from app.client.http import LelpClient
+
+    def interrupted(self, job_id, on_progress=None, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(LelpClient, "wait_job", interrupted)
+    with LelpClient("http://api", "lelp_k") as c, pytest.raises(typer.Exit) as stopped:
+        commands.follow(c, "job_x")
+    assert stopped.value.exit_code == 130
+    err = capsys.readouterr().err
+    assert "job_x goes on" in err and "lelp jobs cancel job_x" in err

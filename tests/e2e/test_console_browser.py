@@ -239,7 +239,17 @@ def test_the_whole_loop_through_the_console(browser, api_server, service_api_key
     assert cells["duration"].endswith(" s")
     _shot(browser, "6-jobs-list")
 
+    # the models list: the new model with its teacher by name and its accuracy
+    browser.find_element(By.CSS_SELECTOR, "#nav a[href='#/models']").click()
+    model_row = f"tr[data-model-id='{job['model_id']}']"
+    _wait(browser).until(lambda d: _now(d, model_row) is not None)
+    model_cells = [td.strip() for td in browser.execute_script(
+        "return [...document.querySelector(arguments[0]).cells].map((c) => c.innerText)", model_row)]
+    assert model_cells[1] == HOSTILE_TEACHER and f"{student * 100:.1f}%" in model_cells
+    browser.back()
+
     # 5. the model: predict shows every class's probability; the ONNX package downloads
+    _wait(browser).until(lambda d: _now(d, f"{row} td.job a") is not None)
     _click(browser, f"{row} td.job a")
     _visible(browser, "job-model-link").click()
     _wait(browser).until(_text_is("#model-id", job["model_id"]))

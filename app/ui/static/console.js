@@ -829,9 +829,9 @@ document.addEventListener("DOMContentLoaded", () => {
   $("download-artifact").addEventListener("click", () => download("", "student.tar.gz"));
   $("download-onnx").addEventListener("click", () => download("?format=onnx", "onnx-fp32.zip"));
   $("download-onnx-int8").addEventListener("click", () => download("?format=onnx&quantize=int8", "onnx-int8.zip"));
-  for (const frame of document.querySelectorAll("iframe.report")) {
-    frame.addEventListener("load", () => fitFrame(frame));
-  }
+  const frames = document.querySelectorAll("iframe.report");
+  for (const frame of frames) frame.addEventListener("load", () => fitFrame(frame));
+  window.addEventListener("resize", () => frames.forEach(fitFrame));  // a narrower page is a taller report
   // job actions: the list's buttons and the job page's
   document.addEventListener("click", (event) => {
     const button = event.target.closest("button[data-action]");

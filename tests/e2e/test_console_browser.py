@@ -154,6 +154,11 @@ def test_the_whole_loop_through_the_console(browser, api_server, service_api_key
     browser.find_element(By.CSS_SELECTOR, "#nav a[href='#/datasets']").click()
     _visible(browser, "dataset-form")
     train_id = _upload(browser, "dataset", {"file": str(files["train"]), "name": HOSTILE_DATASET})
+    # an unlabelled transfer set: the label column emptied in the form is sent empty (= none)
+    transfer_id = _upload(browser, "dataset", {"file": str(files["train"]), "name": "transfer", "label": ""})
+    transfer = module_client.get_dataset(transfer_id)
+    assert transfer["label_column"] is None and transfer["labelled_rows"] == 0 and transfer["rows"] == 160
+    assert browser.find_element(By.ID, "dataset-label").get_attribute("value") == "label"  # the form reset
     eval_id = _upload(browser, "dataset", {"file": str(files["eval"]), "name": "held-out eval"})
     _wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, f"tr[data-dataset-id='{eval_id}']"))
     train_row = browser.find_element(By.CSS_SELECTOR, f"tr[data-dataset-id='{train_id}']")
@@ -178,6 +183,11 @@ def test_the_whole_loop_through_the_console(browser, api_server, service_api_key
     assert browser.find_element(By.ID, "hp-max_length").get_attribute("value") == "128"
     assert Select(browser.find_element(By.ID, "f-train")).first_selected_option.get_attribute("value") == train_id
     assert HOSTILE_TEACHER in Select(browser.find_element(By.ID, "f-teacher")).first_selected_option.text
+    # an unlabelled set can be trained on, not evaluated on
+    options = {box: [o.get_attribute("value") for o in Select(browser.find_element(By.ID, box)).options]
+               for box in ("f-train", "f-eval")}
+    assert transfer_id in options["f-train"] and transfer_id not in options["f-eval"]
+    assert eval_id in options["f-eval"] and options["f-eval"][0] == ""  # "none" first
     Select(browser.find_element(By.ID, "f-kind")).select_by_value("ngram")
     assert float(lr.get_attribute("value")) == STUDENT_DEFAULTS["ngram"]["learning_rate"]
     Select(browser.find_element(By.ID, "f-eval")).select_by_value(eval_id)

@@ -84,7 +84,12 @@ def files(tiny_teacher_dir, tmp_path_factory) -> dict[str, Path]:
         tar.add(tiny_teacher_dir, arcname="tiny-bert")
     return {"teacher": archive, "train": write_csv(root / "train.csv", make_text_rows(160, seed=1)),
             "eval": write_csv(root / "eval.csv", make_text_rows(40, seed=2)),
-            "downloads": root / "downloads"}
+            "downloads": root / "downloads", "bogus": _bogus(root / "not-a-model.tar.gz")}
+
+
+def _bogus(path: Path) -> Path:
+    path.write_bytes(b"this is not a gzip archive\n" * 10)
+    return path
 
 
 def _upload(browser, form: str, fields: dict[str, str]) -> str:
@@ -321,6 +326,37 @@ def test_cancel_and_retry_from_the_console(browser, api_server, service_api_key,
     _wait(browser, 90).until(_text_is("#job-status", "cancelled"))
     assert browser.find_element(By.ID, "job-retry").is_displayed()
     _shot(browser, "9-retried-and-cancelled")
+
+
+def test_mistakes_made_in_the_page_get_clear_messages(browser, api_server, service_api_key, module_client,
+                                                     files):
+    """A file that is no model archive, and a form value out of range: the API's own words, in the page."""
+    _sign_in(browser, api_server, service_api_key)
+    browser.get(f"{api_server}/ui#/teachers")
+    _visible(browser, "teacher-form")
+    browser.find_element(By.ID, "teacher-file").send_keys(str(files["bogus"]))
+    browser.find_element(By.CSS_SELECTOR, "#teacher-form button[type=submit]").click()
+    error = _wait(browser, 60).until(ec.visibility_of_element_located((By.ID, "teacher-error")))
+    assert "(" in error.text and error.text.strip().endswith(")")  # "message (code)"
+    assert browser.find_element(By.ID, "teacher-status").text == ""
+
+    teacher = module_client.upload_teacher(files["teacher"], name="tiny")
+    train = module_client.upload_dataset(files["train"])
+    before = [j["id"] for j in module_client.list_jobs(limit=100)["data"]]
+    browser.get(f"{api_server}/ui#/new?teacher={teacher['id']}&train={train['id']}")
+    _visible(browser, "job-form")
+    _wait(browser).until(lambda d: Select(d.find_element(By.ID, "f-teacher")).first_selected_option
+                         .get_attribute("value") == teacher["id"])
+    alpha = browser.find_element(By.ID, "hp-alpha")
+    alpha.clear()
+    alpha.send_keys("2")
+    browser.find_element(By.CSS_SELECTOR, "#job-form button[type=submit]").click()
+    error = _wait(browser).until(ec.visibility_of_element_located((By.ID, "new-error")))
+    assert "hyperparameters.alpha" in error.text and "invalid_request" in error.text
+    assert browser.find_element(By.ID, "new-view").is_displayed()  # still on the form, values kept
+    assert browser.find_element(By.ID, "hp-alpha").get_attribute("value") == "2"
+    assert [j["id"] for j in module_client.list_jobs(limit=100)["data"]] == before  # nothing was submitted
+    console_errors(browser)  # the refused requests' 4xx are logged by the browser: expected here
 
 
 def test_docs_work_offline(browser, api_server):

@@ -327,6 +327,23 @@ def test_cancel_and_retry_from_the_console(browser, api_server, service_api_key,
     assert browser.find_element(By.ID, "job-retry").is_displayed()
     _shot(browser, "9-retried-and-cancelled")
 
+    # paging through the list, one job a page: newest first, then older ones, then back to the newest
+    newest_first = [j["id"] for j in client.list_jobs(limit=3)["data"]]
+    assert len(newest_first) >= 2 and newest_first[:2] == [again["id"], slow["id"]]
+
+    def ids_shown(d):
+        return d.execute_script("return [...document.querySelectorAll('#jobs-table tbody tr')]"
+                                ".map((r) => r.dataset.jobId)")
+
+    browser.get(f"{api_server}/ui#/jobs?limit=1")
+    _wait(browser).until(lambda d: ids_shown(d) == newest_first[:1])
+    assert not browser.find_element(By.ID, "jobs-newest").is_displayed()
+    for expected in newest_first[1:]:
+        _click(browser, "#jobs-older")
+        _wait(browser).until(lambda d, e=expected: ids_shown(d) == [e])
+    _click(browser, "#jobs-newest")
+    _wait(browser).until(lambda d: ids_shown(d) == newest_first[:1])
+
 
 def test_mistakes_made_in_the_page_get_clear_messages(browser, api_server, service_api_key, module_client,
                                                      files):

@@ -48,7 +48,8 @@ HYPERPARAMETER_HELP = {
     "max_length": "tokens per input (longer texts are cut)",
     "seed": "random seed (splits, initialisation, shuffling)",
     "augment": "teacher-scored variants per training row (0: none)",
-    "patience": "epochs without a better validation score before stopping",
+    "patience": "epochs without a better validation score before stopping (left at this default: "
+                "no early stopping when epochs is set)",
     "gpus": "GPUs for one job (more than 1: the transformer student only)",
 }
 # Defaults that depend on the student kind: the page swaps them when the kind changes.

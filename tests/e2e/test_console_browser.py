@@ -84,7 +84,12 @@ def files(tiny_teacher_dir, tmp_path_factory) -> dict[str, Path]:
         tar.add(tiny_teacher_dir, arcname="tiny-bert")
     return {"teacher": archive, "train": write_csv(root / "train.csv", make_text_rows(160, seed=1)),
             "eval": write_csv(root / "eval.csv", make_text_rows(40, seed=2)),
-            "downloads": root / "downloads"}
+            "downloads": root / "downloads", "bogus": _bogus(root / "not-a-model.tar.gz")}
+
+
+def _bogus(path: Path) -> Path:
+    path.write_bytes(b"this is not a gzip archive\n" * 10)
+    return path
 
 
 def _upload(browser, form: str, fields: dict[str, str]) -> str:
@@ -154,6 +159,11 @@ def test_the_whole_loop_through_the_console(browser, api_server, service_api_key
     browser.find_element(By.CSS_SELECTOR, "#nav a[href='#/datasets']").click()
     _visible(browser, "dataset-form")
     train_id = _upload(browser, "dataset", {"file": str(files["train"]), "name": HOSTILE_DATASET})
+    # an unlabelled transfer set: the label column emptied in the form is sent empty (= none)
+    transfer_id = _upload(browser, "dataset", {"file": str(files["train"]), "name": "transfer", "label": ""})
+    transfer = module_client.get_dataset(transfer_id)
+    assert transfer["label_column"] is None and transfer["labelled_rows"] == 0 and transfer["rows"] == 160
+    assert browser.find_element(By.ID, "dataset-label").get_attribute("value") == "label"  # the form reset
     eval_id = _upload(browser, "dataset", {"file": str(files["eval"]), "name": "held-out eval"})
     _wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, f"tr[data-dataset-id='{eval_id}']"))
     train_row = browser.find_element(By.CSS_SELECTOR, f"tr[data-dataset-id='{train_id}']")
@@ -178,6 +188,11 @@ def test_the_whole_loop_through_the_console(browser, api_server, service_api_key
     assert browser.find_element(By.ID, "hp-max_length").get_attribute("value") == "128"
     assert Select(browser.find_element(By.ID, "f-train")).first_selected_option.get_attribute("value") == train_id
     assert HOSTILE_TEACHER in Select(browser.find_element(By.ID, "f-teacher")).first_selected_option.text
+    # an unlabelled set can be trained on, not evaluated on
+    options = {box: [o.get_attribute("value") for o in Select(browser.find_element(By.ID, box)).options]
+               for box in ("f-train", "f-eval")}
+    assert transfer_id in options["f-train"] and transfer_id not in options["f-eval"]
+    assert eval_id in options["f-eval"] and options["f-eval"][0] == ""  # "none" first
     Select(browser.find_element(By.ID, "f-kind")).select_by_value("ngram")
     assert float(lr.get_attribute("value")) == STUDENT_DEFAULTS["ngram"]["learning_rate"]
     Select(browser.find_element(By.ID, "f-eval")).select_by_value(eval_id)
@@ -239,7 +254,17 @@ def test_the_whole_loop_through_the_console(browser, api_server, service_api_key
     assert cells["duration"].endswith(" s")
     _shot(browser, "6-jobs-list")
 
+    # the models list: the new model with its teacher by name and its accuracy
+    browser.find_element(By.CSS_SELECTOR, "#nav a[href='#/models']").click()
+    model_row = f"tr[data-model-id='{job['model_id']}']"
+    _wait(browser).until(lambda d: _now(d, model_row) is not None)
+    model_cells = [td.strip() for td in browser.execute_script(
+        "return [...document.querySelector(arguments[0]).cells].map((c) => c.innerText)", model_row)]
+    assert model_cells[1] == HOSTILE_TEACHER and f"{student * 100:.1f}%" in model_cells
+    browser.back()
+
     # 5. the model: predict shows every class's probability; the ONNX package downloads
+    _wait(browser).until(lambda d: _now(d, f"{row} td.job a") is not None)
     _click(browser, f"{row} td.job a")
     _visible(browser, "job-model-link").click()
     _wait(browser).until(_text_is("#model-id", job["model_id"]))
@@ -301,6 +326,54 @@ def test_cancel_and_retry_from_the_console(browser, api_server, service_api_key,
     _wait(browser, 90).until(_text_is("#job-status", "cancelled"))
     assert browser.find_element(By.ID, "job-retry").is_displayed()
     _shot(browser, "9-retried-and-cancelled")
+
+    # paging through the list, one job a page: newest first, then older ones, then back to the newest
+    newest_first = [j["id"] for j in client.list_jobs(limit=3)["data"]]
+    assert len(newest_first) >= 2 and newest_first[:2] == [again["id"], slow["id"]]
+
+    def ids_shown(d):
+        return d.execute_script("return [...document.querySelectorAll('#jobs-table tbody tr')]"
+                                ".map((r) => r.dataset.jobId)")
+
+    browser.get(f"{api_server}/ui#/jobs?limit=1")
+    _wait(browser).until(lambda d: ids_shown(d) == newest_first[:1])
+    assert not browser.find_element(By.ID, "jobs-newest").is_displayed()
+    for expected in newest_first[1:]:
+        _click(browser, "#jobs-older")
+        _wait(browser).until(lambda d, e=expected: ids_shown(d) == [e])
+    _click(browser, "#jobs-newest")
+    _wait(browser).until(lambda d: ids_shown(d) == newest_first[:1])
+
+
+def test_mistakes_made_in_the_page_get_clear_messages(browser, api_server, service_api_key, module_client,
+                                                     files):
+    """A file that is no model archive, and a form value out of range: the API's own words, in the page."""
+    _sign_in(browser, api_server, service_api_key)
+    browser.get(f"{api_server}/ui#/teachers")
+    _visible(browser, "teacher-form")
+    browser.find_element(By.ID, "teacher-file").send_keys(str(files["bogus"]))
+    browser.find_element(By.CSS_SELECTOR, "#teacher-form button[type=submit]").click()
+    error = _wait(browser, 60).until(ec.visibility_of_element_located((By.ID, "teacher-error")))
+    assert "(" in error.text and error.text.strip().endswith(")")  # "message (code)"
+    assert browser.find_element(By.ID, "teacher-status").text == ""
+
+    teacher = module_client.upload_teacher(files["teacher"], name="tiny")
+    train = module_client.upload_dataset(files["train"])
+    before = [j["id"] for j in module_client.list_jobs(limit=100)["data"]]
+    browser.get(f"{api_server}/ui#/new?teacher={teacher['id']}&train={train['id']}")
+    _visible(browser, "job-form")
+    _wait(browser).until(lambda d: Select(d.find_element(By.ID, "f-teacher")).first_selected_option
+                         .get_attribute("value") == teacher["id"])
+    alpha = browser.find_element(By.ID, "hp-alpha")
+    alpha.clear()
+    alpha.send_keys("2")
+    browser.find_element(By.CSS_SELECTOR, "#job-form button[type=submit]").click()
+    error = _wait(browser).until(ec.visibility_of_element_located((By.ID, "new-error")))
+    assert "hyperparameters.alpha" in error.text and "invalid_request" in error.text
+    assert browser.find_element(By.ID, "new-view").is_displayed()  # still on the form, values kept
+    assert browser.find_element(By.ID, "hp-alpha").get_attribute("value") == "2"
+    assert [j["id"] for j in module_client.list_jobs(limit=100)["data"]] == before  # nothing was submitted
+    console_errors(browser)  # the refused requests' 4xx are logged by the browser: expected here
 
 
 def test_docs_work_offline(browser, api_server):

@@ -348,8 +348,17 @@ function actionButtons(job) {
   return box;
 }
 
-async function loadJobs() {
-  const [page] = await Promise.all([json("/v1/jobs?limit=50"), loadNames()]);
+// One page of the list: ``limit`` rows (1-100, default 50) after the cursor ``after``, both in the
+// URL hash so that the browser's back button pages back.
+async function loadJobs(query = new URLSearchParams()) {
+  const limit = Math.min(100, Math.max(1, parseInt(query.get("limit"), 10) || 50));
+  const after = query.get("after");
+  const [page] = await Promise.all([json("/v1/jobs?limit=" + limit + (after ? "&after=" + enc(after) : "")),
+    loadNames()]);
+  $("jobs-newest").hidden = !after;
+  $("jobs-newest").href = "#/jobs?limit=" + limit;
+  $("jobs-older").hidden = !page.has_more;
+  if (page.next_cursor) $("jobs-older").href = "#/jobs?limit=" + limit + "&after=" + enc(page.next_cursor);
   const body = $("jobs-table").querySelector("tbody");
   body.replaceChildren();
   for (const job of page.data) {
@@ -801,7 +810,7 @@ function route() {
   const query = new URLSearchParams(search || "");
   const one = { jobs: ["job-view", loadJob], teachers: ["teacher-view", loadTeacher],
     datasets: ["dataset-view", loadDataset], models: ["model-view", loadModel] };
-  const many = { new: ["new-view", () => loadNewJob(query)], teachers: ["teachers-view", loadTeachers],
+  const many = { new: ["new-view", () => loadNewJob(query)], jobs: ["jobs-view", () => loadJobs(query)], teachers: ["teachers-view", loadTeachers],
     datasets: ["datasets-view", loadDatasets], models: ["models-view", loadModels] };
   if (parts[1] && one[parts[0]]) {
     const [view, load] = one[parts[0]];
@@ -815,7 +824,7 @@ function route() {
     poll(load);
   } else {
     show("jobs-view");
-    poll(loadJobs);
+    poll(() => loadJobs(query));
   }
 }
 
@@ -831,9 +840,9 @@ document.addEventListener("DOMContentLoaded", () => {
   $("download-artifact").addEventListener("click", () => download("", "student.tar.gz"));
   $("download-onnx").addEventListener("click", () => download("?format=onnx", "onnx-fp32.zip"));
   $("download-onnx-int8").addEventListener("click", () => download("?format=onnx&quantize=int8", "onnx-int8.zip"));
-  for (const frame of document.querySelectorAll("iframe.report")) {
-    frame.addEventListener("load", () => fitFrame(frame));
-  }
+  const frames = document.querySelectorAll("iframe.report");
+  for (const frame of frames) frame.addEventListener("load", () => fitFrame(frame));
+  window.addEventListener("resize", () => frames.forEach(fitFrame));  // a narrower page is a taller report
   // job actions: the list's buttons and the job page's
   document.addEventListener("click", (event) => {
     const button = event.target.closest("button[data-action]");

@@ -12,10 +12,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from app.queue import EXPORT_TASK_NAME, TASK_NAME, WEBHOOK_TASK_NAME
+
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "ARCHITECTURE.md"
 FOLDERS = ("lelp/", "app/", "worker/", "demo/", "tests/", "docs/", "scripts/", "benchmarks/")
-NOT_MODULES = {"lelp.run_job", "lelp.build_exports", "lelp.deliver_webhook"}  # Celery task names, not modules
+NOT_MODULES = {TASK_NAME, EXPORT_TASK_NAME, WEBHOOK_TASK_NAME}  # Celery task names (app.queue), not modules
 
 
 def backticked(text: str) -> list[str]:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import lzma
 import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -86,7 +88,7 @@ def _read_frame(path: Path, fmt: str, limits: TableLimits | None = None):
     except (pd.errors.ParserError, ValueError, json.JSONDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{path.name}: cannot parse as {fmt}: {first}", param="file") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:  # a damaged gzip/bz2/xz/zip stream included
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, lzma.LZMAError) as exc:  # damaged gz/bz2/xz/zip
         raise DataError(f"{path.name}: cannot read as {fmt}: {str(exc)[:200]}", param="file") from None
 
 

@@ -91,6 +91,16 @@ def _zip_entries(path: Path) -> int:
     return struct.unpack("<H", tail[at + 10:at + 12])[0]
 
 
+MAGICS = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"PK\x03\x04")
+
+
+def is_compressed(path: Path) -> bool:
+    """gzip, bz2, xz or zip, by the file's first bytes."""
+    with path.open("rb") as fh:
+        head = fh.read(6)
+    return head.startswith(MAGICS)
+
+
 def open_decompressed(path: Path, limits: TableLimits) -> tuple[BinaryIO, bool]:
     """The file's bytes, decompressed when its magic bytes say so, counted against the limits."""
     with path.open("rb") as fh:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lelp.data.bounded import TableLimits, read_frame_bounded
+from lelp.data.bounded import TableLimits, is_compressed, read_frame_bounded
 from lelp.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -72,13 +72,15 @@ def _read_frame(path: Path, fmt: str, limits: TableLimits | None = None):
     import pandas as pd
 
     try:
-        if limits is not None:
-            return read_frame_bounded(path, fmt, limits)
+        # compression is judged by magic bytes, never by name: the service stores an uploaded
+        # .csv.gz as data.csv, and the worker must read what the upload check read
+        if limits is not None or (fmt != "parquet" and is_compressed(path)):
+            return read_frame_bounded(path, fmt, limits or TableLimits())
         if fmt in ("csv", "tsv"):
             return pd.read_csv(path, sep="," if fmt == "csv" else "\t", dtype=str, keep_default_na=False,
-                               na_values=[""], encoding="utf-8", engine="c")
+                               na_values=[""], encoding="utf-8", engine="c", compression=None)
         if fmt == "jsonl":
-            return pd.read_json(path, lines=True, dtype=False, encoding="utf-8")
+            return pd.read_json(path, lines=True, dtype=False, encoding="utf-8", compression=None)
         return pd.read_parquet(path)
     except UnicodeDecodeError as exc:
         raise DataError(f"{path.name}: not valid UTF-8 text (byte {exc.start}); save the file as UTF-8",

@@ -110,3 +110,21 @@ def test_damaged_compressed_and_binary_files_are_422(make_client, auth_a) -> Non
                           ("d.csv.zip", bytes(encrypted)), ("d.csv", os.urandom(3000))):
         r = _post(client, auth_a, content, name, format="csv")
         assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_data", (name, r.text)
+
+
+def test_the_worker_reads_a_compressed_upload_as_the_upload_check_did(make_client, auth_a) -> None:  # noqa: ANN001
+    """The service stores an uploaded ``.csv.gz`` as ``data.csv``: the library (the worker, the CLI)
+    judges compression by magic bytes too, so the stored file reads back."""
+    from lelp.data.datasets import read_table
+
+    client = make_client()
+    r = _post(client, auth_a, gzip.compress(_csv(150)), "d.csv.gz", format="csv")
+    assert r.status_code == 201, r.text
+    stored = client.app.state.store.local_path(r.json()["uri"]) if "uri" in r.json() else None
+    if stored is None:
+        from app.db.models import Dataset
+
+        with client.app.state.sessionmaker() as session:
+            stored = client.app.state.store.local_path(session.get(Dataset, r.json()["id"]).uri)
+    assert stored.name == "data.csv"
+    assert len(read_table(stored)) == 150

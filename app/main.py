@@ -29,6 +29,7 @@ from app.services.inference import InferenceService
 from app.services.library_errors import api_error
 from app.settings import Settings, get_settings
 from app.storage import ArtifactStore
+from lelp.errors import bounded_traceback
 
 log = logging.getLogger(__name__)
 
@@ -112,16 +113,6 @@ def install_error_handlers(app: FastAPI) -> None:
         # carry user bytes (a 50 MiB archive member name was a 52 MB log record)
         log.error("unhandled error\n%s", bounded_traceback(exc))
         return error_response(500, "internal_error", "an internal error occurred; it has been logged")
-
-
-def bounded_traceback(exc: BaseException, line_chars: int = 1000, total_chars: int = 20_000) -> str:
-    """``exc``'s traceback with every line cut to ``line_chars`` and the whole to ``total_chars``."""
-    import traceback
-
-    lines = [line if len(line) <= line_chars else line[:line_chars] + f"... ({len(line):,} characters)\n"
-             for chunk in traceback.format_exception(exc) for line in chunk.splitlines(keepends=True)]
-    text = "".join(lines)
-    return text if len(text) <= total_chars else text[:total_chars // 2] + "\n...\n" + text[-total_chars // 2:]
 
 
 def _route_template(scope: dict) -> str:

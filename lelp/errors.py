@@ -48,3 +48,15 @@ class JobCancelled(LELPError):
     """Raised inside training when the caller's cancel check answers True."""
 
     code = "cancelled"
+
+
+def bounded_traceback(exc: BaseException, line_chars: int = 1000, total_chars: int = 20_000) -> str:
+    """``exc``'s traceback with every line cut to ``line_chars`` and the whole to ``total_chars``:
+    an exception's message may carry user bytes (a 50 MiB archive member name was a 52 MB log
+    record). The API's and the worker's logs of unexpected errors go through it."""
+    import traceback
+
+    lines = [line if len(line) <= line_chars else line[:line_chars] + f"... ({len(line):,} characters)\n"
+             for chunk in traceback.format_exception(exc) for line in chunk.splitlines(keepends=True)]
+    text = "".join(lines)
+    return text if len(text) <= total_chars else text[:total_chars // 2] + "\n...\n" + text[-total_chars // 2:]

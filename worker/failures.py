@@ -7,7 +7,6 @@ worker log only.
 from __future__ import annotations
 
 import logging
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +61,7 @@ def record_failure(url: str, job_id: str, exc: BaseException, shown: Any = None,
 def _record(url: str, job_id: str, exc: BaseException, shown: Any, claim_token: str | None) -> str | None:
     from celery.exceptions import SoftTimeLimitExceeded
 
-    from lelp.errors import JobCancelled, LELPError
+    from lelp.errors import JobCancelled, LELPError, bounded_traceback
 
     def clean(message: str) -> str:
         return shown(message) if shown is not None else message
@@ -83,6 +82,6 @@ def _record(url: str, job_id: str, exc: BaseException, shown: Any, claim_token: 
         return end("failed", "model_failed",
                    clean(f"the teacher's code crashed ({type(exc).__name__}: {first}); the job is not retried: "
                          "upload a teacher whose tokenizer transformers' own classes build"))
-    log.error("job %s crashed:\n%s", job_id, "".join(traceback.format_exception(exc)))
+    log.error("job %s crashed:\n%s", job_id, bounded_traceback(exc))
     return end("failed", "internal_error",
                f"the worker hit an unexpected {type(exc).__name__}; the details are in the worker log")

@@ -91,6 +91,16 @@ def _zip_entries(path: Path) -> int:
     return struct.unpack("<H", tail[at + 10:at + 12])[0]
 
 
+MAGICS = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"PK\x03\x04")
+
+
+def is_compressed(path: Path) -> bool:
+    """gzip, bz2, xz or zip, by the file's first bytes."""
+    with path.open("rb") as fh:
+        head = fh.read(6)
+    return head.startswith(MAGICS)
+
+
 def open_decompressed(path: Path, limits: TableLimits) -> tuple[BinaryIO, bool]:
     """The file's bytes, decompressed when its magic bytes say so, counted against the limits."""
     with path.open("rb") as fh:
@@ -106,8 +116,11 @@ def open_decompressed(path: Path, limits: TableLimits) -> tuple[BinaryIO, bool]:
     elif head.startswith(b"PK\x03\x04"):
         if _zip_entries(path) != 1:
             raise _too_big(path, "a zipped dataset must hold exactly one file")
-        archive = zipfile.ZipFile(path)
-        inner = archive.open(archive.infolist()[0])
+        try:
+            archive = zipfile.ZipFile(path)
+            inner = archive.open(archive.infolist()[0])
+        except (zipfile.BadZipFile, RuntimeError, NotImplementedError, OSError) as exc:  # encrypted, deflate64
+            raise _too_big(path, f"cannot read the zipped file: {str(exc)[:120]}") from None
     else:
         inner, compressed = path.open("rb"), False
     caps = []
@@ -163,8 +176,11 @@ def _header_columns(stream: BinaryIO, sep: str, path: Path) -> int:
     end = line.find(b"\n")
     if end < 0 and len(line) >= HEADER_MAX_BYTES:
         raise _too_big(path, f"the header line is longer than {HEADER_MAX_BYTES:,} bytes")
-    first = line[:end if end >= 0 else len(line)].decode("utf-8", errors="replace")
-    return len(next(csv.reader([first], delimiter=sep), []))
+    first = line[:end if end >= 0 else len(line)].decode("utf-8", errors="replace").rstrip("\r")
+    try:
+        return len(next(csv.reader([first], delimiter=sep), []))
+    except csv.Error:  # not a CSV line (binary, a stray carriage return): count the separators, pandas judges
+        return first.count(sep) + 1
 
 
 def read_frame_bounded(path: Path, fmt: str, limits: TableLimits):  # noqa: ANN201 - a pandas DataFrame

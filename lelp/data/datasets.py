@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import lzma
 import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lelp.data.bounded import TableLimits, read_frame_bounded
+from lelp.data.bounded import TableLimits, is_compressed, read_frame_bounded
 from lelp.data.splits import HOLD_OUT_MINIMUM, split_sizes
 from lelp.errors import ConfigError, DataError
 
@@ -71,13 +73,15 @@ def _read_frame(path: Path, fmt: str, limits: TableLimits | None = None):
     import pandas as pd
 
     try:
-        if limits is not None:
-            return read_frame_bounded(path, fmt, limits)
+        # compression is judged by magic bytes, never by name: the service stores an uploaded
+        # .csv.gz as data.csv, and the worker must read what the upload check read
+        if limits is not None or (fmt != "parquet" and is_compressed(path)):
+            return read_frame_bounded(path, fmt, limits or TableLimits())
         if fmt in ("csv", "tsv"):
             return pd.read_csv(path, sep="," if fmt == "csv" else "\t", dtype=str, keep_default_na=False,
-                               na_values=[""], encoding="utf-8", engine="c")
+                               na_values=[""], encoding="utf-8", engine="c", compression=None)
         if fmt == "jsonl":
-            return pd.read_json(path, lines=True, dtype=False, encoding="utf-8")
+            return pd.read_json(path, lines=True, dtype=False, encoding="utf-8", compression=None)
         return pd.read_parquet(path)
     except UnicodeDecodeError as exc:
         raise DataError(f"{path.name}: not valid UTF-8 text (byte {exc.start}); save the file as UTF-8",
@@ -87,7 +91,7 @@ def _read_frame(path: Path, fmt: str, limits: TableLimits | None = None):
     except (pd.errors.ParserError, ValueError, json.JSONDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{path.name}: cannot parse as {fmt}: {first}", param="file") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:  # a damaged gzip/bz2/xz/zip stream included
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, lzma.LZMAError) as exc:  # damaged gz/bz2/xz/zip
         raise DataError(f"{path.name}: cannot read as {fmt}: {str(exc)[:200]}", param="file") from None
 
 

@@ -98,3 +98,28 @@ def test_cascade_predict_defers_to_the_teacher_process_and_keeps_traffic(client,
     dataset = client.get(f"/v1/datasets/{job['train_dataset_id']}", headers=auth_a).json()
     parent_train = client.get(f"/v1/jobs/{cascade_model['job_id']}", headers=auth_a).json()["train_dataset_id"]
     assert dataset["rows"] == client.get(f"/v1/datasets/{parent_train}", headers=auth_a).json()["rows"] + 4
+
+
+def test_teacher_process_answers_like_the_teacher_and_restarts(tiny_teacher_dir, tmp_path) -> None:  # noqa: ANN001
+    import numpy as np
+
+    from app.services.teacher_process import TeacherProcess, TeacherUnavailable
+    from lelp.artifacts import load_predictor
+
+    broken = TeacherProcess(tmp_path / "nothing-here")
+    with pytest.raises(TeacherUnavailable):
+        broken.start()
+    batches: list[tuple[int, float]] = []
+    process = TeacherProcess(tiny_teacher_dir, max_length=32, on_batch=lambda rows, s: batches.append((rows, s)))
+    texts = ["a good film", "a bad plot", "nothing"]
+    try:
+        probs = process.predict_proba(texts)
+        assert process.labels == ["negative", "positive"] and batches[0][0] == 3
+        want = load_predictor(tiny_teacher_dir).predict_proba(texts)
+        np.testing.assert_allclose(probs, want, atol=1e-5)
+        process._proc.kill()  # noqa: SLF001 - a teacher process that died
+        process._proc.wait()  # noqa: SLF001
+        np.testing.assert_allclose(process.predict_proba(texts), want, atol=1e-5)  # started again
+    finally:
+        process.close()
+    assert process.pid is None

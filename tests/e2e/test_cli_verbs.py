@@ -105,7 +105,8 @@ def test_revoked_key_gets_401_and_errors_name_the_variable_to_set(api_server, pg
 
 
 @pytest.mark.parametrize("command", [("jobs", "submit"), ("distill",), ("teachers", "upload"), ("datasets", "upload"),
-                                     ("models", "predict"), ("admin", "revoke-key"), ("serve",)])
+                                     ("models", "predict"), ("models", "cascade"), ("models", "redistil"),
+                                     ("admin", "revoke-key"), ("serve",)])
 def test_help_is_plain(command):
     result = lelp(*command, "--help", url="http://127.0.0.1:9", key=None)
     assert result.returncode == 0, result.stderr

@@ -34,7 +34,8 @@ def named_modules(text: str) -> set[str]:
     found = set()
     for token in backticked(text):
         match = re.match(r"((?:lelp|app|worker|demo)(?:\.[A-Za-z_]\w*)+)", token)
-        if match and not token.startswith(FOLDERS) and match.group(1) not in NOT_MODULES:
+        if (match and not token.startswith(FOLDERS) and match.group(1) not in NOT_MODULES
+                and not match.group(1).endswith((".pid", ".lock", ".log", ".json"))):  # file names
             found.add(match.group(1))
     return found
 

@@ -189,9 +189,12 @@ def mentioned_paths(text: str) -> set[str]:
 TASK_NAMES = {TASK_NAME, EXPORT_TASK_NAME, WEBHOOK_TASK_NAME}  # Celery task names (app.queue), not modules
 
 
+FILE_SUFFIXES = (".py", ".md", ".pid", ".lock", ".log", ".json")  # file names like worker.pid, not modules
+
+
 def mentioned_modules(text: str) -> set[str]:
     return {m.group(1) for span in INLINE.findall(prose(text)) for m in MODULE.finditer(span)
-            if not m.group(1).endswith((".py", ".md")) and m.group(1) not in TASK_NAMES}
+            if not m.group(1).endswith(FILE_SUFFIXES) and m.group(1) not in TASK_NAMES}
 
 
 def module_exists(dotted: str) -> bool:

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
+from app.db import job_states
 from app.db import repositories as repo
 from app.db.models import Job
 from app.db.session import session_scope
@@ -58,7 +59,7 @@ def deliver(settings: Settings, job_id: str, attempt: int) -> Outcome:
         url, event = job.webhook_url, webhooks.event_type(job.status)
         problem = webhooks.webhook_problem(url, settings)
         if problem is not None:  # allowed at submit, no longer: nothing is called
-            job.webhook_state = "failed"
+            job_states.end_webhook(session, job_id, "failed")
             repo.add_event(session, job_id, "webhook", f"{event} not sent: {problem}",
                            {"event": event, "attempt": attempt, "delivered": False, "gave_up": True,
                             "error": "host_not_allowed"})
@@ -92,8 +93,7 @@ def deliver(settings: Settings, job_id: str, attempt: int) -> Outcome:
         message = f"{event} not delivered (try {attempt} of {settings.webhook_max_attempts}, {answer}); " \
                   f"next try in {wait:g} s"
     with session_scope(settings.database_url) as session:
-        session.execute(sa.update(Job).where(Job.id == job_id, Job.webhook_state == "pending")
-                        .values(webhook_state=state))
+        job_states.end_webhook(session, job_id, state)
         repo.add_event(session, job_id, "webhook", message, data)
     log.info("job %s webhook try %d: %s", job_id, attempt, outcome.result)
     return outcome

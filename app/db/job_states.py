@@ -151,6 +151,15 @@ def finish(
     return True
 
 
+def end_webhook(session: Session, job_id: str, state: str) -> bool:
+    """Settle a pending webhook delivery: ``delivered``, ``failed`` or (a failed try, more to come) ``pending``."""
+    if state not in ("pending", "delivered", "failed"):
+        raise ValueError(f"not a webhook state: {state!r}")
+    result = session.execute(sa.update(Job).where(Job.id == job_id, Job.webhook_state == "pending")
+                             .values(webhook_state=state))
+    return bool(result.rowcount)
+
+
 def requeue_stale(session: Session, job_id: str, stale_before: datetime, by: str | None = None) -> bool:
     """Put a running job whose heartbeat is older than ``stale_before`` back to queued (its worker died).
 

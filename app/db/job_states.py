@@ -160,6 +160,35 @@ def end_webhook(session: Session, job_id: str, state: str) -> bool:
     return bool(result.rowcount)
 
 
+def mark_webhook_sent(session: Session, job_id: str) -> bool:
+    """The pending delivery reached the broker (its outbox entry is done)."""
+    result = session.execute(sa.update(Job).where(Job.id == job_id, Job.webhook_state == "pending")
+                             .values(webhook_sent_at=utcnow()).execution_options(synchronize_session=False))
+    return bool(result.rowcount)
+
+
+def unsent_webhooks(session: Session, older_than: datetime) -> list[str]:
+    """Jobs finished before ``older_than`` whose pending delivery never reached the broker (the process
+    that finished them died between its commit and its send, or the broker refused it)."""
+    query = sa.select(Job.id).where(Job.webhook_state == "pending", Job.webhook_sent_at.is_(None),
+                                    Job.finished_at < older_than)
+    return list(session.scalars(query))
+
+
+def take_unsent_webhook(session: Session, job_id: str) -> bool:
+    """Take the right to send an owed delivery (one sweeper wins; marked sent now, undone if the send fails)."""
+    result = session.execute(sa.update(Job).where(Job.id == job_id, Job.webhook_state == "pending",
+                                                  Job.webhook_sent_at.is_(None))
+                             .values(webhook_sent_at=utcnow()).execution_options(synchronize_session=False))
+    return bool(result.rowcount)
+
+
+def forget_webhook_send(session: Session, job_id: str) -> None:
+    """A send that failed: the delivery is owed again."""
+    session.execute(sa.update(Job).where(Job.id == job_id, Job.webhook_state == "pending")
+                    .values(webhook_sent_at=None).execution_options(synchronize_session=False))
+
+
 def requeue_stale(session: Session, job_id: str, stale_before: datetime, by: str | None = None) -> bool:
     """Put a running job whose heartbeat is older than ``stale_before`` back to queued (its worker died).
 

@@ -128,6 +128,8 @@ class Job(Base):
     # state: NULL (none owed), "pending" (set with the final state, in the same UPDATE), "delivered", "failed".
     webhook_url: Mapped[str | None] = mapped_column(sa.Text)
     webhook_state: Mapped[str | None] = mapped_column(sa.String(16))
+    # When a pending delivery was handed to the broker; NULL while owed (the recovery sweep sends those).
+    webhook_sent_at: Mapped[datetime | None] = mapped_column(TZ)
     created_at: Mapped[datetime] = mapped_column(TZ, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(TZ)
     finished_at: Mapped[datetime | None] = mapped_column(TZ)

@@ -97,3 +97,34 @@ def test_a_job_without_a_webhook_owes_nothing(hook_settings, make_job):
     job_id = make_job()
     _finish(hook_settings, job_id, "failed")
     assert load_job(hook_settings, job_id).webhook_state is None
+
+
+def test_an_owed_hand_off_is_sent_by_the_recovery_sweep(hook_settings, make_job, sent, monkeypatch):
+    """The process that finished the job died before handing the delivery to the broker: the sweep sends it."""
+    from datetime import timedelta
+
+    import app.queue
+    from app.db.base import utcnow
+    from app.services.recovery import sweep
+
+    handed: list[str] = []
+    broker_up = {"ok": False}
+
+    def enqueue(job_id: str) -> None:
+        if not broker_up["ok"]:
+            raise ConnectionError("broker down")
+        handed.append(job_id)
+
+    monkeypatch.setattr(app.queue, "enqueue_webhook", enqueue)
+    job_id = make_job(webhook_url="http://127.0.0.1:9/hook")
+    _finish(hook_settings, job_id)
+    later = utcnow() + timedelta(seconds=hook_settings.enqueue_grace_s + 1)
+    sweep(hook_settings, now=later)  # the broker refuses: still owed
+    assert handed == [] and load_job(hook_settings, job_id).webhook_sent_at is None
+    broker_up["ok"] = True
+    sweep(hook_settings, now=utcnow())  # within the grace: the finishing process may still send it
+    assert handed == []
+    sweep(hook_settings, now=later)
+    assert handed == [job_id] and load_job(hook_settings, job_id).webhook_sent_at is not None
+    sweep(hook_settings, now=later)
+    assert handed == [job_id]  # sent once

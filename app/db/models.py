@@ -97,6 +97,7 @@ class Job(Base):
         sa.Index("ix_jobs_tenant_id_status_created_at", "tenant_id", "status", "created_at"),
         sa.Index("ix_jobs_status_heartbeat_at", "status", "heartbeat_at"),
         sa.Index("ix_jobs_status_enqueued_at", "status", "enqueued_at"),
+        sa.Index("ix_jobs_webhook_state_webhook_sent_at", "webhook_state", "webhook_sent_at"),  # the sweep's step 5
     )
 
     id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)

@@ -28,9 +28,11 @@ def upgrade() -> None:
         batch.add_column(sa.Column("webhook_url", sa.Text(), nullable=True))
         batch.add_column(sa.Column("webhook_state", sa.String(length=16), nullable=True))
         batch.add_column(sa.Column("webhook_sent_at", sa.DateTime(timezone=True), nullable=True))
+    op.create_index("ix_jobs_webhook_state_webhook_sent_at", "jobs", ["webhook_state", "webhook_sent_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_jobs_webhook_state_webhook_sent_at", table_name="jobs")
     with op.batch_alter_table("jobs") as batch:
         batch.drop_column("webhook_sent_at")
         batch.drop_column("webhook_state")

@@ -27,6 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get("LELP_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("LELP_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 START_TIMEOUT_S = 60.0
+WEBHOOK_SECRET = "e2e-webhook-secret"
 
 
 def free_port() -> int:
@@ -85,6 +86,10 @@ def service_env(tmp_path_factory, pg_url, redis_url) -> dict[str, str]:
         "LELP_ARTIFACT_URL": str(data_dir / "artifacts"),
         "LELP_HEARTBEAT_STALE_S": "20",
         "LELP_SWEEP_INTERVAL_S": "5",
+        # webhooks to a receiver the test runs on this machine (tests/e2e/test_webhooks_flow.py)
+        "LELP_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
+        "LELP_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "LELP_WEBHOOK_BACKOFF_S": "0.5",
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
@@ -206,6 +211,7 @@ def service_client(api_server, service_api_key):
 
 
 __all__ = [
+    "WEBHOOK_SECRET",
     "ServiceProcess",
     "api_server",
     "celery_worker_process",

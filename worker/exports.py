@@ -67,13 +67,14 @@ def build_packages(artifact: Path, work: Path, rows: Callable[[], Any],
     """Export ``artifact`` once per variant into ``work``; the figures also go into its metrics.json and report.
 
     ``rows()`` gives the check rows (``lelp.export.CheckRows``, or None for the built-in probe set);
-    it is called once, only when onnxruntime is installed (no runtime: no package, nothing to check).
+    it is called once, only when onnxruntime is installed (without it each variant is an error: no package).
     """
     from lelp.errors import LELPError
     from lelp.export import export_onnx, onnxruntime_available, record_export
+    from lelp.export.runtime import EXTRA_HINT
 
-    if not onnxruntime_available():
-        return []
+    if not onnxruntime_available():  # recorded, so the API answers export_failed instead of asking again
+        return [BuiltExport(q, 0.0, error=f"this worker has no ONNX support: {EXTRA_HINT}") for q in variants]
     check_rows = rows()
     built = []
     for quantize in variants:

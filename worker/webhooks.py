@@ -14,8 +14,6 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import sqlalchemy as sa
-
 from app.db import job_states
 from app.db import repositories as repo
 from app.db.models import Job
@@ -59,7 +57,7 @@ def deliver(settings: Settings, job_id: str, attempt: int) -> Outcome:
         url, event = job.webhook_url, webhooks.event_type(job.status)
         problem = webhooks.webhook_problem(url, settings)
         if problem is not None:  # allowed at submit, no longer: nothing is called
-            job_states.settle_webhook(session, job_id, "failed")
+            job_states.end_webhook(session, job_id, "failed")
             repo.add_event(session, job_id, "webhook", f"{event} not sent: {problem}",
                            {"event": event, "attempt": attempt, "delivered": False, "gave_up": True,
                             "error": "host_not_allowed"})
@@ -93,7 +91,7 @@ def deliver(settings: Settings, job_id: str, attempt: int) -> Outcome:
         message = f"{event} not delivered (try {attempt} of {settings.webhook_max_attempts}, {answer}); " \
                   f"next try in {wait:g} s"
     with session_scope(settings.database_url) as session:
-        job_states.settle_webhook(session, job_id, state)
+        job_states.end_webhook(session, job_id, state)
         repo.add_event(session, job_id, "webhook", message, data)
     log.info("job %s webhook try %d: %s", job_id, attempt, outcome.result)
     return outcome
@@ -103,9 +101,8 @@ def owe(settings: Settings, job_id: str) -> None:
     """After a job's final state is committed: hand its pending webhook, if any, to a worker."""
     try:
         with session_scope(settings.database_url) as session:
-            pending = session.scalar(sa.select(Job.webhook_state).where(Job.id == job_id)) == "pending"
-    except Exception:  # noqa: BLE001 - the job is finished either way
-        log.warning("could not read the webhook state of job %s", job_id, exc_info=True)
-        return
-    if pending:
-        webhooks.send_webhook(job_id)
+            job = session.get(Job, job_id)
+            if job is not None and job.webhook_state == "pending" and job.webhook_sent_at is None:
+                webhooks.hand_off(session, job_id)
+    except Exception:  # noqa: BLE001 - the job is finished either way; the recovery sweep sends it
+        log.warning("could not hand the webhook of job %s to a worker", job_id, exc_info=True)

@@ -151,6 +151,44 @@ def finish(
     return True
 
 
+def end_webhook(session: Session, job_id: str, state: str) -> bool:
+    """Settle a pending webhook delivery: ``delivered``, ``failed`` or (a failed try, more to come) ``pending``."""
+    if state not in ("pending", "delivered", "failed"):
+        raise ValueError(f"not a webhook state: {state!r}")
+    result = session.execute(sa.update(Job).where(Job.id == job_id, Job.webhook_state == "pending")
+                             .values(webhook_state=state))
+    return bool(result.rowcount)
+
+
+def mark_webhook_sent(session: Session, job_id: str) -> bool:
+    """The pending delivery reached the broker (its outbox entry is done)."""
+    result = session.execute(sa.update(Job).where(Job.id == job_id, Job.webhook_state == "pending")
+                             .values(webhook_sent_at=utcnow()).execution_options(synchronize_session=False))
+    return bool(result.rowcount)
+
+
+def unsent_webhooks(session: Session, older_than: datetime) -> list[str]:
+    """Jobs finished before ``older_than`` whose pending delivery never reached the broker (the process
+    that finished them died between its commit and its send, or the broker refused it)."""
+    query = sa.select(Job.id).where(Job.webhook_state == "pending", Job.webhook_sent_at.is_(None),
+                                    Job.finished_at < older_than)
+    return list(session.scalars(query))
+
+
+def take_unsent_webhook(session: Session, job_id: str) -> bool:
+    """Take the right to send an owed delivery (one sweeper wins; marked sent now, undone if the send fails)."""
+    result = session.execute(sa.update(Job).where(Job.id == job_id, Job.webhook_state == "pending",
+                                                  Job.webhook_sent_at.is_(None))
+                             .values(webhook_sent_at=utcnow()).execution_options(synchronize_session=False))
+    return bool(result.rowcount)
+
+
+def forget_webhook_send(session: Session, job_id: str) -> None:
+    """A send that failed: the delivery is owed again."""
+    session.execute(sa.update(Job).where(Job.id == job_id, Job.webhook_state == "pending")
+                    .values(webhook_sent_at=None).execution_options(synchronize_session=False))
+
+
 def requeue_stale(session: Session, job_id: str, stale_before: datetime, by: str | None = None) -> bool:
     """Put a running job whose heartbeat is older than ``stale_before`` back to queued (its worker died).
 
@@ -266,10 +304,3 @@ def stale_queued_jobs(session: Session, older_than: datetime) -> list[Job]:
                                  Job.updated_at < older_than)
     return list(session.scalars(query))
 
-
-def settle_webhook(session: Session, job_id: str, state: str) -> bool:
-    """Move a job's owed webhook (``pending``) to ``state`` (``delivered`` | ``failed`` | ``pending``);
-    False when no webhook of the job is owed any more (another try settled it first)."""
-    result = session.execute(sa.update(Job).where(Job.id == job_id, Job.webhook_state == "pending")
-                             .values(webhook_state=state))
-    return result.rowcount == 1

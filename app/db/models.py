@@ -97,6 +97,7 @@ class Job(Base):
         sa.Index("ix_jobs_tenant_id_status_created_at", "tenant_id", "status", "created_at"),
         sa.Index("ix_jobs_status_heartbeat_at", "status", "heartbeat_at"),
         sa.Index("ix_jobs_status_enqueued_at", "status", "enqueued_at"),
+        sa.Index("ix_jobs_webhook_state_webhook_sent_at", "webhook_state", "webhook_sent_at"),  # the sweep's step 5
     )
 
     id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
@@ -130,6 +131,8 @@ class Job(Base):
     # state: NULL (none owed), "pending" (set with the final state, in the same UPDATE), "delivered", "failed".
     webhook_url: Mapped[str | None] = mapped_column(sa.Text)
     webhook_state: Mapped[str | None] = mapped_column(sa.String(16))
+    # When a pending delivery was handed to the broker; NULL while owed (the recovery sweep sends those).
+    webhook_sent_at: Mapped[datetime | None] = mapped_column(TZ)
     created_at: Mapped[datetime] = mapped_column(TZ, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(TZ)
     finished_at: Mapped[datetime | None] = mapped_column(TZ)

@@ -25,7 +25,7 @@ from app.queue import enqueue_job, route
 from app.schemas.jobs import JobCreate
 from app.services.base_models import resolve_student_base
 from app.services.job_checks import check_job
-from app.services.webhooks import check_webhook_url, send_webhook
+from app.services.webhooks import check_webhook_url, hand_off
 from app.settings import Settings
 from app.storage import ArtifactStore, StorePaths
 
@@ -181,7 +181,9 @@ def cancel_job(session: Session, job: Job, store: ArtifactStore | None = None) -
         session.refresh(job)
         session.commit()  # the refresh began a read: end it so the connection goes back
         if job.webhook_state == "pending":  # cancelled here (it was queued): its webhook is owed now
-            send_webhook(job.id)
+            hand_off(session, job.id)
+            session.refresh(job)
+            session.commit()
     if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):  # it finished while we were cancelling
         raise Conflict(f"the job already {job.status}", code="job_finished")
     if job.status == JobStatus.CANCELLED and store is not None:

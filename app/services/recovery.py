@@ -18,7 +18,9 @@ every API process, and once at start-up by ``lelp serve``):
    with a live worker or API process, no job waits without a message longer than
    ``enqueue_grace_s + sweep_interval_s`` (20 s by default);
 4. a ``queued`` job sent but untouched for ``queued_stale_s`` is sent again (a broker
-   that dropped a message some other way).
+   that dropped a message some other way);
+5. a finished job's webhook delivery not handed to the broker ``enqueue_grace_s`` after the job
+   finished is sent (``app.services.webhooks``; the same outbox, ``jobs.webhook_sent_at``).
 A duplicate message is harmless: the claim lets only one delivery run a job. Each change is
 one conditional UPDATE (``app.db.job_states``), so any number of processes may sweep at once;
 each send happens after its commit and is marked done after it (a transactional outbox).
@@ -101,7 +103,27 @@ def sweep(settings: Settings, *, now: datetime | None = None, running_stale_s: f
         for job in job_states.stale_queued_jobs(session, queued_cutoff):
             if job_states.touch_queued(session, job.id, queued_cutoff):
                 to_send.append((job.id, job.device))
-    return sent + _send_all(settings, to_send, send, "sent job %s again: its message was owed or lost")
+    sent += _send_all(settings, to_send, send, "sent job %s again: its message was owed or lost")
+    _send_webhooks(settings, unsent_cutoff)
+    return sent
+
+
+def _send_webhooks(settings: Settings, older_than: datetime) -> list[str]:
+    """Step 5: a finished job's webhook delivery still owed ``enqueue_grace_s`` after it finished is sent."""
+    from app.services.webhooks import send_webhook
+
+    with session_scope(settings.database_url) as session:
+        taken = [job_id for job_id in job_states.unsent_webhooks(session, older_than)
+                 if job_states.take_unsent_webhook(session, job_id)]
+    sent = []
+    for job_id in taken:
+        if send_webhook(job_id):
+            log.warning("sent the webhook of job %s: its hand-off was owed", job_id)
+            sent.append(job_id)
+            continue
+        with session_scope(settings.database_url) as session:
+            job_states.forget_webhook_send(session, job_id)
+    return sent
 
 
 def _send_all(settings: Settings, jobs: list[tuple[str, str]], send: Send, what: str) -> list[str]:

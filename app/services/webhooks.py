@@ -27,6 +27,9 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from sqlalchemy.orm import Session
+
+from app.db import job_states
 from app.db.models import Job
 from app.errors import Unprocessable
 from app.settings import Settings
@@ -117,12 +120,23 @@ def verify_signature(secret: str, header: str, body: bytes, *, tolerance_s: floa
     return hmac.compare_digest(sign(secret, timestamp, body), f"t={timestamp},v1={fields.get('v1', '')}")
 
 
-def send_webhook(job_id: str) -> None:
-    """Hand the owed delivery to a worker (``lelp.deliver_webhook``); a broker failure is logged, not raised
-    (the job's state is already committed)."""
+def send_webhook(job_id: str) -> bool:
+    """Hand the owed delivery to a worker (``lelp.deliver_webhook``); False when the broker refused it
+    (logged, not raised: the job's state is already committed, and the recovery sweep sends it later)."""
     from app.queue import enqueue_webhook
 
     try:
         enqueue_webhook(job_id)
     except Exception:  # noqa: BLE001 - the job is finished either way
-        log.warning("could not hand the webhook of job %s to a worker", job_id, exc_info=True)
+        log.warning("could not hand the webhook of job %s to a worker; the sweep will", job_id, exc_info=True)
+        return False
+    return True
+
+
+def hand_off(session: Session, job_id: str) -> bool:
+    """After the commit that owed it: send the delivery, then mark it sent (a transactional outbox)."""
+    if not send_webhook(job_id):
+        return False
+    job_states.mark_webhook_sent(session, job_id)
+    session.commit()
+    return True

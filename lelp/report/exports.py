@@ -33,7 +33,7 @@ def export_rows(metrics: dict) -> list[dict]:
     rows = []
     for variant in names:
         check = exports[variant]
-        if not isinstance(check, dict):
+        if not isinstance(check, dict) or "error" in check:  # a failed build: no figures (its error is in events)
             continue
         fp32, int8 = check.get("fp32") or {}, check.get("int8")
         size = check.get("size_bytes")

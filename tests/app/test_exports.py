@@ -153,6 +153,28 @@ def test_the_api_never_builds_an_export(client, auth_a, job_body, make_student_m
     assert [e["data"]["variant"] for e in events if e["type"] == "export_built"] == ["onnx-fp32", "onnx-int8"]
 
 
+def test_a_worker_without_onnxruntime_records_why(client, auth_a, job_body, make_student_model,
+                                                  monkeypatch) -> None:  # noqa: ANN001
+    """Not an endless 503: the API answers export_failed with the reason, predict is served on torch, the
+    report leaves the failed variants out of its table."""
+    import lelp.export
+    from lelp.report.exports import export_rows
+    from worker.exports import build_model_exports
+
+    model = make_student_model(client, auth_a, job_body)
+    monkeypatch.setattr(lelp.export, "onnxruntime_available", lambda: False)
+    built = build_model_exports(client.app.state.settings, model["id"])
+    assert [b.event()[0] for b in built] == ["export_failed", "export_failed"]
+    monkeypatch.undo()
+    r = client.get(f"/v1/models/{model['id']}/artifact?format=onnx", headers=auth_a)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "export_failed"
+    assert "no ONNX support" in r.json()["error"]["message"]
+    metrics = client.get(f"/v1/models/{model['id']}", headers=auth_a).json()["metrics"]
+    assert export_rows(metrics) == [] and metrics["export"]["onnx-int8"]["error"]
+    r = client.post(f"/v1/models/{model['id']}/predict", headers=auth_a, json={"inputs": ["a good film"]})
+    assert r.status_code == 200 and client.app.state.inference.runtime_of(model["id"]) == "torch"
+
+
 def test_students_are_served_on_onnxruntime_and_int8_only_when_asked(client, auth_a, job_body, make_student_model,
                                                                      ngram_student) -> None:  # noqa: ANN001
     from lelp.artifacts import load_student

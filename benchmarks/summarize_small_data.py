@@ -37,7 +37,8 @@ def main(paths: list[str]) -> None:
                 runs[(*setting, kind, method)] += items
     t = teacher["test"]["accuracy"] * 100
     print(f"teacher: test {t:.2f}%, validation {teacher['validation']['accuracy'] * 100:.2f}%\n")
-    print("| rows | variants | student | method | seeds | test acc % (± SE) | % of teacher | val acc % | best/run epochs |")
+    print("| rows | variants | student | method | seeds | test acc % (± SE) | % of teacher | val acc % "
+          "| best/run epochs |")
     print("|---|---|---|---|---|---|---|---|---|")
     for (dataset, rows, augment, aug_rows, kind, method), items in sorted(runs.items(), key=lambda x: str(x[0])):
         test = [x["test"]["accuracy"] for x in items]

@@ -12,10 +12,10 @@ from __future__ import annotations
 from enum import StrEnum
 
 from lelp.method.registry import DEFAULT_METHOD, METHOD_CHOICES
-from lelp.students.registry import DEFAULT_STUDENT_KIND, STUDENT_KINDS
+from lelp.students.registry import DEFAULT_STUDENT_KIND, STUDENT_CHOICES, STUDENT_KINDS
 
 __all__ = ["ACTIVE_STATUSES", "DEFAULT_METHOD", "DEFAULT_STUDENT_KIND", "DEVICE_CHOICES", "FINISHED_STATUSES",
-           "METHOD_CHOICES", "STUDENT_KINDS", "JobStatus", "spoken_list"]
+           "METHOD_CHOICES", "STUDENT_CHOICES", "STUDENT_KINDS", "JobStatus", "spoken_list"]
 
 
 class JobStatus(StrEnum):

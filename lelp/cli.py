@@ -18,7 +18,7 @@ import typer
 from lelp.errors import LELPError
 from lelp.method.registry import DEFAULT_METHOD, METHOD_CHOICES
 from lelp.progress import Progress
-from lelp.students.registry import DEFAULT_STUDENT_KIND, STUDENT_KINDS
+from lelp.students.registry import DEFAULT_STUDENT_KIND, STUDENT_CHOICES
 
 EXIT_USER_ERROR = 2
 METHOD_HELP = "|".join(METHOD_CHOICES)
@@ -169,7 +169,7 @@ def distill_command(
     eval_label_column: Annotated[str | None, typer.Option(
         help="label column of the --eval file; default: --label-column (an eval file needs labels)")] = None,
     method: Annotated[str, typer.Option(help=METHOD_HELP)] = DEFAULT_METHOD,
-    student: Annotated[str, typer.Option(help="|".join((*STUDENT_KINDS, "auto")) + " (auto: the most accurate "
+    student: Annotated[str, typer.Option(help="|".join(STUDENT_CHOICES) + " (auto: the most accurate "
                                          "fast kind at >= --min-speedup x the teacher)")] = DEFAULT_STUDENT_KIND,
     min_speedup: Annotated[float, typer.Option(help="--student auto: the least CPU speed-up over the teacher")
                            ] = 100.0,

@@ -32,7 +32,7 @@ from app.vocabulary import (
     DEFAULT_STUDENT_KIND,
     DEVICE_CHOICES,
     METHOD_CHOICES,
-    STUDENT_KINDS,
+    STUDENT_CHOICES,
     JobStatus,
     spoken_list,
 )
@@ -250,7 +250,7 @@ def jobs_submit(
         "--eval", metavar="ID", help="Evaluation dataset id; default: 10% of the train rows are held out.")] = None,
     method: Annotated[str, typer.Option(
         metavar="METHOD", help=f"{spoken_list(METHOD_CHOICES)}.")] = DEFAULT_METHOD,
-    student: Annotated[str, typer.Option(metavar="KIND", help=f"{spoken_list(STUDENT_KINDS)}.")
+    student: Annotated[str, typer.Option(metavar="KIND", help=f"{spoken_list(STUDENT_CHOICES)}.")
                        ] = DEFAULT_STUDENT_KIND,
     student_base: Annotated[str | None, typer.Option(metavar="ID", help="Base model or teacher id the student "
                                                      "starts from (encoder_mlp needs one), or a URI under the "

@@ -13,14 +13,14 @@ from app.vocabulary import (
     DEFAULT_STUDENT_KIND,
     DEVICE_CHOICES,
     METHOD_CHOICES,
-    STUDENT_KINDS,
+    STUDENT_CHOICES,
     JobStatus,
 )
 
 # The lists come from the library (app.vocabulary): a new method or student kind needs no edit here.
 # "auto" trains kd, lelp and random_subclass and keeps the best on a held-out split.
 Method = Literal[METHOD_CHOICES]  # type: ignore[valid-type]
-StudentKind = Literal[(*STUDENT_KINDS, "auto")]  # type: ignore[valid-type]
+StudentKind = Literal[STUDENT_CHOICES]  # type: ignore[valid-type]
 Device = Literal[DEVICE_CHOICES]  # type: ignore[valid-type]
 
 

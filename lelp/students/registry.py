@@ -67,6 +67,8 @@ DEFAULT_STUDENT_KIND = "cnn"
 AUTO_STUDENT = "auto"
 AUTO_STUDENT_KINDS = ("cnn", "static", "ngram")
 DEFAULT_MIN_SPEEDUP = 100.0
+# What a user may ask for: a kind, or "auto" (as METHOD_CHOICES for methods).
+STUDENT_CHOICES: tuple[str, ...] = (*STUDENT_KINDS, AUTO_STUDENT)
 
 
 def kind_info(kind: str) -> KindInfo:

@@ -13,7 +13,7 @@ from app.schemas.jobs import JobCreate, JobRead
 from app.vocabulary import JobStatus
 from lelp.errors import ConfigError
 from lelp.method.registry import DEFAULT_METHOD, METHOD_CHOICES, Method
-from lelp.students.registry import AUTO_STUDENT, DEFAULT_STUDENT_KIND, STUDENT_KINDS
+from lelp.students.registry import DEFAULT_STUDENT_KIND, STUDENT_CHOICES, STUDENT_KINDS
 
 
 def test_the_api_schema_lists_the_library_methods_and_student_kinds() -> None:
@@ -21,7 +21,8 @@ def test_the_api_schema_lists_the_library_methods_and_student_kinds() -> None:
     assert set(schema["properties"]["method"]["enum"]) == {"auto", *(m.value for m in Method)}
     assert schema["properties"]["method"]["default"] == DEFAULT_METHOD == "auto"
     student = schema["$defs"]["StudentSpec"]["properties"]["kind"]
-    assert student["enum"] == [*STUDENT_KINDS, AUTO_STUDENT] and student["default"] == DEFAULT_STUDENT_KIND
+    assert student["enum"] == list(STUDENT_CHOICES) == [*STUDENT_KINDS, "auto"]
+    assert student["default"] == DEFAULT_STUDENT_KIND
     status = JobRead.model_json_schema()["$defs"]["JobStatus"]["enum"]
     assert status == [s.value for s in JobStatus] == list(JOB_STATUSES)
     assert set(ACTIVE_STATUSES) | set(FINISHED_STATUSES) == set(JobStatus) and FINISHED == FINISHED_STATUSES

@@ -237,6 +237,14 @@ def _subclasses(value: str | None) -> int | str | None:
     raise fail("invalid_option", f"--subclasses must be a positive integer or 'auto', got {value!r}")
 
 
+def _augment(value: str | None) -> int | str | None:
+    if value is None or value == "auto":
+        return value
+    if value.isdigit():
+        return int(value)
+    raise fail("invalid_option", f"--augment must be a whole number of variants per row or 'auto', got {value!r}")
+
+
 Wait = Annotated[bool, typer.Option("--wait", help="Follow the job to its end with one progress bar, then "
                                                    "print a one-line summary.")]
 
@@ -271,25 +279,31 @@ def jobs_submit(
     max_length: Annotated[int | None, typer.Option(metavar="N", help="Longest input in tokens.",
                                                    show_default="128")] = None,
     seed: Annotated[int | None, typer.Option(metavar="N", help="Random seed.", show_default="0")] = None,
-    augment: Annotated[int | None, typer.Option(metavar="K", help="Teacher-scored variants per training row.",
-                                                show_default="0")] = None,
+    augment: Annotated[str | None, typer.Option(metavar="K", help="Teacher-scored variants per training row, or "
+                                                "'auto' (small sets only; 0: none).", show_default="auto")] = None,
     patience: Annotated[int | None, typer.Option(metavar="N", help="Epochs without a better validation score "
                                                  "before training stops.")] = None,
     device: Annotated[str, typer.Option(metavar="DEVICE", help=f"{spoken_list(DEVICE_CHOICES)} (gpu needs a live "
                                                                "GPU worker).")] = "auto",
     idempotency_key: Annotated[str | None, typer.Option(metavar="KEY", help="Retry-safe submission key: the "
                                                         "same key and options return the same job.")] = None,
+    name: Annotated[str | None, typer.Option(metavar="NAME", help="A name for the job (lists show it).")] = None,
+    min_speedup: Annotated[float | None, typer.Option(metavar="X", help="--student auto: the least CPU speed-up "
+                                                      "over the teacher.", show_default="100")] = None,
+    webhook_url: Annotated[str | None, typer.Option(metavar="URL", help="POSTed the job's final state, signed "
+                                                    "(a host the server allows).")] = None,
     wait: Wait = False,
     as_json: AsJson = False,
 ) -> None:
     """Submit a distillation job (every field of POST /v1/jobs is an option)."""
     hyper = {"subclasses": _subclasses(subclasses), "beta": beta, "tau": tau, "alpha": alpha, "epochs": epochs,
              "learning_rate": learning_rate, "batch_size": batch_size, "max_length": max_length, "seed": seed,
-             "augment": augment, "patience": patience}
+             "augment": _augment(augment), "patience": patience}
+    spec: str | dict = student if min_speedup is None else {"kind": student, "min_speedup": min_speedup}
     with client() as c:
-        job = c.create_job(teacher, train, eval_dataset_id=eval_, method=method, student=student,
+        job = c.create_job(teacher, train, eval_dataset_id=eval_, method=method, student=spec,
                            student_base=student_base, device=device, hyperparameters=hyper,
-                           idempotency_key=idempotency_key)
+                           idempotency_key=idempotency_key, webhook_url=webhook_url, name=name)
         if not wait:
             output(job, as_json, lambda j: typer.echo(render.job_summary(j)))
             return

@@ -196,10 +196,12 @@ class LelpClient:
                    method: str = DEFAULT_METHOD, student: str | dict = DEFAULT_STUDENT_KIND,
                    student_base: str | None = None,
                    device: str = "auto", hyperparameters: dict | None = None,
-                   idempotency_key: str | None = None, webhook_url: str | None = None) -> dict:
+                   idempotency_key: str | None = None, webhook_url: str | None = None,
+                   name: str | None = None) -> dict:
         """Submit a job (202); the same ``idempotency_key`` and body replay the same job.
 
         ``webhook_url``: POSTed the job's final state, signed (a host the server allows; docs/API.md).
+        ``name``: a name the job lists show (optional).
 
         ``student_base``: the id of one of your base models or teachers (or a URI under the
         server's allowed roots) to start the student from; ``encoder_mlp`` needs one.
@@ -216,6 +218,8 @@ class LelpClient:
             body["eval_dataset_id"] = eval_dataset_id
         if webhook_url:
             body["webhook_url"] = webhook_url
+        if name:
+            body["name"] = name
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return self._json("POST", "/v1/jobs", json=body, headers=headers)
 

@@ -159,3 +159,19 @@ def test_jobs_report_saves_the_live_page_of_a_queued_job(lelp, job_body, client,
     assert saved.exit_code == 0, saved.output
     page = tmp_path / f"{job['id']}-report.html"
     assert saved.stdout.strip() == str(page) and "<html" in page.read_text().lower()
+
+
+def test_submit_passes_name_augment_min_speedup_and_webhook(lelp, job_body):  # noqa: ANN001
+    base = ["jobs", "submit", "--teacher", job_body["teacher_id"], "--train", job_body["train_dataset_id"]]
+    named = lelp(*base, "--name", "first try", "--augment", "auto", "--student", "auto", "--min-speedup", "50",
+                 "--json")
+    assert named.exit_code == 0, named.output
+    job = json.loads(named.stdout)
+    assert job["name"] == "first try" and job["hyperparameters"]["augment"] == "auto"
+    assert job["student"]["kind"] == "auto" and job["student"]["min_speedup"] == 50.0
+    counted = json.loads(lelp(*base, "--augment", "2", "--json").stdout)
+    assert counted["hyperparameters"]["augment"] == 2
+    bad = lelp(*base, "--augment", "many")
+    assert bad.exit_code == 2 and "--augment" in bad.output
+    refused = lelp(*base, "--webhook-url", "https://not-allowed.example/hook")  # no host is allowed here
+    assert refused.exit_code == 2 and "webhook" in refused.output

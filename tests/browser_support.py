@@ -58,13 +58,20 @@ def console_errors(driver) -> list[str]:
     return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
 
 
+# The browser's own pages (a download bubble, an internal dialog) load chrome:// resources from
+# inside the browser; they are not requests a page made and never reach a network.
+BROWSER_INTERNAL = ("chrome://", "chrome-untrusted://", "devtools://")
+
+
 def requested_urls(driver) -> list[str]:
     """URLs the page asked for since the last call, from the DevTools network log."""
     urls = []
     for entry in driver.get_log("performance"):
         message = json.loads(entry["message"])["message"]
         if message.get("method") == "Network.requestWillBeSent":
-            urls.append(message["params"]["request"]["url"])
+            url = message["params"]["request"]["url"]
+            if not url.startswith(BROWSER_INTERNAL):
+                urls.append(url)
     return urls
 
 

@@ -324,26 +324,24 @@ class InferenceService:
 
         return serving_runtime(kind, self.runtime if self.exports is not None else "torch")
 
-    def warm_up(self) -> threading.Thread | None:
+    def warm_up(self) -> None:
         """Import what serving an ONNX package needs (onnxruntime, the tokenizer and hashing libraries;
-        never torch) in a background thread at start-up, so the first predict after a job ends loads a
-        package in a fraction of a second instead of paying 2-5 s of imports (issue 19)."""
+        never torch) at start-up, so the first predict after a job ends loads a package in a fraction of
+        a second instead of paying 2-5 s of imports (issue 19).
+
+        In the start-up itself, not in a background thread: transformers' lazy module is not safe to
+        import from two threads at once (a request's or a test's ``from transformers import BertConfig``
+        beside the warm-up's import failed with "cannot import name" on a fresh install)."""
         from lelp.export.runtime import onnxruntime_available  # torch-free
 
         if self.exports is None or self.runtime == "torch" or not onnxruntime_available():
-            return None
-
-        def run() -> None:
-            try:
-                import onnxruntime  # noqa: F401
-                import sklearn.feature_extraction  # noqa: F401 - the ngram student's hashing
-                from transformers import PreTrainedTokenizerFast  # noqa: F401 - the table students' tokenizer
-            except Exception:  # noqa: BLE001 - advisory: the first predict imports them itself
-                log.warning("warming up the serving runtime failed", exc_info=True)
-
-        thread = threading.Thread(target=run, name="lelp-serving-warm-up", daemon=True)
-        thread.start()
-        return thread
+            return
+        try:
+            import onnxruntime  # noqa: F401
+            import sklearn.feature_extraction  # noqa: F401 - the ngram student's hashing
+            from transformers import PreTrainedTokenizerFast  # noqa: F401 - the table students' tokenizer
+        except Exception:  # noqa: BLE001 - advisory: the first predict imports them itself
+            log.warning("warming up the serving runtime failed", exc_info=True)
 
     def runtime_of(self, model_id: str) -> str | None:
         """The runtime of the loaded copy in this process (None when not loaded)."""

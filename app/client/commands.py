@@ -229,20 +229,13 @@ def datasets_upload(
 # --- jobs ---------------------------------------------------------------------------------------
 
 
-def _subclasses(value: str | None) -> int | str | None:
+def _count_or_auto(value: str | None, option: str, what: str) -> int | str | None:
+    """``--subclasses`` / ``--augment``: a whole number or ``auto`` (None: the server's default)."""
     if value is None or value == "auto":
         return value
     if value.isdigit():
         return int(value)
-    raise fail("invalid_option", f"--subclasses must be a positive integer or 'auto', got {value!r}")
-
-
-def _augment(value: str | None) -> int | str | None:
-    if value is None or value == "auto":
-        return value
-    if value.isdigit():
-        return int(value)
-    raise fail("invalid_option", f"--augment must be a whole number of variants per row or 'auto', got {value!r}")
+    raise fail("invalid_option", f"{option} must be {what} or 'auto', got {value!r}")
 
 
 Wait = Annotated[bool, typer.Option("--wait", help="Follow the job to its end with one progress bar, then "
@@ -296,9 +289,10 @@ def jobs_submit(
     as_json: AsJson = False,
 ) -> None:
     """Submit a distillation job (every field of POST /v1/jobs is an option)."""
-    hyper = {"subclasses": _subclasses(subclasses), "beta": beta, "tau": tau, "alpha": alpha, "epochs": epochs,
-             "learning_rate": learning_rate, "batch_size": batch_size, "max_length": max_length, "seed": seed,
-             "augment": _augment(augment), "patience": patience}
+    hyper = {"subclasses": _count_or_auto(subclasses, "--subclasses", "a positive integer"), "beta": beta,
+             "tau": tau, "alpha": alpha, "epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size,
+             "max_length": max_length, "seed": seed, "patience": patience,
+             "augment": _count_or_auto(augment, "--augment", "a whole number of variants per row")}
     spec: str | dict = student if min_speedup is None else {"kind": student, "min_speedup": min_speedup}
     with client() as c:
         job = c.create_job(teacher, train, eval_dataset_id=eval_, method=method, student=spec,

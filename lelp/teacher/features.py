@@ -303,6 +303,21 @@ def _model_device(model: torch.nn.Module, device: str | torch.device | None) -> 
 # --------------------------------------------------------------------------- teacher features
 
 
+
+def _embeddings_and_logits(teacher, model):  # noqa: ANN001, ANN202
+    """A batch -> {"embeddings": the input of the teacher's head, "logits"} (the head's input read by a hook)."""
+
+    def forward(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        captured: list[torch.Tensor] = []
+        hook = teacher.head.register_forward_pre_hook(lambda _module, args: captured.append(args[0]))
+        try:
+            logits = model(**batch).logits
+        finally:
+            hook.remove()
+        return {"embeddings": captured[-1], "logits": logits}
+
+    return forward
+
 def extract_teacher_features(
     teacher: Teacher,
     texts: Sequence[str],
@@ -332,14 +347,7 @@ def extract_teacher_features(
     data_sha = dataset_sha256 or texts_sha256(texts, text_pairs)
     key = cache_key("teacher", teacher.info.sha256, data_sha, n, max_length)
 
-    def forward(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        captured: list[torch.Tensor] = []
-        hook = teacher.head.register_forward_pre_hook(lambda _module, args: captured.append(args[0]))
-        try:
-            logits = model(**batch).logits
-        finally:
-            hook.remove()
-        return {"embeddings": captured[-1], "logits": logits}
+    forward = _embeddings_and_logits(teacher, model)
 
     def fill(arrays: dict[str, np.ndarray], rows: np.ndarray | None = None) -> None:
         sub_texts, sub_pairs = texts, text_pairs
@@ -390,14 +398,7 @@ def extend_teacher_features(
     }
     key = cache_key("teacher", teacher.info.sha256, dataset_sha256, n_base + n_new, max_length)
 
-    def forward(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        captured: list[torch.Tensor] = []
-        hook = teacher.head.register_forward_pre_hook(lambda _module, args: captured.append(args[0]))
-        try:
-            logits = model(**batch).logits
-        finally:
-            hook.remove()
-        return {"embeddings": captured[-1], "logits": logits}
+    forward = _embeddings_and_logits(teacher, model)
 
     def fill(arrays: dict[str, np.ndarray]) -> None:
         for start in range(0, n_base, block_rows):

@@ -124,7 +124,8 @@ def traffic_summary(session: Session, model: Model) -> dict[str, Any]:
 
 def _traffic_dataset(session: Session, store: ArtifactStore, settings: Settings, model: Model, train: Dataset,
                      tmp_dir: Path) -> tuple[Dataset, int]:
-    """The parent job's training rows plus the kept rows (labelled with the teacher's answers), as a new dataset."""
+    """The parent job's training rows plus the kept rows, as a new dataset (the kept rows labelled with the
+    teacher's answers where the parent's rows are labelled, unlabelled like them otherwise)."""
     from app.services import datasets as datasets_service
     from app.services.datasets import ColumnChoice
     from lelp.data.datasets import read_table
@@ -148,8 +149,14 @@ def _traffic_dataset(session: Session, store: ArtifactStore, settings: Settings,
             for i, text in enumerate(table.texts):
                 label = table.labels[i] if table.labels is not None else None
                 writer.writerow([text, table.text_pairs[i], label or ""] if pairs else [text, label or ""])
+            # The teacher scores every row again when the job extracts its features, so a kept row's
+            # stored answer adds nothing to soft targets; it is written as a label only beside labelled
+            # rows. Unlabelled transfer rows plus labels of one class (deferred rows are often of one
+            # class) would be refused as a single-class training set.
+            labelled = table.labels is not None and any(label is not None for label in table.labels)
             for row in kept:
-                writer.writerow([row.text, row.text_pair or "", row.label] if pairs else [row.text, row.label])
+                label = row.label if labelled else ""
+                writer.writerow([row.text, row.text_pair or "", label] if pairs else [row.text, label])
         import hashlib
 
         data = path.read_bytes()

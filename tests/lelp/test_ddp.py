@@ -28,7 +28,8 @@ TEXTS = ["good great film", "bad awful plot", "the story was quite dull", "a won
 
 def _config(teacher, train, eval_, **overrides) -> DistillConfig:
     base = dict(teacher_dir=str(teacher), train_path=str(train), eval_path=str(eval_), method="kd", epochs=3,
-                student="transformer", student_options={"layers": 1}, max_length=32, device="cpu")
+                student="transformer", student_options={"layers": 1}, max_length=32, device="cpu",
+                augment=0)  # the cache holds train and eval rows only; variants are tested in test_augment
     return DistillConfig(**{**base, **overrides})
 
 

@@ -31,18 +31,10 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.hostile_memory import MB, rss  # noqa: E402
 from demo.run import free_port, start_server, stop_server, wait_ready  # noqa: E402
 from tests.tiny import make_text_rows, make_tiny_teacher, write_csv  # noqa: E402
 from worker.embedded import API_KEY_FILE  # noqa: E402
-
-MB = 1024 * 1024
-
-
-def rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
 
 
 class Peak:

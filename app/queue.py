@@ -20,6 +20,9 @@ gains from a GPU (``GPU_KINDS``); everything else goes to ``cpu``.
 
 from __future__ import annotations
 
+import base64
+import json
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -184,6 +187,76 @@ def broker_emptied(broker_url: str) -> bool:
     client = _redis(broker_url)
     try:
         return not client.exists(BROKER_MARK_KEY)
+    finally:
+        client.close()
+
+
+@dataclass(frozen=True)
+class BrokerMessages:
+    """The job messages a Redis broker would still hand a worker.
+
+    ``waiting``: job ids with a message on a queue's list. ``reserved_at``: job ids whose message a
+    worker took and has not acknowledged (kombu's ``unacked`` hash), with the latest time one was
+    taken (its ``unacked_index``). With ``task_acks_late`` a running job's message stays reserved
+    while it runs; a *queued* job's reservation that ages is a message nobody is running: its
+    worker dropped it (Celery clears the messages it reserved when its broker link breaks, and
+    kombu's hand-back fails while the broker is away), or holds it behind a long job.
+    """
+
+    waiting: frozenset[str]
+    reserved_at: dict[str, float]
+
+
+UNACKED_KEY, UNACKED_INDEX_KEY = "unacked", "unacked_index"  # kombu's Redis transport defaults
+PRIORITY_SEPARATOR = "\x06\x16"  # kombu's Redis transport: "cpu", "cpu\x06\x163", ... one list per priority
+_READ_CHUNK = 500
+
+
+def _job_of(raw: bytes) -> str | None:
+    """The job id a ``lelp.run_job`` message carries (None for other tasks or a message we cannot read)."""
+    try:
+        message = json.loads(raw)
+        if isinstance(message, list):  # unacked entries are [message, exchange, routing_key]
+            message = message[0]
+        if message.get("headers", {}).get("task") != TASK_NAME:
+            return None
+        body = message["body"]
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]
+        return str(args[0]) if args else None
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return None
+
+
+def job_messages(broker_url: str) -> BrokerMessages | None:
+    """Read which jobs a Redis broker holds a message for (None for other transports).
+
+    Reads the queues' lists in chunks (a long backlog is never one reply) and the reserved
+    messages; raises when the broker does not answer.
+    """
+    if broker_url.split("://", 1)[0] not in REDIS_SCHEMES:
+        return None
+    client = _redis(broker_url)
+    try:
+        waiting: set[str] = set()
+        keys = [k for q in QUEUES for k in client.scan_iter(match=f"{q}*", count=500)
+                if k.decode(errors="replace") in QUEUES
+                or k.decode(errors="replace").split(PRIORITY_SEPARATOR)[0] in QUEUES]
+        for key in keys:
+            if client.type(key) != b"list":
+                continue
+            start = 0
+            while chunk := client.lrange(key, start, start + _READ_CHUNK - 1):
+                waiting.update(j for j in map(_job_of, chunk) if j)
+                start += _READ_CHUNK
+        taken = dict(client.zrange(UNACKED_INDEX_KEY, 0, -1, withscores=True))
+        reserved_at: dict[str, float] = {}
+        for tag, raw in client.hscan_iter(UNACKED_KEY, count=_READ_CHUNK):
+            job_id = _job_of(raw)
+            if job_id:
+                reserved_at[job_id] = max(reserved_at.get(job_id, 0.0), float(taken.get(tag, 0.0)))
+        return BrokerMessages(frozenset(waiting), reserved_at)
     finally:
         client.close()
 

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     enqueue_grace_s: float = Field(
         10, gt=0, description="A queued job still owed its message this long is sent again by the sweep.")
     queued_stale_s: float = Field(900, gt=0, description="A queued job untouched this long is enqueued again.")
+    broker_audit_interval_s: float = Field(
+        30, gt=0, description="How often a sweeper reads a Redis broker's queues for queued jobs whose message "
+                              "is gone (lost with a broken link, or dropped by the worker that took it).")
     sweep_in_api: bool = Field(True, description="API processes run the recovery sweep too (not only workers).")
     max_model_parameters: int = Field(2_000_000_000, gt=0,
                                       description="Most parameters a teacher or base model's config may describe.")

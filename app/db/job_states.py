@@ -249,6 +249,23 @@ def take_unsent(session: Session, job_id: str, older_than: datetime) -> bool:
     return bool(result.rowcount)
 
 
+def sent_jobs(session: Session, sent_before: datetime) -> list[Job]:
+    """Queued jobs whose message was handed to the broker before ``sent_before`` (the broker audit's rows)."""
+    query = sa.select(Job).where(Job.status == JobStatus.QUEUED, Job.enqueued_at.is_not(None),
+                                 Job.enqueued_at < sent_before)
+    return list(session.scalars(query))
+
+
+def forget_message(session: Session, job_id: str, sent_before: datetime) -> bool:
+    """The broker holds no message a worker would run for this queued job: it is owed one again."""
+    # updated_at kept (no ``onupdate``), as in forget_messages: the sweep sends it at once
+    result = session.execute(sa.update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED,
+                                                  Job.enqueued_at < sent_before)
+                             .values(enqueued_at=None, updated_at=Job.updated_at)
+                             .execution_options(synchronize_session=False))
+    return bool(result.rowcount)
+
+
 def forget_messages(session: Session) -> int:
     """The broker lost its messages (restarted empty): every queued job is owed one again."""
     # updated_at kept (no ``onupdate``): the sweep sends them at once, not after the grace

@@ -13,6 +13,12 @@ every API process, and once at start-up by ``lelp serve``):
    keeps killing workers ends ``failed``. A job whose worker still beats is never requeued,
    nor one whose worker could not beat because the database was down (the sweeper thread
    waits ``heartbeat_stale_s`` after an outage before judging heartbeats);
+   Where the broker is Redis, the sweep also reads its queues (at most every
+   ``broker_audit_interval_s``): a job queued and sent ``enqueue_grace_s`` ago that no queue
+   holds, and that no worker took within ``heartbeat_stale_s``, is owed its message again
+   (``app.queue.job_messages``). A broker link that breaks makes Celery drop the messages its
+   worker had reserved, and kombu's hand-back fails while the broker is away; a restarted
+   broker's mark does not tell that apart;
 3. a ``queued`` job still owed its message ``enqueue_grace_s`` after its commit is sent
    (the process that committed it died before its send, or the broker refused the send):
    with a live worker or API process, no job waits without a message longer than
@@ -74,16 +80,50 @@ def _check_broker(settings: Settings) -> int:
     return owed
 
 
+def _audit_broker(settings: Settings, now: datetime) -> list[str]:
+    """Step 1, read: queued jobs the broker holds no live message for are owed one; returns their ids."""
+    from app.queue import job_messages
+
+    sent_before = now - timedelta(seconds=float(settings.enqueue_grace_s))
+    with session_scope(settings.database_url) as session:
+        candidates = [job.id for job in job_states.sent_jobs(session, sent_before)]
+    if not candidates:
+        return []
+    try:
+        held = job_messages(settings.broker_url)
+    except Exception:  # the broker is down: nothing can be sent now; the next sweep asks again
+        log.warning("the broker did not answer the audit", exc_info=True)
+        return []
+    if held is None:
+        return []
+    taken_after = time.time() - settings.heartbeat_stale_s  # kombu stamps a reservation with time.time()
+    lost = [job_id for job_id in candidates if job_id not in held.waiting
+            and held.reserved_at.get(job_id, float("-inf")) < taken_after]
+    owed = []
+    with session_scope(settings.database_url) as session:
+        for job_id in lost:
+            if job_states.forget_message(session, job_id, sent_before):
+                owed.append(job_id)
+    for job_id in owed:
+        log.warning("job %s: the broker holds no message a worker is running or would run (lost, or "
+                    "taken and dropped by a worker whose broker link broke); it is sent again", job_id)
+    return owed
+
+
 def sweep(settings: Settings, *, now: datetime | None = None, running_stale_s: float | None = None,
-          send: Send | None = None, requeue_running: bool = True) -> list[str]:
+          send: Send | None = None, requeue_running: bool = True, audit_broker: bool = True) -> list[str]:
     """Requeue stale jobs, send what is owed; returns the ids sent (``running_stale_s=0``: every running job).
 
     ``requeue_running=False`` skips step 2 (the sweeper thread's choice right after the
-    database came back: heartbeats could not be written while it was down).
+    database came back: heartbeats could not be written while it was down);
+    ``audit_broker=False`` skips reading the broker's queues (the thread does it every
+    ``broker_audit_interval_s``, not every sweep).
     """
     send = send or _send
     _check_broker(settings)
     now = now or utcnow()
+    if audit_broker:
+        _audit_broker(settings, now)
     stale_s = settings.heartbeat_stale_s if running_stale_s is None else running_stale_s
     running_cutoff = now - timedelta(seconds=stale_s)
     unsent_cutoff = now - timedelta(seconds=float(settings.enqueue_grace_s))

@@ -41,9 +41,13 @@ class SweeperThread:
 
     def _run(self) -> None:
         interval = float(self.settings.sweep_interval_s)
+        audited_at = float("-inf")
         while True:
             try:
-                sweep(self.settings, requeue_running=self.requeues_running())
+                audit = time.monotonic() - audited_at >= self.settings.broker_audit_interval_s
+                if audit:
+                    audited_at = time.monotonic()
+                sweep(self.settings, requeue_running=self.requeues_running(), audit_broker=audit)
             except Exception:  # a database or broker blip: try again next round
                 self._failed_at = time.monotonic()
                 log.warning("sweep failed", exc_info=True)

@@ -11,7 +11,8 @@ production entry points (``python -m worker.cli api|worker``), not test doubles.
 The short timings of the cluster (``SETTINGS``): the claim timeout (``heartbeat_stale_s``)
 is 15 s (a beat every 3.75 s; shorter ones flapped on 2 cores loaded 8x: a worker's pool
 child can hold the GIL for seconds, and a late beat costs a requeue, harmless but slow),
-every process sweeps each second, and a job owed its message is sent again after 3 s;
+every process sweeps each second (and reads the broker's queues every 2 s), and a job owed its
+message is sent again after 3 s;
 ``queued_stale_s`` keeps its 900 s default, so no scenario passes by that fallback.
 """
 
@@ -44,6 +45,7 @@ SETTINGS = {
     "HEARTBEAT_STALE_S": 15,
     "SWEEP_INTERVAL_S": 1,
     "ENQUEUE_GRACE_S": 3,
+    "BROKER_AUDIT_INTERVAL_S": 2,
     "JOB_MAX_ATTEMPTS": 6,
     "MAX_CONCURRENT_JOBS_PER_TENANT": 50,
 }

@@ -77,8 +77,22 @@ def settle(cluster: Cluster, job_ids: list[str], timeout_s: float = 300) -> None
     def ended() -> bool:
         return all(cluster.job(j)["status"] not in ("queued", "running") for j in job_ids)
 
-    wait_for(ended, timeout_s, lambda: f"jobs {job_ids} to end: {[cluster.job(j) for j in job_ids]}\n{cluster.logs()}",
-             poll_s=0.5)
+    wait_for(ended, timeout_s, lambda: _why_not_ended(cluster, job_ids), poll_s=0.5)
+
+
+def _why_not_ended(cluster: Cluster, job_ids: list[str]) -> str:
+    """What a stuck job's failure must show: its row, whether the broker holds its message, what the workers said."""
+    stuck = [j for j in job_ids if cluster.job(j)["status"] in ("queued", "running")]
+    messages = cluster.watch.messages({})
+    lines = [f"jobs {job_ids} to end; not ended: {[cluster.job(j) for j in stuck]}",
+             f"with a message in Redis now: {sorted(set(stuck) & messages) if messages is not None else 'Redis down'}"]
+    for host in cluster.worker_hosts:
+        log = cluster.log_of(host).read_text(errors="replace") if cluster.log_of(host).exists() else ""
+        said = [line for line in log.splitlines()
+                if any(j in line for j in stuck) or "onnection" in line or "prefetch" in line or "ready." in line]
+        lines.append(f"--- {host.name}: its lines about the stuck jobs, connections and start-ups ---")
+        lines.extend(said[-40:])
+    return "\n".join(lines) + "\n" + cluster.logs()
 
 
 def exactly_once(cluster: Cluster, job_ids: list[str]) -> dict[str, int]:
@@ -102,7 +116,10 @@ def exactly_once(cluster: Cluster, job_ids: list[str]) -> dict[str, int]:
         folder = model["uri"].rsplit("/", 1)[0]
         assert set(cluster.store_files(folder)) == {f"{model['uri'].rsplit('/', 1)[1]}/{f}" for f in files}, \
             "nothing but the published copy under the model's folder"
-        assert cluster.store_files(f"checkpoints/{job_id}") == {}, "checkpoints removed once the model is stored"
+        # the worker removes them just after its commit (and its "published" line): give it that moment
+        wait_for(lambda job_id=job_id: cluster.store_files(f"checkpoints/{job_id}") == {}, 30,
+                 lambda job_id=job_id: f"{job_id}'s checkpoints removed once the model is stored: "
+                                       f"{cluster.store_files(f'checkpoints/{job_id}')}")
     assert len(models) == len(job_ids), "one model row per job"
     return {"lost": lost, "duplicated": duplicated}
 

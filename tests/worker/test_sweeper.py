@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 import sqlalchemy as sa
 
 from app.db.base import utcnow
@@ -141,7 +142,7 @@ def test_the_sweeper_thread_judges_no_heartbeat_right_after_a_database_outage(wo
 
     calls = []
 
-    def fake_sweep(settings, requeue_running=True):  # noqa: ANN001
+    def fake_sweep(settings, requeue_running=True, audit_broker=True):  # noqa: ANN001
         calls.append(requeue_running)
         if len(calls) == 2:
             raise ConnectionError("database down")
@@ -158,3 +159,102 @@ def test_the_sweeper_thread_judges_no_heartbeat_right_after_a_database_outage(wo
     thread.stop()
     assert calls[:2] == [True, True] and calls[2:4] == [False, False], calls
     assert not thread.requeues_running(), "heartbeat_stale_s has not passed since the outage"
+
+
+# --- the broker audit: a queued job whose message the Redis broker no longer holds ---------------------
+
+
+@pytest.fixture
+def redis_broker(worker_settings):
+    """``worker_settings`` on the real test Redis, its database emptied, marked (no restart to detect)."""
+    import redis
+
+    from app.queue import mark_broker
+    from tests.app.conftest import TEST_BROKER_URL
+
+    client = redis.Redis.from_url(TEST_BROKER_URL)
+    client.flushdb()
+    mark_broker(TEST_BROKER_URL)
+    settings = worker_settings.model_copy(update={"broker_url": TEST_BROKER_URL})
+    yield settings, client
+    client.flushdb()
+    client.close()
+
+
+def _send_real(settings, job_id: str, task: str | None = None) -> None:
+    """A message exactly as the service sends it (Celery + kombu on Redis)."""
+    from app.queue import TASK_NAME, make_celery
+
+    app = make_celery(settings, set_as_current=False)
+    try:
+        app.send_task(task or TASK_NAME, args=[job_id], queue="cpu")
+    finally:
+        app.close()
+
+
+def _take(client, at: float) -> None:
+    """What kombu does when a worker takes the oldest message: off the list, into ``unacked`` stamped ``at``."""
+    import json
+
+    raw = client.rpop("cpu")
+    tag = f"tag-{at}"
+    client.hset("unacked", tag, json.dumps([json.loads(raw), "", "cpu"]))
+    client.zadd("unacked_index", {tag: at})
+
+
+def test_the_broker_audit_reads_which_jobs_redis_holds(redis_broker, make_job):
+    from app.queue import WEBHOOK_TASK_NAME, job_messages
+
+    settings, client = redis_broker
+    _send_real(settings, "job_taken")
+    _send_real(settings, "job_waiting")
+    _send_real(settings, "job_webhook_only", task=WEBHOOK_TASK_NAME)
+    _take(client, 1234.5)  # the oldest: job_taken
+    client.rpush("cpu", b"not a message")
+    held = job_messages(settings.broker_url)
+    assert held.waiting == {"job_waiting"}, "other tasks and unreadable entries are no job's message"
+    assert held.reserved_at == {"job_taken": 1234.5}
+    assert job_messages("sqla+sqlite:///nowhere.db") is None, "other transports are not read"
+
+
+def test_a_queued_job_whose_message_is_gone_or_dropped_is_sent_again(redis_broker, make_job):
+    """Lost with a broken link, or taken by a worker that dropped it: sent again; nothing else is."""
+    import time
+
+    settings, client = redis_broker
+    long_ago = utcnow() - timedelta(minutes=5)
+    lost, waiting, taken_now, dropped, running = (make_job(enqueued_at=long_ago) for _ in range(5))
+    just_sent = make_job(enqueued_at=utcnow())  # within the grace: its message may be on the way
+    for job_id in (lost, waiting, taken_now, dropped, running, just_sent):
+        _age(settings, job_id, 60)
+    with session_scope(settings.database_url) as session:
+        session.execute(sa.update(Job).where(Job.id == running).values(status="running", heartbeat_at=utcnow()))
+    for job_id in (dropped, taken_now, waiting):
+        _send_real(settings, job_id)
+    _take(client, time.time() - settings.heartbeat_stale_s - 5)  # dropped: taken long ago, still queued
+    _take(client, time.time())  # taken_now: a worker is about to start it
+    calls = []
+    assert sorted(sweep(settings, send=lambda j, d: calls.append(j))) == sorted([lost, dropped])
+    assert sorted(calls) == sorted([lost, dropped])
+    assert load_job(settings, running).status == "running"
+    assert sweep(settings, send=lambda j, d: calls.append(j), audit_broker=False) == []
+    assert sweep(settings, send=lambda j, d: calls.append(j), audit_broker=False) == [], "sent once"
+
+
+def test_the_sweeper_thread_reads_the_broker_only_every_audit_interval(worker_settings, monkeypatch):
+    import time
+
+    from app.services import sweeper as module
+
+    audits: list[bool] = []
+    monkeypatch.setattr(module, "sweep", lambda settings, requeue_running=True, audit_broker=True:
+                        audits.append(audit_broker))
+    settings = worker_settings.model_copy(update={"sweep_interval_s": 0.01, "broker_audit_interval_s": 3600})
+    thread = module.SweeperThread(settings).start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(audits) < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        thread.stop()
+    assert len(audits) >= 5 and audits[0] is True and not any(audits[1:]), audits

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -56,23 +57,45 @@ def sentences_per_second(predict: Callable[[Sequence[str], Sequence[str] | None]
 SPEED_ROUNDS = 3
 
 
+SPEED_THREADS = 1
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block on ``threads`` torch intra-op threads (None: as they are), then restore them."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def alternating_speeds(runners: dict[str, tuple[Callable, int, float]], texts: Sequence[str],
                        text_pairs: Sequence[str] | None = None, *, rounds: int = SPEED_ROUNDS,
-                       reference: str = "teacher") -> dict:
+                       reference: str = "teacher", threads: int | None = SPEED_THREADS) -> dict:
     """Sentences/s of each ``name: (predict, max_rows, max_seconds)``, timed in turns (every runner once
     per round, ``rounds`` rounds), and each one's speed-up over ``reference`` in the same round.
 
     Timed minutes apart, on a shared machine a ratio says more about the load than about the models
     (a job's teacher and student once came out at 55x, and 144x in alternation); turns seconds apart
     cancel most of it (as ``benchmarks/speed_check.py``). The medians are what a report quotes.
+    Each model runs on ``threads`` torch threads (one by default: throughput per CPU core, as
+    ``benchmarks/speed_check.py`` and the issue's own comparisons time it). On all of a machine's
+    cores the ratio depends on how many there are and how busy they are: a teacher's matmuls use
+    every core, a small student's per-row work hardly gains from a second one.
     """
     rates: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, (predict, max_rows, max_seconds) in runners.items():
-            rates[name].append(sentences_per_second(predict, texts, text_pairs, max_rows=max_rows,
-                                                    max_seconds=max_seconds))
+    with torch_threads(threads):
+        for _ in range(rounds):
+            for name, (predict, max_rows, max_seconds) in runners.items():
+                rates[name].append(sentences_per_second(predict, texts, text_pairs, max_rows=max_rows,
+                                                        max_seconds=max_seconds))
     ref = np.asarray(rates[reference])
-    out = {"rounds": rounds, "reference": reference, "models": {}}
+    out = {"rounds": rounds, "reference": reference, "threads": threads, "models": {}}
     for name, r in rates.items():
         ratio = np.asarray(r) / np.maximum(ref, 1e-9)
         out["models"][name] = {"sentences_per_second": [round(x, 1) for x in r],

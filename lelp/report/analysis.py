@@ -95,7 +95,7 @@ def _headline_parts(f: dict) -> list[dict]:
     if f["keeps"] is not None:
         add("The student keeps ", ("keeps",), " of the teacher's accuracy")
         if speed:
-            add(" at ", ("speed",), " times its CPU speed")
+            add(" at ", ("speed",), " times its speed on one CPU core")
         if size:
             add(" and " if speed else " and is ", ("size",), f" times {f['size_word']}")
         add(".")
@@ -105,7 +105,7 @@ def _headline_parts(f: dict) -> list[dict]:
         if speed or size:
             add(" " if parts else "", "The student ")
             if speed:
-                add("runs at ", ("speed",), " times the teacher's CPU speed")
+                add("runs at ", ("speed",), " times the teacher's speed on one CPU core")
             if size:
                 add(" and is " if speed else "is ", ("size",), f" times {f['size_word']} than the teacher")
             add(".")

@@ -130,7 +130,8 @@ def _student_search_section(metrics: dict, plots) -> dict | None:
                                       float(search.get("min_speedup", 0)))
     return {"rows": rows, "figure": figure, "min_speedup": search.get("min_speedup"),
             "chosen": search.get("chosen"), "floor_met": search.get("floor_met", True),
-            "rounds": (search.get("speed") or {}).get("rounds")}
+            "rounds": (search.get("speed") or {}).get("rounds"),
+            "threads": (search.get("speed") or {}).get("threads")}
 
 
 def _candidate_name(c: dict) -> str:

@@ -234,8 +234,8 @@ def test_headline_of_a_teacher_at_zero_and_of_nothing_measured():
     from lelp.evaluate import keeps_line
 
     assert keeps_line(FULL) == analysis.headline_text(FULL)
-    assert keeps_line(FULL).startswith("The student keeps 94.1% of the teacher's accuracy at 100 times its CPU "
-                                       "speed and 90.0 times smaller.")
+    assert keeps_line(FULL).startswith("The student keeps 94.1% of the teacher's accuracy at 100 times its speed "
+                                       "on one CPU core and 90.0 times smaller.")
 
 
 def test_report_names_agreement_as_agreement(artifact, tmp_path):

@@ -58,3 +58,29 @@ def test_auto_refuses_bad_settings():
         distill(DistillConfig(teacher_dir="t", train_path="x", student="auto", min_speedup=-1), "out")
     with pytest.raises(ConfigError, match="unknown student"):
         distill(DistillConfig(teacher_dir="t", train_path="x", student="automatic"), "out")
+
+
+def test_speeds_are_timed_on_one_thread_each_and_the_threads_restored():
+    """Per CPU core, as benchmarks/speed_check.py times them: the job's ratio no longer depends on the core count."""
+    import torch
+
+    from lelp.evaluate import alternating_speeds
+
+    seen: list[int] = []
+
+    def predict(rows, pairs=None):  # noqa: ANN001, ANN202
+        seen.append(torch.get_num_threads())
+        return rows
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        speed = alternating_speeds({"teacher": (predict, 16, 1.0), "student": (predict, 16, 1.0)}, ["a b"] * 16,
+                                   rounds=2)
+        assert set(seen) == {1} and speed["threads"] == 1
+        assert torch.get_num_threads() == 2, "the job's own thread count is back after timing"
+        seen.clear()
+        alternating_speeds({"teacher": (predict, 16, 1.0)}, ["a b"] * 16, rounds=1, threads=None)
+        assert set(seen) == {2}, "threads=None times on the threads as they are"
+    finally:
+        torch.set_num_threads(before)

@@ -49,9 +49,11 @@ class ProgressBars:
     bar `lelp jobs wait` draws for a job on the service. (The name is kept for callers.)
     """
 
-    def __init__(self, enabled: bool = True, whole_job: bool = True):
-        # whole_job=False (make-teacher: one training run): the bar is the stage's own fraction
+    def __init__(self, enabled: bool = True, whole_job: bool = True, training: str | None = None):
+        # whole_job=False (make-teacher: one training run): the bar is the stage's own fraction;
+        # ``training`` names that run's training epochs ("fine-tuning the teacher"), not a student's
         self.enabled, self.whole_job, self.bar = enabled, whole_job, None
+        self.training = training
         self.position: tuple[int | None, int | None] = (None, None)
         self.candidate_name: str | None = None
         self.done = 0.0
@@ -75,9 +77,12 @@ class ProgressBars:
         if overall is not None:
             self.done = max(self.done, 100 * overall)
         self.bar.n = self.done
-        self.bar.set_description_str(stage_words(p.stage, p.message, candidate=self.position[0],
-                                                 candidates=self.position[1], candidate_name=self.candidate_name,
-                                                 epoch=p.epoch), refresh=False)
+        if self.training and p.stage == "train":
+            words = self.training + (f", epoch {p.epoch}" if p.epoch else "")
+        else:
+            words = stage_words(p.stage, p.message, candidate=self.position[0], candidates=self.position[1],
+                                candidate_name=self.candidate_name, epoch=p.epoch)
+        self.bar.set_description_str(words, refresh=False)
         if p.loss is not None:
             self.bar.set_postfix(loss=f"{p.loss:.4f}", refresh=False)
         self.bar.refresh()
@@ -240,7 +245,7 @@ def make_teacher_command(
     _quiet_transformers()
     from lelp.training.make_teacher import TeacherTrainingConfig, make_teacher
 
-    bars = ProgressBars(whole_job=False)
+    bars = ProgressBars(whole_job=False, training="fine-tuning the teacher")
     try:
         path = make_teacher(base, train, out, config=TeacherTrainingConfig(
             epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, max_length=max_length,

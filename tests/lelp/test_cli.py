@@ -102,6 +102,8 @@ def test_make_teacher_builds_a_loadable_classifier(tiny_teacher_dir, tiny_train_
     result = invoke("make-teacher", "--base", tiny_teacher_dir, "--train", tiny_train_csv, "--out", out,
                     "--epochs", "1", "--max-length", "32")
     assert result.exit_code == 0, result.output
+    # its bar names what runs: the teacher being fine-tuned, not a student being trained
+    assert "fine-tuning the teacher, epoch 1" in result.output and "training student" not in result.output
     from lelp.teacher.loading import read_teacher_config
 
     info = read_teacher_config(out)

@@ -15,7 +15,12 @@ target (97%, 99%, 100% of the teacher's accuracy):
   of 64, torch threads as set, best of ``--repeat``); the job's model of it (``speedup``, from
   the two sentences/s) beside it.
 
-Mean and standard error over the seeds.
+Mean and standard error over the seeds. Each seed's rows are kept in ``OUT/seedN/cascade_rows.json``
+(with the load average around its timing) and reused by a later run that names the same seed, so
+seeds can run in separate processes and one last call prints the table of all of them.
+
+``--first N --exclude FILE``: the transfer set is the first N rows of ``--train`` (file order) whose
+text is not in FILE (the teacher's training rows), written to ``OUT/transfer.csv`` and used unlabelled.
 """
 
 from __future__ import annotations
@@ -42,6 +47,30 @@ def _best_time(fn, repeat: int) -> float:
     return best
 
 
+def first_rows_not_in(train: Path, exclude: Path, n: int, out: Path) -> dict:
+    """The first ``n`` rows of ``train`` whose text is not a text of ``exclude``, written to ``out``."""
+    import csv
+
+    with exclude.open(newline="") as f:
+        held = {row["text"] for row in csv.DictReader(f)}
+    kept, skipped, last = [], 0, -1
+    with train.open(newline="") as f:
+        for i, row in enumerate(csv.DictReader(f)):
+            if len(kept) == n:
+                break
+            if row["text"] in held:
+                skipped += 1
+                continue
+            kept.append({"text": row["text"], "label": row.get("label", "")})
+            last = i
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["text", "label"])
+        writer.writeheader()
+        writer.writerows(kept)
+    return {"rows": len(kept), "last_data_row": last, "skipped": skipped}
+
+
 def run_seed(args, seed: int) -> list[dict]:
     import numpy as np
 
@@ -51,6 +80,10 @@ def run_seed(args, seed: int) -> list[dict]:
     from lelp.teacher.loading import load_teacher
 
     out = args.out / f"seed{seed}"
+    saved = out / "cascade_rows.json"
+    if saved.is_file() and not args.remeasure:
+        return json.loads(saved.read_text())
+    started = time.time()
     if not (out / "metrics.json").is_file():
         distill(DistillConfig(teacher_dir=str(args.teacher), train_path=str(args.train), eval_path=str(args.test),
                               label_column=args.label_column or None, eval_label_column="label",
@@ -67,6 +100,9 @@ def run_seed(args, seed: int) -> list[dict]:
     student_probs = student.predict_proba(texts)
     teacher_probs = teacher_predict.predict_proba(texts)
     teacher_acc = float((teacher_probs.argmax(1) == truth).mean())
+    # kept for benchmarks/cascade_limits.py (what bounds the curve), not read back here
+    np.savez(out / "test_probs.npz", student=student_probs, teacher=teacher_probs, truth=truth)
+    load_before = os.getloadavg()[0]
     teacher_s = _best_time(lambda: teacher_predict.predict_proba(texts), args.repeat)
     rows = []
     for target in TARGETS:
@@ -88,8 +124,15 @@ def run_seed(args, seed: int) -> list[dict]:
                      "deferred": len(deferred) / len(texts), "accuracy": acc, "teacher_accuracy": teacher_acc,
                      "kept": acc / teacher_acc, "student_kept": float((student_probs.argmax(1) == truth).mean())
                      / teacher_acc, "x_teacher": teacher_s / cascade_s, "x_teacher_model": chosen.get("speedup"),
-                     "validation_deferred": chosen["validation_deferred_fraction"]})
+                     "validation_deferred": chosen["validation_deferred_fraction"],
+                     "teacher_s": teacher_s, "cascade_s": cascade_s, "test_rows": len(texts),
+                     "student_x_teacher_job": metrics["student"].get("x_teacher")})
         print(json.dumps(rows[-1]), flush=True)
+    load = [load_before, os.getloadavg()[0]]
+    for row in rows:
+        row["load_1min"] = load
+        row["seed_wall_s"] = round(time.time() - started, 1)
+    saved.write_text(json.dumps(rows, indent=2))
     return rows
 
 
@@ -111,6 +154,12 @@ def table(rows: list[dict]) -> str:
     student = statistics.fmean(x["student_kept"] for x in rows)
     lines.append(f"\nThe student alone keeps {100 * student:.1f}% of the teacher's accuracy "
                  f"(teacher {statistics.fmean(x['teacher_accuracy'] for x in rows):.4f} on test).")
+    seeds = sorted({x["seed"] for x in rows})
+    first = {s: next(x for x in rows if x["seed"] == s) for s in seeds}
+    lines.append("Per seed: " + "; ".join(
+        f"seed {s}: teacher {first[s]['teacher_accuracy']:.4f}, student alone {first[s]['student_kept'] * 100:.1f}% "
+        f"of it at {first[s].get('student_x_teacher_job') or 0:.1f}x (job), teacher on the test rows "
+        f"{first[s].get('teacher_s', 0):.1f} s, load {first[s].get('load_1min')}" for s in seeds))
     return "\n".join(lines)
 
 
@@ -127,7 +176,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/cascade"))
+    parser.add_argument("--first", type=int, default=0,
+                        help="transfer set: the first N rows of --train not in --exclude")
+    parser.add_argument("--exclude", type=Path, help="with --first: rows whose text is here are skipped")
+    parser.add_argument("--remeasure", action="store_true", help="measure a seed again even if its rows are saved")
     args = parser.parse_args()
+    if args.first:
+        if not args.exclude:
+            parser.error("--first needs --exclude (the teacher's training rows)")
+        made = first_rows_not_in(args.train, args.exclude, args.first, args.out / "transfer.csv")
+        print(f"transfer set: {made['rows']} rows = data rows 0..{made['last_data_row']} of {args.train} "
+              f"(0-based, header excluded) less {made['skipped']} whose text is in {args.exclude}", flush=True)
+        args.train = args.out / "transfer.csv"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
 

@@ -64,10 +64,12 @@ def first_rows_not_in(train: Path, exclude: Path, n: int, out: Path) -> dict:
             kept.append({"text": row["text"], "label": row.get("label", "")})
             last = i
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as f:
+    tmp = out.with_name(f".{out.name}.{os.getpid()}")
+    with tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["text", "label"])
         writer.writeheader()
         writer.writerows(kept)
+    tmp.replace(out)  # atomic: a seed running beside this one may be reading the same file
     return {"rows": len(kept), "last_data_row": last, "skipped": skipped}
 
 

@@ -12,10 +12,11 @@ target (97%, 99%, 100% of the teacher's accuracy):
 * share deferred, cascade accuracy and its % of the teacher's (labels of the test split);
 * throughput as x the teacher's, **measured**: the student on every test row plus the teacher
   on the deferred rows, timed in this process against the teacher on every row (same batches
-  of 64, torch threads as set), in turns: each of ``--rounds`` rounds times the teacher then every
-  target's cascade, and the median of the rounds' ratios is quoted (``x_teacher``; the ratio of the
-  best times is kept as ``x_teacher_best``); the job's model of it (``speedup``, from the two
-  sentences/s it timed in alternation) beside it.
+  of 64, torch threads as set), paired chunk by chunk: on each ``--chunk`` test rows the teacher and
+  every target's cascade run one after the other (its deferred rows batched within the chunk), the
+  times summed over the chunks (``x_teacher``: the median over ``--rounds`` sweeps; ``x_teacher_best``
+  from the best sweep's times); the job's model of it (``speedup``, from the two sentences/s it
+  timed in alternation) beside it.
 
 Mean and standard error over the seeds. Each seed's rows are kept in ``OUT/seedN/cascade_rows.json``
 (with the load average around its timing) and reused by a later run that names the same seed, so
@@ -114,20 +115,29 @@ def run_seed(args, seed: int) -> list[dict]:
     thresholds = {target: next(t for t in metrics["cascade"]["targets"] if abs(t["target"] - target) < 1e-9)
                   for target in TARGETS}
 
-    def cascade(threshold: float) -> None:
-        probs = student.predict_proba(texts)
-        rest = [texts[i] for i in np.flatnonzero(probs.max(1) < threshold)]
+    def cascade(rows: list[str], threshold: float) -> None:
+        probs = student.predict_proba(rows)
+        rest = [rows[i] for i in np.flatnonzero(probs.max(1) < threshold)]
         if rest:
             teacher_predict.predict_proba(rest)
 
-    # In turns (teacher, then each target's cascade, ``--rounds`` rounds): on a loaded machine two
-    # timings minutes apart measure the load; each round's ratio is taken seconds apart, the median quoted.
+    # Paired, chunk by chunk: the teacher and every target's cascade on the same ``--chunk`` test rows,
+    # one right after the other (order rotated each chunk), times summed over the chunks. On a loaded
+    # machine whose load drifts over minutes, timings seconds apart cancel the drift; whole passes
+    # minutes apart measured the load (a cascade deferring 76% of rows once came out at 0.54x).
     load_before = os.getloadavg()[0]
-    timings: dict = {"teacher": [], **{target: [] for target in TARGETS}}
+    runners = {"teacher": lambda rows: teacher_predict.predict_proba(rows),
+               **{target: (lambda rows, t=thresholds[target]["threshold"]: cascade(rows, t)) for target in TARGETS}}
+    timings: dict = {name: [] for name in runners}
     for _ in range(args.rounds):
-        timings["teacher"].append(_best_time(lambda: teacher_predict.predict_proba(texts), 1))
-        for target in TARGETS:
-            timings[target].append(_best_time(lambda t=thresholds[target]["threshold"]: cascade(t), 1))
+        spent = dict.fromkeys(runners, 0.0)
+        for k, start in enumerate(range(0, len(texts), args.chunk)):
+            rows_k = list(texts[start:start + args.chunk])
+            names = list(runners)
+            for name in names[k % len(names):] + names[:k % len(names)]:
+                spent[name] += _best_time(lambda fn=runners[name], rows=rows_k: fn(rows), 1)
+        for name, value in spent.items():
+            timings[name].append(value)
     teacher_s = min(timings["teacher"])
     rows = []
     for target in TARGETS:
@@ -146,7 +156,8 @@ def run_seed(args, seed: int) -> list[dict]:
                      "x_teacher_best": teacher_s / cascade_s, "x_teacher_model": chosen.get("speedup"),
                      "validation_deferred": chosen["validation_deferred_fraction"],
                      "teacher_s": teacher_s, "cascade_s": cascade_s, "test_rows": len(texts),
-                     "student_x_teacher_job": metrics["student"].get("x_teacher")})
+                     "student_x_teacher_job": metrics["student"].get("x_teacher"),
+                     "timing": f"paired chunks of {args.chunk}, {args.rounds} sweep(s)"})
         print(json.dumps(rows[-1]), flush=True)
     load = [load_before, os.getloadavg()[0]]
     for row in rows:
@@ -194,7 +205,8 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3, help="timing rounds (teacher and cascades in turns)")
+    parser.add_argument("--rounds", type=int, default=1, help="timing sweeps over the test rows (median quoted)")
+    parser.add_argument("--chunk", type=int, default=512, help="test rows per paired timing step")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/cascade"))
     parser.add_argument("--first", type=int, default=0,
                         help="transfer set: the first N rows of --train not in --exclude")

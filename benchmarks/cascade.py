@@ -170,18 +170,23 @@ def run_seed(args, seed: int) -> list[dict]:
 def _mean_se(values: list[float]) -> str:
     mean = statistics.fmean(values)
     se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0
-    return f"{mean:.3f} ± {se:.3f}" if abs(mean) < 10 else f"{mean:.1f} ± {se:.1f}"
+    return f"{mean:.2f} ± {se:.2f}" if abs(mean) < 10 else f"{mean:.1f} ± {se:.1f}"
+
+
+def _pct(values: list[float]) -> str:
+    return _mean_se([100 * v for v in values]).replace(" ± ", "% ± ") + "%"
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| target (% of teacher) | share to the teacher (test) | cascade accuracy, % of teacher (test) | "
-             "throughput, x the teacher (measured) | x the teacher (job's model) | seeds |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| target (% of teacher) | share to the teacher (validation) | share to the teacher (test) | "
+             "cascade accuracy (test) | % of the teacher (test) | throughput, x the teacher (measured) | "
+             "x the teacher (job's model) | seeds |", "|---|---|---|---|---|---|---|---|"]
     for target in TARGETS:
         r = [x for x in rows if x["target"] == target]
-        lines.append(f"| {target * 100:g}% | {_mean_se([x['deferred'] for x in r])} | "
-                     f"{_mean_se([100 * x['kept'] for x in r])} | {_mean_se([x['x_teacher'] for x in r])} | "
-                     f"{_mean_se([x['x_teacher_model'] or 0 for x in r])} | {len(r)} |")
+        lines.append(f"| {target * 100:g}% | {_pct([x['validation_deferred'] for x in r])} | "
+                     f"{_pct([x['deferred'] for x in r])} | {_pct([x['accuracy'] for x in r])} | "
+                     f"{_pct([x['kept'] for x in r])} | {_mean_se([x['x_teacher'] for x in r])}x | "
+                     f"{_mean_se([x['x_teacher_model'] or 0 for x in r])}x | {len(r)} |")
     student = statistics.fmean(x["student_kept"] for x in rows)
     lines.append(f"\nThe student alone keeps {100 * student:.1f}% of the teacher's accuracy "
                  f"(teacher {statistics.fmean(x['teacher_accuracy'] for x in rows):.4f} on test).")

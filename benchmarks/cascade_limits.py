@@ -23,7 +23,12 @@ With several seeds, one more line: the least share (after the fact, on test) whe
 students are averaged into one (their mean probabilities rank the rows and answer): whether a
 better confidence ranking is within reach of a few more cheap students.
 
-Nothing here is chosen: it only explains the figures of ``cascade.py``'s table.
+``--labelled-validation FILE`` (labelled rows that are neither training nor test rows, e.g. SST-2
+dev): each target's threshold chosen instead on those rows' labels (``lelp.cascade``'s own
+``cascade_curve`` / ``choose_threshold``), then applied to test: the share and % of the teacher a
+labelled validation set would give, beside the job's agreement-chosen threshold.
+
+Nothing else here is chosen: it only explains the figures of ``cascade.py``'s table.
 """
 
 from __future__ import annotations
@@ -173,6 +178,48 @@ def ensemble_line(args) -> str:
             + f". The averaged students alone: {100 * acc / teacher_acc:.1f}% of the teacher.")
 
 
+def labelled_validation(args, teacher, predictor) -> list[dict]:
+    """Thresholds chosen on labelled validation rows, applied to test (every seed)."""
+    import numpy as np
+
+    from lelp.artifacts import load_student
+    from lelp.cascade import cascade_accuracy, cascade_curve, choose_threshold, deferred_share
+    from lelp.data.datasets import read_table
+
+    val = read_table(args.labelled_validation, label_column="label")
+    labels = list(teacher.info.labels)
+    val_truth = np.asarray([labels.index(x) if x in labels else int(x) for x in val.labels])
+    val_teacher = predictor.predict_proba(val.texts).argmax(1)
+    val_teacher_acc = float((val_teacher == val_truth).mean())
+    out = []
+    for seed in args.seeds:
+        data = np.load(args.out / f"seed{seed}" / "test_probs.npz")
+        test_teacher, truth = data["teacher"].argmax(1), data["truth"]
+        test_teacher_acc = float((test_teacher == truth).mean())
+        job_x = json.loads((args.out / f"seed{seed}" / "metrics.json").read_text())["student"].get("x_teacher")
+        val_probs = load_student(args.out / f"seed{seed}").predict_proba(val.texts)
+        curve = cascade_curve(val_probs, val_teacher, val_truth, points=len(val_truth))
+        for target in TARGETS:
+            point = choose_threshold(curve, target_fraction=target, teacher_accuracy=val_teacher_acc)
+            share = deferred_share(data["student"], point["threshold"])
+            acc = cascade_accuracy(data["student"], test_teacher, truth, point["threshold"])
+            out.append({"seed": seed, "target": target, "threshold": point["threshold"],
+                        "validation_deferred": point["deferred_fraction"], "deferred": share,
+                        "kept": acc / test_teacher_acc, "x_teacher_model": 1.0 / (1.0 / job_x + share)})
+    return out
+
+
+def labelled_table(rows: list[dict]) -> str:
+    lines = ["| target | share deferred (labelled validation) | share deferred (test) | % of the teacher (test) | "
+             "x the teacher (job's model) |", "|---|---|---|---|---|"]
+    for target in TARGETS:
+        r = [x for x in rows if x["target"] == target]
+        lines.append(f"| {target * 100:g}% | {_ms([100 * x['validation_deferred'] for x in r])}% | "
+                     f"{_ms([100 * x['deferred'] for x in r])}% | {_ms([100 * x['kept'] for x in r])}% | "
+                     f"{_ms([x['x_teacher_model'] for x in r])}x |")
+    return "\n".join(lines)
+
+
 def _ms(values) -> str:
     mean = statistics.fmean(values)
     se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0
@@ -211,6 +258,8 @@ def main() -> None:
     parser.add_argument("--no-timing", action="store_true",
                         help="no timing: the student's cost from the job's alternating ratio, a deferred row's "
                              "from its token count (a proxy: the teacher's cost grows about linearly with tokens here)")
+    parser.add_argument("--labelled-validation", type=Path,
+                        help="labelled rows (not train, not test): thresholds chosen on them, applied to test")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
@@ -227,6 +276,11 @@ def main() -> None:
     print(table(rows))
     if len(args.seeds) > 1:
         print("\n" + ensemble_line(args))
+    if args.labelled_validation:
+        chosen = labelled_validation(args, teacher, predictor)
+        (args.out / "labelled_validation.json").write_text(json.dumps(chosen, indent=2))
+        print(f"\nThresholds chosen on {args.labelled_validation} (labelled), applied to test:\n"
+              + labelled_table(chosen))
 
 
 if __name__ == "__main__":

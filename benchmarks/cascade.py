@@ -210,7 +210,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=1, help="timing sweeps over the test rows (median quoted)")
+    parser.add_argument("--rounds", type=int, default=2, help="timing sweeps over the test rows (median quoted)")
     parser.add_argument("--chunk", type=int, default=512, help="test rows per paired timing step")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/cascade"))
     parser.add_argument("--first", type=int, default=0,

@@ -170,6 +170,10 @@ BROKER_MARK_KEY = "lelp:broker-mark"
 REDIS_SCHEMES = ("redis", "rediss")
 
 
+def _on_redis(broker_url: str) -> bool:
+    return broker_url.split("://", 1)[0] in REDIS_SCHEMES
+
+
 def _redis(broker_url: str):  # noqa: ANN202 - redis.Redis, imported lazily (the API may run without it)
     import redis
 
@@ -182,7 +186,7 @@ def broker_emptied(broker_url: str) -> bool:
     False for other transports (the sweep's ``queued_stale_s`` re-send covers them). Raises
     when the broker does not answer (nothing can be sent then anyway; the sweep asks again).
     """
-    if broker_url.split("://", 1)[0] not in REDIS_SCHEMES:
+    if not _on_redis(broker_url):
         return False
     client = _redis(broker_url)
     try:
@@ -235,14 +239,13 @@ def job_messages(broker_url: str) -> BrokerMessages | None:
     Reads the queues' lists in chunks (a long backlog is never one reply) and the reserved
     messages; raises when the broker does not answer.
     """
-    if broker_url.split("://", 1)[0] not in REDIS_SCHEMES:
+    if not _on_redis(broker_url):
         return None
     client = _redis(broker_url)
     try:
         waiting: set[str] = set()
         keys = [k for q in QUEUES for k in client.scan_iter(match=f"{q}*", count=500)
-                if k.decode(errors="replace") in QUEUES
-                or k.decode(errors="replace").split(PRIORITY_SEPARATOR)[0] in QUEUES]
+                if k.decode(errors="replace").split(PRIORITY_SEPARATOR)[0] in QUEUES]
         for key in keys:
             if client.type(key) != b"list":
                 continue
@@ -263,7 +266,7 @@ def job_messages(broker_url: str) -> BrokerMessages | None:
 
 def mark_broker(broker_url: str) -> None:
     """Set the mark ``broker_emptied`` looks for, once the queued jobs are owed their messages again."""
-    if broker_url.split("://", 1)[0] not in REDIS_SCHEMES:
+    if not _on_redis(broker_url):
         return
     client = _redis(broker_url)
     try:

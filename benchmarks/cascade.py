@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 TARGETS = (0.97, 0.99, 1.0)
 
 
-def _best_time(fn, repeat: int) -> float:
+def best_time(fn, repeat: int) -> float:
     best = float("inf")
     for _ in range(repeat):
         start = time.perf_counter()
@@ -135,7 +135,7 @@ def run_seed(args, seed: int) -> list[dict]:
             rows_k = list(texts[start:start + args.chunk])
             names = list(runners)
             for name in names[k % len(names):] + names[:k % len(names)]:
-                spent[name] += _best_time(lambda fn=runners[name], rows=rows_k: fn(rows), 1)
+                spent[name] += best_time(lambda fn=runners[name], rows=rows_k: fn(rows), 1)
         for name, value in spent.items():
             timings[name].append(value)
     teacher_s = min(timings["teacher"])

@@ -38,21 +38,11 @@ import json
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-TARGETS = (0.97, 0.99, 1.0)
-
-
-def _best_time(fn, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+from benchmarks.cascade import TARGETS, best_time  # noqa: E402
 
 
 def auroc(score, positive) -> float:
@@ -122,8 +112,8 @@ def run_seed(args, seed: int, teacher, predictor) -> list[dict]:
     if args.no_timing:  # the job's alternating ratio for the student, token counts for a deferred row's cost
         student_s, teacher_s = 1.0 / job_x, 1.0
     else:
-        student_s = _best_time(lambda: student.predict_proba(texts), args.repeat)
-        teacher_s = _best_time(lambda: predictor.predict_proba(texts), args.repeat)
+        student_s = best_time(lambda: student.predict_proba(texts), args.repeat)
+        teacher_s = best_time(lambda: predictor.predict_proba(texts), args.repeat)
     conf = student_probs.max(1)
     out_rows = []
     for row in rows:
@@ -134,7 +124,7 @@ def run_seed(args, seed: int, teacher, predictor) -> list[dict]:
             deferred_s = None
             per_row_ratio = float(lengths[deferred].mean() / lengths.mean()) if rest else 1.0
         else:
-            deferred_s = _best_time(lambda rest=rest: predictor.predict_proba(rest), args.repeat) if rest else 0.0
+            deferred_s = best_time(lambda rest=rest: predictor.predict_proba(rest), args.repeat) if rest else 0.0
             per_row_ratio = (deferred_s / max(len(rest), 1)) / (teacher_s / len(texts)) if rest else 1.0
         d = len(deferred) / len(texts)
         goal = target * teacher_acc

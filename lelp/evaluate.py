@@ -55,9 +55,7 @@ def sentences_per_second(predict: Callable[[Sequence[str], Sequence[str] | None]
 
 
 SPEED_ROUNDS = 3
-
-
-SPEED_THREADS = 1
+SPEED_THREADS = 1  # per CPU core: see alternating_speeds
 
 
 @contextmanager

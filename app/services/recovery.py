@@ -6,19 +6,18 @@ timeout. So ``sweep`` (run every ``sweep_interval_s`` by every worker's sweeper 
 every API process, and once at start-up by ``lelp serve``):
 
 1. a Redis broker that lost its mark restarted empty (``app.queue.broker_emptied``): every
-   queued job is owed its message again (``job_states.forget_messages``);
+   queued job is owed its message again (``job_states.forget_messages``). On Redis the sweep
+   also reads the queues (at most every ``broker_audit_interval_s``): a job queued and sent
+   ``enqueue_grace_s`` ago that no queue holds, and that no worker took within
+   ``heartbeat_stale_s``, is owed its message again (``app.queue.job_messages``). A broker link
+   that breaks makes Celery drop the messages its worker had reserved, and kombu's hand-back
+   fails while the broker is away; the restart mark does not tell that apart;
 2. a ``running`` job whose heartbeat is older than ``heartbeat_stale_s`` goes back to
    ``queued`` (its claim dropped, so the lost worker can no longer write) and is sent again;
    the next delivery resumes from its last checkpoint and counts an attempt, so a job that
    keeps killing workers ends ``failed``. A job whose worker still beats is never requeued,
    nor one whose worker could not beat because the database was down (the sweeper thread
    waits ``heartbeat_stale_s`` after an outage before judging heartbeats);
-   Where the broker is Redis, the sweep also reads its queues (at most every
-   ``broker_audit_interval_s``): a job queued and sent ``enqueue_grace_s`` ago that no queue
-   holds, and that no worker took within ``heartbeat_stale_s``, is owed its message again
-   (``app.queue.job_messages``). A broker link that breaks makes Celery drop the messages its
-   worker had reserved, and kombu's hand-back fails while the broker is away; a restarted
-   broker's mark does not tell that apart;
 3. a ``queued`` job still owed its message ``enqueue_grace_s`` after its commit is sent
    (the process that committed it died before its send, or the broker refused the send):
    with a live worker or API process, no job waits without a message longer than

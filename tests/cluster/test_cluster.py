@@ -82,9 +82,10 @@ def settle(cluster: Cluster, job_ids: list[str], timeout_s: float = 300) -> None
 
 def _why_not_ended(cluster: Cluster, job_ids: list[str]) -> str:
     """What a stuck job's failure must show: its row, whether the broker holds its message, what the workers said."""
-    stuck = [j for j in job_ids if cluster.job(j)["status"] in ("queued", "running")]
+    rows = {j: cluster.job(j) for j in job_ids}
+    stuck = [j for j, row in rows.items() if row["status"] in ("queued", "running")]
     messages = cluster.watch.messages({})
-    lines = [f"jobs {job_ids} to end; not ended: {[cluster.job(j) for j in stuck]}",
+    lines = [f"jobs {job_ids} to end; not ended: {[rows[j] for j in stuck]}",
              f"with a message in Redis now: {sorted(set(stuck) & messages) if messages is not None else 'Redis down'}"]
     for host in cluster.worker_hosts:
         log = cluster.log_of(host).read_text(errors="replace") if cluster.log_of(host).exists() else ""

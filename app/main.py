@@ -162,7 +162,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine.dispose()
 
     # docs_url=None: app.ui serves /docs from a packaged Swagger UI (FastAPI's default page needs a CDN).
+    otel = settings.opentelemetry
     app = FastAPI(title="LELP Distill", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  telemetry={"tracing": otel, "metrics": otel, "logs": otel},
                   description="Distil few-class text classifiers with LELP. Authenticate with "
                               "`Authorization: Bearer <api key>`.")
     app.state.settings = settings
@@ -173,7 +175,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.inference = inference
     install_error_handlers(app)
-    for module in (models, jobs, teachers, base_models, datasets, ops, reports):  # predict's router first: hot path
+    models.add_predict_route(app)  # the hot path: first, on the app's own router
+    for module in (models, jobs, teachers, base_models, datasets, ops, reports):
         app.include_router(module.router)
     ui.install(app)
     app.add_middleware(RequestGuard, settings=settings, authenticate=_authenticator(app))

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import orjson
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, FastAPI, Query, Request, Response
 from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
+from app.api.predict_route import PredictRoute
 from app.db.models import Model
 from app.deps import (
     PREDICT_SECURITY,
@@ -49,7 +50,6 @@ def get_model(model: ModelDep, inference: InferenceDep) -> ModelRead:
     return service.model_read(inference, model)
 
 
-@router.post("/{model_id}/predict", response_model=PredictResponse, openapi_extra=PREDICT_SECURITY)
 async def predict(body: PredictRequest, model: ModelRefDep, request: Request) -> Response:
     """Label, score and class probabilities for each input (micro-batched with other requests).
 
@@ -60,6 +60,18 @@ async def predict(body: PredictRequest, model: ModelRefDep, request: Request) ->
     predictions = await service.predict(state.inference, model, body, state.settings, state.sessionmaker)
     return Response(orjson.dumps({"model_id": model.id, "predictions": predictions}),
                     media_type="application/json")
+
+
+def add_predict_route(app: FastAPI) -> None:
+    """Predict on the app's own router, before every other route: FastAPI matches an included router's
+    routes through per-request context objects (a tenth of predict's time in the event loop, profiled),
+    a route of the app itself with one regex. FastAPI still declares it (OpenAPI, body schema and
+    security come from ``predict``'s signature); ``PredictRoute`` replaces only how a request reaches
+    it (app/api/predict_route.py)."""
+    app.router.add_api_route(f"{router.prefix}/{{model_id}}/predict", predict, methods=["POST"], tags=["models"],
+                      responses=ERROR_RESPONSES, response_model=PredictResponse, openapi_extra=PREDICT_SECURITY,
+                      route_class_override=PredictRoute)
+    app.router.routes.insert(0, app.router.routes.pop())
 
 
 @router.get("/{model_id}/artifact", response_class=FileResponse,

@@ -147,7 +147,9 @@ async def valid_model_ref(request: Request, model_id: Annotated[str, Path(max_le
     per-dependency bookkeeping was a tenth of the event loop's time per predict (py-spy, see
     benchmarks/README.md), and this is predict's only dependency. The route declares the
     bearer scheme in its OpenAPI (``PREDICT_SECURITY``)."""
-    tenant = await get_tenant(request, await bearer(request))
+    tenant = request.scope.get("state", {}).get(TENANT_STATE)  # the request guard's, for any body
+    if tenant is None:
+        tenant = await get_tenant(request, await bearer(request))
     inference: InferenceService = request.app.state.inference
     ref = inference.cached_ref(tenant.id, model_id)
     if ref is None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import sys
 import threading
 import time
 from collections import OrderedDict, deque
@@ -300,6 +301,24 @@ def freeze_heap() -> None:
 
 _heap_frozen = False
 
+#: a model load that imported at least this many modules brought a library with it (torch: ~1,000)
+NEW_MODULES_TO_FREEZE = 20
+
+
+def freeze_new_libraries(modules_before: int) -> bool:
+    """After a model load that imported libraries (torch, for a model served on torch or a transformer
+    student's featuriser), freeze the heap again so the collector stops walking them too; without a
+    collection first (that would stop the event loop for the very walk freezing avoids). Frozen for
+    good: the libraries, this model's objects (still freed by reference counting when evicted; kept
+    only if in a reference cycle) and the cyclic garbage alive at that moment: once per library, so
+    bounded. True when it froze."""
+    import gc
+
+    if len(sys.modules) - modules_before < NEW_MODULES_TO_FREEZE:
+        return False
+    gc.freeze()
+    return True
+
 
 class InferenceService:
     """Loads models on demand (bounded LRU) and serves predictions through micro-batchers."""
@@ -425,8 +444,10 @@ class InferenceService:
         async with lock:
             loaded = self._models.get(key)
             if loaded is None:
+                modules_before = len(sys.modules)
                 loaded = await (asyncio.to_thread(self._load_sync, model_id, uri) if quantize is None else
                                 asyncio.to_thread(self._load_quantized, model_id, quantize))
+                freeze_new_libraries(modules_before)
                 self._models[key] = loaded
                 while len(self._models) > self.cache_size:
                     old_id, old = self._models.popitem(last=False)

@@ -62,3 +62,15 @@ def test_start_up_warms_the_serving_imports_without_torch_then_freezes_the_heap(
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_model_load_that_imports_a_library_freezes_it_too() -> None:
+    """torch arrives with the first model served on torch: frozen then, or the collector walks it again."""
+    code = (
+        "import gc, sys\nfrom app.services.inference import freeze_new_libraries\n"
+        "before = len(sys.modules)\nassert not freeze_new_libraries(before)\nassert gc.get_freeze_count() == 0\n"
+        "import torch\nassert freeze_new_libraries(before)\n"
+        "assert gc.get_freeze_count() > 50_000, gc.get_freeze_count()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

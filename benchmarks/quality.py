@@ -217,7 +217,7 @@ def run_once(bundle: dict, kind_name: str, method: str, seed: int, max_epochs: i
     transfer = bundle["transfer"]
     hard = transfer["logits"].argmax(1)  # the teacher labels the transfer rows
     defaults = STUDENT_DEFAULTS[kind_name]
-    tau = defaults["tau"]
+    tau = bundle.get("taus", {}).get(kind_name, defaults["tau"])
     s = 2 if parse_method(method) in SUBCLASS_METHODS else 1
     targets, s, _ = build_targets(method, transfer["logits"], transfer["embeddings"], hard, subclasses=s,
                                   beta=1.0, tau=tau, seed=seed,
@@ -333,6 +333,8 @@ def main() -> None:
                         help="screening: JSON {kind: student options}, e.g. '{\"cnn\": {\"filters\": 64}}'")
     parser.add_argument("--learning-rates", type=json.loads, default={},
                         help="screening: JSON {kind: learning rate} instead of STUDENT_DEFAULTS'")
+    parser.add_argument("--taus", type=json.loads, default={},
+                        help="screening: JSON {kind: kd temperature} instead of STUDENT_DEFAULTS'")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.time()
@@ -341,6 +343,7 @@ def main() -> None:
     if args.prepare_only:
         return
     bundle["student_options"], bundle["learning_rates"] = args.student_options, args.learning_rates
+    bundle["taus"] = args.taus
     c = len(bundle["labels"])
     teacher = {s: classification_metrics(bundle[s]["truth"], bundle[s]["logits"].argmax(1), c)
                for s in ("validation", "test")}
@@ -352,7 +355,8 @@ def main() -> None:
                      - bundle["transfer"]["source_rows"], "teacher": teacher,
                      "teacher_training": json.loads((bundle["teacher_dir"] / "lelp_teacher_metrics.json").read_text()),
                      "max_epochs": args.max_epochs, "threads": args.threads, "student_options": args.student_options,
-                     "learning_rates": args.learning_rates, "seed_start": args.seed_start, "students": {}}
+                     "learning_rates": args.learning_rates, "taus": args.taus, "seed_start": args.seed_start,
+                     "students": {}}
     results["teacher"]["speed"] = teacher_speed(bundle)
     log(f"teacher: test {teacher['test']['accuracy']:.4f}, {results['teacher']['speed']['sentences_per_second']:.0f}"
         " sentences/s")

@@ -224,7 +224,8 @@ def run_once(bundle: dict, kind_name: str, method: str, seed: int, max_epochs: i
                                   head_weight=bundle["teacher"].head.weight.detach().numpy())
     torch.manual_seed(seed)
     model = kind.build(len(bundle["labels"]) * s, bundle["labels"], s)
-    epochs = budget_epochs(DistillConfig(teacher_dir="", train_path="", student=kind_name), len(hard))
+    epochs = bundle.get("epochs") or budget_epochs(DistillConfig(teacher_dir="", train_path="", student=kind_name),
+                                                   len(hard))
     if max_epochs:
         epochs = min(epochs, max_epochs)
     val = bundle["validation"]
@@ -335,6 +336,8 @@ def main() -> None:
                         help="screening: JSON {kind: learning rate} instead of STUDENT_DEFAULTS'")
     parser.add_argument("--taus", type=json.loads, default={},
                         help="screening: JSON {kind: kd temperature} instead of STUDENT_DEFAULTS'")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="screening: plan this many epochs instead of the budget (patience still stops early)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.time()
@@ -344,6 +347,7 @@ def main() -> None:
         return
     bundle["student_options"], bundle["learning_rates"] = args.student_options, args.learning_rates
     bundle["taus"] = args.taus
+    bundle["epochs"] = args.epochs
     c = len(bundle["labels"])
     teacher = {s: classification_metrics(bundle[s]["truth"], bundle[s]["logits"].argmax(1), c)
                for s in ("validation", "test")}
@@ -355,7 +359,8 @@ def main() -> None:
                      - bundle["transfer"]["source_rows"], "teacher": teacher,
                      "teacher_training": json.loads((bundle["teacher_dir"] / "lelp_teacher_metrics.json").read_text()),
                      "max_epochs": args.max_epochs, "threads": args.threads, "student_options": args.student_options,
-                     "learning_rates": args.learning_rates, "taus": args.taus, "seed_start": args.seed_start,
+                     "learning_rates": args.learning_rates, "taus": args.taus, "epochs": args.epochs,
+                     "seed_start": args.seed_start,
                      "students": {}}
     results["teacher"]["speed"] = teacher_speed(bundle)
     log(f"teacher: test {teacher['test']['accuracy']:.4f}, {results['teacher']['speed']['sentences_per_second']:.0f}"

@@ -88,11 +88,20 @@ def bearer_key(authorization: str | None) -> str | None:
     return (key.strip() or None) if scheme.lower() == "bearer" else None
 
 
+#: the longest resource id a path may carry (ours are 36 characters)
+RESOURCE_ID_MAX_LENGTH = 64
+
+
+def guarded_tenant(request: Request) -> Tenant | None:
+    """The tenant ``app.request_guard`` found before reading the body (None: the request had no body)."""
+    return request.scope.get("state", {}).get(TENANT_STATE)
+
+
 async def get_tenant(request: Request,
                      credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Tenant:
     """The caller's tenant (detached: use its columns only); already known when the request guard
     checked the key before reading the body."""
-    tenant = request.scope.get("state", {}).get(TENANT_STATE)
+    tenant = guarded_tenant(request)
     if tenant is not None:
         return tenant
     if credentials is None or credentials.scheme.lower() != "bearer":
@@ -105,7 +114,7 @@ TenantDep = Annotated[Tenant, Depends(get_tenant)]
 
 def _owned(table: type, kind: str, param: str) -> Callable:
     def dependency(session: SessionDep, tenant: TenantDep,
-                   resource_id: Annotated[str, Path(alias=param, max_length=64)]):
+                   resource_id: Annotated[str, Path(alias=param, max_length=RESOURCE_ID_MAX_LENGTH)]):
         row = repo.get_owned(session, table, tenant.id, resource_id)
         session.commit()  # give the connection back between threadpool calls (see get_tenant)
         if row is None:
@@ -139,7 +148,8 @@ def _find_model(make_session: Callable[[], Session], tenant_id: str, model_id: s
         return row, teacher.uri if teacher is not None else None
 
 
-async def valid_model_ref(request: Request, model_id: Annotated[str, Path(max_length=64)]) -> ModelRef:
+async def valid_model_ref(request: Request,
+                          model_id: Annotated[str, Path(max_length=RESOURCE_ID_MAX_LENGTH)]) -> ModelRef:
     """Predict's model lookup: (tenant, id) -> id + artifact URI, cached for a short TTL by the
     inference service (deleting a model evicts it), so a predict usually queries nothing.
 
@@ -147,9 +157,7 @@ async def valid_model_ref(request: Request, model_id: Annotated[str, Path(max_le
     per-dependency bookkeeping was a tenth of the event loop's time per predict (py-spy, see
     benchmarks/README.md), and this is predict's only dependency. The route declares the
     bearer scheme in its OpenAPI (``PREDICT_SECURITY``)."""
-    tenant = request.scope.get("state", {}).get(TENANT_STATE)  # the request guard's, for any body
-    if tenant is None:
-        tenant = await get_tenant(request, await bearer(request))
+    tenant = guarded_tenant(request) or await get_tenant(request, await bearer(request))  # a predict has a body
     inference: InferenceService = request.app.state.inference
     ref = inference.cached_ref(tenant.id, model_id)
     if ref is None:

@@ -107,9 +107,9 @@ def register_models(data_dir: Path, models: dict[str, Path]) -> tuple[dict[str, 
     with session_scope(settings.database_url) as session:
         key = create_api_key(session, "bench")
     ids: dict[str, str] = {}
+    store = ArtifactStore(settings.artifact_url)
     for name, model_dir in models.items():
         model_id, job_id = new_id("mdl"), new_id("job")
-        store = ArtifactStore(settings.artifact_url)
         store.put_dir(model_dir, f"models/{model_id}")
         if (model_dir / MANIFEST).exists():  # a student: its ONNX packages, built as a job builds them
             upload(store, model_id, build_packages(model_dir, data_dir / "exports" / model_id, lambda: None))

@@ -49,8 +49,9 @@ def main(paths: list[str]) -> None:
         test = [x["test"]["accuracy"] for x in items]
         val = np.mean([x["validation"] for x in items]) * 100
         what = "ce on the labelled rows (no teacher)" if method == "ce_labelled" else method
-        if method != "ce_labelled" and kind in json.loads(taus):  # a screened kd temperature (--taus)
-            what += f" (tau {json.loads(taus)[kind]})"
+        tau = json.loads(taus).get(kind)
+        if method != "ce_labelled" and tau is not None:  # a screened kd temperature (--taus)
+            what += f" (tau {tau})"
         variants = "-" if method == "ce_labelled" else (f"{augment}/row ({aug_rows:,})" if augment else "0")
         rows_here = items[0].get("train_rows", rows) if method == "ce_labelled" else rows
         epochs = ", ".join(f"{x['best_epoch']}/{x['epochs_run']}" for x in items)

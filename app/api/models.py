@@ -69,8 +69,8 @@ def add_predict_route(app: FastAPI) -> None:
     security come from ``predict``'s signature); ``PredictRoute`` replaces only how a request reaches
     it (app/api/predict_route.py)."""
     app.router.add_api_route(f"{router.prefix}/{{model_id}}/predict", predict, methods=["POST"], tags=["models"],
-                      responses=ERROR_RESPONSES, response_model=PredictResponse, openapi_extra=PREDICT_SECURITY,
-                      route_class_override=PredictRoute)
+                             responses=ERROR_RESPONSES, response_model=PredictResponse,
+                             openapi_extra=PREDICT_SECURITY, route_class_override=PredictRoute)
     app.router.routes.insert(0, app.router.routes.pop())
 
 

@@ -25,10 +25,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
 
-from app.deps import valid_model_ref
+from app.deps import RESOURCE_ID_MAX_LENGTH, valid_model_ref
 from app.schemas.models import PredictRequest
-
-MODEL_ID_MAX_LENGTH = 64  # as declared by valid_model_ref's path parameter
 
 
 def _is_json(content_type: str) -> bool:
@@ -75,11 +73,11 @@ class PredictRoute(APIRoute):
         async def handle(request: Request) -> Response:
             body, errors = parse_predict_body(await request.body(), request.headers.get("content-type", ""))
             model_id = request.path_params["model_id"]
-            if len(model_id) > MODEL_ID_MAX_LENGTH:  # FastAPI reports it with the body's errors
+            if len(model_id) > RESOURCE_ID_MAX_LENGTH:  # FastAPI reports it with the body's errors
                 raise RequestValidationError([{
                     "type": "string_too_long", "loc": ("path", "model_id"),
-                    "msg": f"String should have at most {MODEL_ID_MAX_LENGTH} characters", "input": model_id,
-                    "ctx": {"max_length": MODEL_ID_MAX_LENGTH}}, *errors])
+                    "msg": f"String should have at most {RESOURCE_ID_MAX_LENGTH} characters", "input": model_id,
+                    "ctx": {"max_length": RESOURCE_ID_MAX_LENGTH}}, *errors])
             model = await valid_model_ref(request, model_id)
             if errors:
                 raise RequestValidationError(errors)

@@ -30,6 +30,7 @@ Why it is shaped this way (measured with ``benchmarks/serving.py``):
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import queue
 import sys
@@ -292,8 +293,6 @@ def freeze_heap() -> None:
     global _heap_frozen
     if _heap_frozen:
         return
-    import gc
-
     gc.collect()
     gc.freeze()
     _heap_frozen = True
@@ -312,8 +311,6 @@ def freeze_new_libraries(modules_before: int) -> bool:
     good: the libraries, this model's objects (still freed by reference counting when evicted; kept
     only if in a reference cycle) and the cyclic garbage alive at that moment: once per library, so
     bounded. True when it froze."""
-    import gc
-
     if len(sys.modules) - modules_before < NEW_MODULES_TO_FREEZE:
         return False
     gc.freeze()
@@ -385,11 +382,9 @@ class InferenceService:
                 from transformers import PreTrainedTokenizerFast  # noqa: F401 - the table students' tokenizer
 
                 import lelp.artifacts  # noqa: F401 - what loading a model imports first
-                import lelp.export.runtime  # noqa: F401
             except Exception:  # noqa: BLE001 - advisory: the first predict imports them itself
                 log.warning("warming up the serving runtime failed", exc_info=True)
         freeze_heap()
-
 
     def runtime_of(self, model_id: str) -> str | None:
         """The runtime of the loaded copy in this process (None when not loaded)."""

@@ -65,7 +65,7 @@ def test_kill_9_of_lelp_serve_takes_its_worker_and_the_job_resumes(tmp_path, tin
             teacher = client.upload_teacher(tiny_teacher_dir)
             train = client.upload_dataset(write_csv(tmp_path / "train.csv", make_text_rows(160, seed=3)))
             job = client.create_job(teacher["id"], train["id"], method="kd", student="ngram", device="cpu",
-                                    hyperparameters={"epochs": 12, "batch_size": 4, "seed": 0})
+                                    hyperparameters={"epochs": 6, "batch_size": 4, "seed": 0, "augment": 1})
 
             def at_epoch_2():  # noqa: ANN202
                 current = client.get_job(job["id"])

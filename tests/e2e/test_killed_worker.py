@@ -23,7 +23,7 @@ def test_sigkilled_worker_job_resumes_from_checkpoint(service_client, celery_wor
     teacher = client.upload_teacher(tiny_teacher_dir)
     train = client.upload_dataset(write_csv(tmp_path / "train.csv", make_text_rows(160, seed=3)))
     job = client.create_job(teacher["id"], train["id"], method="kd", student="ngram", device="cpu",
-                            hyperparameters={"epochs": 12, "batch_size": 4, "seed": 0})
+                            hyperparameters={"epochs": 6, "batch_size": 4, "seed": 0, "augment": 1})
 
     deadline = time.monotonic() + 120
     while True:  # kill once the first epoch's checkpoint is written (progress reports epoch 2)

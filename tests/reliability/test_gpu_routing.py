@@ -25,7 +25,7 @@ from tests.tiny import make_text_rows, write_csv
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 
-HYPERPARAMETERS = {"epochs": 1, "batch_size": 16, "seed": 0, "max_length": 16}
+HYPERPARAMETERS = {"epochs": 1, "batch_size": 16, "seed": 0, "max_length": 16, "augment": 0}  # routing, not data
 
 
 def start_worker(stack: Stack, name: str, queues: str, **env: str) -> ServiceProcess:

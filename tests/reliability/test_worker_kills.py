@@ -3,7 +3,9 @@
 Real Postgres (the session's throwaway database), a private ``redis-server`` as the broker,
 real ``celery worker`` processes (prefork: a parent and its child in one process group)
 and a real uvicorn API; the jobs are real distillations of the tiny BERT teacher into an
-n-gram student, long enough (several epochs of 1000 rows) to be killed mid-training.
+n-gram student, long enough (several epochs of 1000 rows and one teacher-scored variant of each)
+to be killed mid-training. ``augment`` is set to 1, not the default "auto" (6 variants a row at this
+size): one variant keeps the augment stage as a kill point at a third of the training time.
 
 Recovery never relies on the broker: after a SIGKILL the Redis message stays unacknowledged
 until the visibility timeout (the job time limit + 1 h), so the tests check that it is the
@@ -42,7 +44,7 @@ from tests.tiny import make_text_rows, write_csv
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 
 EPOCHS = 7
-HYPERPARAMETERS = {"epochs": EPOCHS, "batch_size": 8, "seed": 0}
+HYPERPARAMETERS = {"epochs": EPOCHS, "batch_size": 8, "seed": 0, "augment": 1}
 # Sweep latency bound: stale window + one sweep interval + a busy machine's slack.
 REQUEUE_WITHIN_S = HEARTBEAT_STALE_S + SWEEP_INTERVAL_S + 12
 
@@ -301,7 +303,7 @@ def test_api_and_broker_restarts_lose_no_job_and_duplicate_no_artifact(tmp_path,
 
         def submit_one() -> str:
             return client.create_job(teacher, train, method="kd", student="ngram", device="cpu",
-                                     hyperparameters={"epochs": 3, "batch_size": 8, "seed": 0})["id"]
+                                     hyperparameters={"epochs": 3, "batch_size": 8, "seed": 0, "augment": 1})["id"]
 
         jobs = [submit_one() for _ in range(3)]
         wait_for(lambda: job_row(pg_url, jobs[0])["status"] == "running", 90, lambda: f"job 1 running\n{stack.logs()}")

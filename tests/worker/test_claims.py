@@ -135,7 +135,7 @@ def test_a_delivery_that_lost_its_claim_cannot_overwrite_the_published_artifact(
 
 def test_a_running_delivery_stops_when_its_job_is_taken_over(worker_settings, make_job, store, monkeypatch):
     """The real flow: mid-training the job is requeued and claimed elsewhere; this delivery stops, writes nothing."""
-    job_id = make_job(hyperparameters={"subclasses": 2, "epochs": 3, "batch_size": 8, "seed": 0})
+    job_id = make_job(hyperparameters={"subclasses": 2, "epochs": 3, "batch_size": 8, "seed": 0, "augment": 0})
     write_progress = runner.ProgressWriter.__call__
     taken: list[str] = []
 

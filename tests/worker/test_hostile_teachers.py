@@ -57,7 +57,7 @@ def test_a_teacher_bigger_than_the_free_memory_fails_fast(worker_settings, make_
 
 @pytest.mark.slow
 def test_a_cancelled_job_leaves_no_checkpoints(worker_settings, make_job, monkeypatch, store):  # noqa: ANN001
-    job_id = make_job(hyperparameters={"subclasses": 2, "epochs": 4, "batch_size": 8, "seed": 0})
+    job_id = make_job(hyperparameters={"subclasses": 2, "epochs": 4, "batch_size": 8, "seed": 0, "augment": 0})
     monkeypatch.setattr(job_progress, "CANCEL_CHECK_INTERVAL_S", 0.0)
     write_progress = runner.ProgressWriter.__call__
     seen: list[list[str]] = []

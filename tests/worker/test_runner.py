@@ -121,7 +121,7 @@ def test_cancel_before_start(worker_settings, make_job):
 
 @pytest.mark.slow
 def test_cancel_while_training(worker_settings, make_job, monkeypatch):
-    job_id = make_job(hyperparameters={"subclasses": 2, "epochs": 3, "batch_size": 8, "seed": 0})
+    job_id = make_job(hyperparameters={"subclasses": 2, "epochs": 3, "batch_size": 8, "seed": 0, "augment": 0})
     monkeypatch.setattr(job_progress, "CANCEL_CHECK_INTERVAL_S", 0.0)
     write_progress = runner.ProgressWriter.__call__
 
@@ -171,7 +171,7 @@ def test_attempts_are_bounded(worker_settings, make_job):
 @pytest.mark.slow
 def test_killed_attempt_resumes_from_its_checkpoint(worker_settings, make_job, monkeypatch, store):
     """An attempt dies right after epoch 1's checkpoint; the next delivery resumes at epoch 1."""
-    job_id = make_job(hyperparameters={"subclasses": 2, "epochs": 2, "seed": 0})
+    job_id = make_job(hyperparameters={"subclasses": 2, "epochs": 2, "seed": 0, "augment": 0})
     publish = runner.CheckpointSync.__call__
 
     def die_after_publishing(self, path):

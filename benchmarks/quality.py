@@ -45,7 +45,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from lelp.data.augment import AugmentSpec, ChainedTexts, WordNeighbours, augment_rows, auto_variants  # noqa: E402
 from lelp.data.datasets import encode_labels, read_table  # noqa: E402
 from lelp.evaluate import classification_metrics, directory_size, sentences_per_second  # noqa: E402
-from lelp.method.targets import SUBCLASS_METHODS, build_targets, parse_method  # noqa: E402
+from lelp.method.targets import SUBCLASS_METHODS, build_hint, build_targets, parse_method  # noqa: E402
 from lelp.pipeline import AUTO_METHOD_RANK, STUDENT_DEFAULTS, DistillConfig, budget_epochs  # noqa: E402
 from lelp.students.base import count_module_parameters, predict_class_log_probs  # noqa: E402
 from lelp.students.kind import KindContext  # noqa: E402
@@ -59,6 +59,7 @@ DATA = Path(os.environ.get("LELP_SHARED_DATA", ROOT.parent / "shared" / "data"))
 OUT = ROOT / "benchmarks" / "out"
 MAX_LENGTH = 64  # the teacher's training length; SST-2 / AG News rows are shorter anyway
 TRAINED_METHODS = ["kd", "lelp", "uniform_subclass", "random_subclass"]
+SCREENED_METHODS = [*TRAINED_METHODS, "fitnet"]  # --methods may name these; fitnet adds its hint term
 AUTO_POOL = ("kd", "lelp", "random_subclass")  # what method="auto" trains
 KINDS = ["ngram", "static", "cnn", "encoder_mlp", "transformer"]
 
@@ -224,6 +225,7 @@ def run_once(bundle: dict, kind_name: str, method: str, seed: int, max_epochs: i
                                   head_weight=bundle["teacher"].head.weight.detach().numpy())
     torch.manual_seed(seed)
     model = kind.build(len(bundle["labels"]) * s, bundle["labels"], s)
+    hint = build_hint(method, model.hidden_size, transfer["embeddings"])  # FitNet's regressor; None for the rest
     epochs = bundle.get("epochs") or budget_epochs(DistillConfig(teacher_dir="", train_path="", student=kind_name),
                                                    len(hard))
     if max_epochs:
@@ -234,8 +236,9 @@ def run_once(bundle: dict, kind_name: str, method: str, seed: int, max_epochs: i
     result = train_student(model, inputs["transfer"], targets, hard,
                            TrainConfig(epochs=epochs, learning_rate=learning_rate,
                                        batch_size=defaults["batch_size"], subclasses=s, tau=tau, seed=seed,
-                                       patience=defaults["patience"]),
-                           device="cpu",
+                                       patience=defaults["patience"],
+                                       fitnet_weight=bundle.get("fitnet_weight") or 1.0),
+                           hint=hint, device="cpu",
                            evaluate=lambda m: accuracy(m, inputs["validation"], val["truth"], s))
     test = bundle["test"]
     pred = predict_class_log_probs(model, inputs["test"], s, batch_size=512).argmax(1)
@@ -313,7 +316,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=["sst2", "agnews"], required=True)
     parser.add_argument("--students", nargs="*", default=KINDS, choices=KINDS)
-    parser.add_argument("--methods", nargs="*", default=TRAINED_METHODS, choices=TRAINED_METHODS)
+    parser.add_argument("--methods", nargs="*", default=TRAINED_METHODS, choices=SCREENED_METHODS)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--seed-start", type=int, default=1,
                         help="first seed (seeds run in parallel processes; summarize_quality.py merges their files)")
@@ -338,6 +341,8 @@ def main() -> None:
                         help="screening: JSON {kind: kd temperature} instead of STUDENT_DEFAULTS'")
     parser.add_argument("--epochs", type=int, default=None,
                         help="screening: plan this many epochs instead of the budget (patience still stops early)")
+    parser.add_argument("--fitnet-weight", type=float, default=None,
+                        help="screening: the weight of FitNet's hint term (TrainConfig's default 1)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.time()
@@ -348,6 +353,7 @@ def main() -> None:
     bundle["student_options"], bundle["learning_rates"] = args.student_options, args.learning_rates
     bundle["taus"] = args.taus
     bundle["epochs"] = args.epochs
+    bundle["fitnet_weight"] = args.fitnet_weight
     c = len(bundle["labels"])
     teacher = {s: classification_metrics(bundle[s]["truth"], bundle[s]["logits"].argmax(1), c)
                for s in ("validation", "test")}
@@ -360,6 +366,7 @@ def main() -> None:
                      "teacher_training": json.loads((bundle["teacher_dir"] / "lelp_teacher_metrics.json").read_text()),
                      "max_epochs": args.max_epochs, "threads": args.threads, "student_options": args.student_options,
                      "learning_rates": args.learning_rates, "taus": args.taus, "epochs": args.epochs,
+                     "fitnet_weight": args.fitnet_weight,
                      "seed_start": args.seed_start,
                      "students": {}}
     results["teacher"]["speed"] = teacher_speed(bundle)

@@ -61,6 +61,36 @@ def test_padding_does_not_change_a_rows_score(tiny_teacher_dir):
     assert empty["ids"].shape == (1, 1) and empty["mask"].sum() == 0 and np.isfinite(batched[2]).all()
 
 
+@pytest.mark.parametrize("widths", [[3], [2, 3, 4], [1, 5]])
+def test_training_packs_the_tokens_and_gets_the_padded_batchs_outputs_and_gradients(widths):
+    """Training lays each batch's real tokens end to end (no padded positions convolved): the
+    outputs and every gradient must be those of the padded batch, empty and full-width rows included."""
+    torch.manual_seed(2)
+    lengths = torch.tensor([0, 1, 2, 7, 3, 7, 5])
+    width = int(lengths.max())
+    mask = (torch.arange(width)[None, :] < lengths[:, None]).to(torch.int64)
+    ids = torch.randint(1, 30, (len(lengths), width)) * mask
+    batch = {"ids": ids, "mask": mask}
+
+    def run(packed: bool):
+        torch.manual_seed(3)
+        student = CnnStudent(3, vocab_size=30, embedding_dim=6, filters=5, widths=widths, hidden=8, dropout=0.0)
+        student.train()
+        if not packed:
+            student._packed_responses = lambda x, m: student._padded_responses(x)
+        logits, hidden = student(batch)
+        (logits.square().sum() + hidden.sum()).backward()
+        grads = {name: p.grad.to_dense() if p.grad.is_sparse else p.grad for name, p in student.named_parameters()}
+        return logits.detach(), grads
+
+    packed_logits, packed_grads = run(True)
+    padded_logits, padded_grads = run(False)
+    torch.testing.assert_close(packed_logits, padded_logits, rtol=1e-5, atol=1e-6)
+    assert packed_grads.keys() == padded_grads.keys()
+    for name in packed_grads:
+        torch.testing.assert_close(packed_grads[name], padded_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_folded_taps_give_the_convolutions_scores(tiny_teacher_dir):
     from lelp.teacher.loading import load_teacher
 

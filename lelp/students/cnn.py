@@ -100,7 +100,7 @@ class CnnStudent(Student):
         gap = max(max(c.padding[0], c.kernel_size[0] - 1 - c.padding[0]) for c in self.convs)
         starts = gap * torch.arange(1, rows + 1, device=x.device) + torch.cumsum(lengths, 0) - lengths
         positions = starts[:, None] + torch.arange(width, device=x.device)[None, :]  # (B, L): valid where mask
-        total = int(starts[-1] + lengths[-1]) + gap if rows else gap
+        total = max(1, int(starts[-1] + lengths[-1]) + gap if rows else gap)  # never an empty sequence
         packed = x.new_zeros(total, dim).index_put((positions[valid],), x[valid])
         gather = positions.clamp(max=total - 1)
         return [conv(packed.T[None])[0].T[gather] for conv in self.convs]

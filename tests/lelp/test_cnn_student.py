@@ -61,13 +61,15 @@ def test_padding_does_not_change_a_rows_score(tiny_teacher_dir):
     assert empty["ids"].shape == (1, 1) and empty["mask"].sum() == 0 and np.isfinite(batched[2]).all()
 
 
-@pytest.mark.parametrize("widths", [[3], [2, 3, 4], [1, 5]])
-def test_training_packs_the_tokens_and_gets_the_padded_batchs_outputs_and_gradients(widths):
+@pytest.mark.parametrize(("widths", "lengths"), [([3], [0, 1, 2, 7, 3, 7, 5]), ([2, 3, 4], [0, 1, 2, 7, 3, 7, 5]),
+                                                ([1, 5], [0, 1, 2, 7, 3, 7, 5]), ([1], [0, 0])])
+def test_training_packs_the_tokens_and_gets_the_padded_batchs_outputs_and_gradients(widths, lengths):
     """Training lays each batch's real tokens end to end (no padded positions convolved): the
-    outputs and every gradient must be those of the padded batch, empty and full-width rows included."""
+    outputs and every gradient must be those of the padded batch, empty and full-width rows included
+    (and a batch of empty rows with width-1 filters, where no zeros separate rows)."""
     torch.manual_seed(2)
-    lengths = torch.tensor([0, 1, 2, 7, 3, 7, 5])
-    width = int(lengths.max())
+    lengths = torch.tensor(lengths)
+    width = max(1, int(lengths.max()))  # as PaddedTokenInputs.batch: an empty row still gets a column
     mask = (torch.arange(width)[None, :] < lengths[:, None]).to(torch.int64)
     ids = torch.randint(1, 30, (len(lengths), width)) * mask
     batch = {"ids": ids, "mask": mask}

@@ -237,7 +237,7 @@ def run_once(bundle: dict, kind_name: str, method: str, seed: int, max_epochs: i
                            TrainConfig(epochs=epochs, learning_rate=learning_rate,
                                        batch_size=defaults["batch_size"], subclasses=s, tau=tau, seed=seed,
                                        patience=defaults["patience"],
-                                       fitnet_weight=bundle.get("fitnet_weight") or 1.0),
+                                       fitnet_weight=bundle.get("fitnet_weight") or TrainConfig.fitnet_weight),
                            hint=hint, device="cpu",
                            evaluate=lambda m: accuracy(m, inputs["validation"], val["truth"], s))
     test = bundle["test"]

@@ -78,7 +78,7 @@ def make_job(worker_settings, tiny_teacher_dir, tiny_train_csv, tiny_eval_csv) -
                       "method": "lelp", "student": {"kind": "ngram"}, **job_fields}
             session.add(Job(id=job_id, tenant_id=tenant_id, teacher_id=teacher_id, train_dataset_id=train_id,
                             eval_dataset_id=eval_id, progress={}, created_at=now, updated_at=now,
-                            hyperparameters=hyperparameters or DEFAULT_HYPERPARAMETERS,
+                            hyperparameters=hyperparameters or dict(DEFAULT_HYPERPARAMETERS),
                             **fields))
         return job_id
 

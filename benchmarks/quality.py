@@ -27,10 +27,12 @@ renders the tables of benchmarks/README.md from those files.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from lelp.data.augment import AugmentSpec, ChainedTexts, WordNeighbours, augment_rows, auto_variants  # noqa: E402
+from lelp.data.augment import AugmentedTexts, AugmentSpec, ChainedTexts, WordNeighbours, augment_rows, auto_variants  # noqa: E402
 from lelp.data.datasets import encode_labels, read_table  # noqa: E402
 from lelp.evaluate import classification_metrics, directory_size, sentences_per_second  # noqa: E402
 from lelp.method.targets import SUBCLASS_METHODS, build_hint, build_targets, parse_method  # noqa: E402
@@ -137,7 +139,7 @@ def teacher_scored(teacher, texts, sha) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(feats.logits, dtype=np.float32), np.asarray(feats.embeddings)
 
 
-def prepare(dataset: str, transfer_rows: int | None, augment: int) -> dict:
+def prepare(dataset: str, transfer_rows: int | None, augment: int, augment_options: dict | None = None) -> dict:
     teacher_dir = prepare_teacher(dataset)
     teacher = load_teacher(teacher_dir)
     labels = list(teacher.info.labels)
@@ -167,17 +169,29 @@ def prepare(dataset: str, transfer_rows: int | None, augment: int) -> dict:
 
         table = StaticKind(KindContext(teacher=teacher, max_length=128, cache_dir=OUT / "cache")).table()
         neighbours = WordNeighbours.build(table, teacher.tokenizer.get_vocab(), texts)
-        aug = augment_rows(texts, None, np.arange(n), AugmentSpec(variants=int(augment), seed=0,
-                                                                 mask_token=teacher.tokenizer.mask_token),
-                           dataset_sha256=key, neighbours=neighbours)
-        log(f"teacher features: {len(aug.texts)} augmented rows ({len(neighbours)} words with neighbours)")
+        options = dict(augment_options or {})
+        focus, focus_base = options.pop("focus_fraction", None), int(options.pop("focus_base", 0))
+        spec = AugmentSpec(variants=focus_base if focus else int(augment), seed=0,
+                           mask_token=teacher.tokenizer.mask_token, **options)
+        aug = augment_rows(texts, None, np.arange(n), spec, dataset_sha256=key, neighbours=neighbours)
+        aug_texts, aug_key = aug.texts, aug.key
+        if focus:  # the same budget (augment x n), more of it on the rows the teacher is least sure of
+            probs = np.exp(logits - logits.max(1, keepdims=True))
+            top2 = np.sort(probs / probs.sum(1, keepdims=True), 1)[:, -2:]
+            rows = np.sort(np.argsort(top2[:, 1] - top2[:, 0], kind="stable")[:round(focus * n)])
+            extra = round((int(augment) - focus_base) * n / len(rows))
+            more = AugmentedTexts(texts, rows, replace(spec, variants=extra), neighbours, variant_offset=focus_base)
+            aug_texts = ChainedTexts(aug.texts, more)
+            aug_key = "augment-" + hashlib.sha256(f"{aug.key}|{extra}|".encode() + rows.tobytes()).hexdigest()
+            log(f"focus: {len(rows)} least sure rows get {extra} more variants each")
+        log(f"teacher features: {len(aug_texts)} augmented rows ({len(neighbours)} words with neighbours)")
         t_aug = time.time()
-        feats = extend_teacher_features(teacher, TeacherFeatures(embeddings, logits), aug.texts, None,
-                                        dataset_sha256=key + "+" + aug.key, max_length=MAX_LENGTH,
+        feats = extend_teacher_features(teacher, TeacherFeatures(embeddings, logits), aug_texts, None,
+                                        dataset_sha256=key + "+" + aug_key, max_length=MAX_LENGTH,
                                         cache_dir=OUT / "cache", progress=_log_progress)
         bundle["augment_seconds"] = time.time() - t_aug
-        texts, logits, embeddings = ChainedTexts(texts, aug.texts), np.asarray(feats.logits), feats.embeddings
-        key = aug.key
+        texts, logits, embeddings = ChainedTexts(texts, aug_texts), np.asarray(feats.logits), feats.embeddings
+        key = aug_key
     bundle["transfer"] = {"texts": texts, "logits": logits, "embeddings": embeddings, "key": key,
                           "source_rows": n}
     labelled = read_table(files["teacher"])  # the rows a user has labels for: the teacher's own training rows
@@ -323,6 +337,8 @@ def main() -> None:
     parser.add_argument("--transfer-rows", type=int, default=None, help="use only the first N transfer rows")
     parser.add_argument("--augment", default="0",
                         help="teacher-scored variants per transfer row, or 'auto' (what a job would choose)")
+    parser.add_argument("--augment-options", type=json.loads, default={},
+                        help="screening: JSON of AugmentSpec fields, e.g. '{\"p_splice\": 0.5}'")
     parser.add_argument("--max-epochs", type=int, default=None, help="cap the default budget (say so in reports)")
     parser.add_argument("--transformer-seeds", type=int, default=None, help="fewer seeds for the slow kind")
     parser.add_argument("--transformer-methods", nargs="*", default=None)
@@ -347,7 +363,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     t0 = time.time()
     augment = args.augment if args.augment == "auto" else int(args.augment)
-    bundle = prepare(args.dataset, args.transfer_rows, augment)
+    bundle = prepare(args.dataset, args.transfer_rows, augment, args.augment_options)
     if args.prepare_only:
         return
     bundle["student_options"], bundle["learning_rates"] = args.student_options, args.learning_rates
@@ -360,7 +376,8 @@ def main() -> None:
     tag = args.tag or f"{args.dataset}-n{bundle['transfer']['source_rows']}-aug{bundle['augment']}"
     path = OUT / f"quality-{tag}.json"
     results: dict = {"dataset": args.dataset, "transfer_rows": bundle["transfer"]["source_rows"],
-                     "augment": bundle["augment"], "augment_seconds": bundle.get("augment_seconds"),
+                     "augment": bundle["augment"], "augment_options": args.augment_options,
+                     "augment_seconds": bundle.get("augment_seconds"),
                      "augmented_rows": len(bundle["transfer"]["texts"])
                      - bundle["transfer"]["source_rows"], "teacher": teacher,
                      "teacher_training": json.loads((bundle["teacher_dir"] / "lelp_teacher_metrics.json").read_text()),

@@ -8,7 +8,10 @@ nearest neighbours in the teacher-distilled static token table (``p_swap``; that
 encodes the teacher's notion of similarity, so "dull" may become "boring" or "lively": the
 teacher relabels the variant either way), or dropped (``p_drop``); then, with probability
 ``p_ngram``, only a random n-gram (n in 1..5) of the result is kept. ``window`` > 0 also
-shuffles words within small windows (off by default, as in Tang et al.).
+shuffles words within small windows (off by default, as in Tang et al.). ``p_splice`` > 0 first
+joins, for that share of the variants, a prefix of the row to a suffix of another training row
+(cut at random words; TreeMix-like mixing without a parser): new word combinations the teacher
+relabels (off by default: screened in benchmarks/README.md).
 
 Nothing is materialised: ``AugmentedTexts`` is a sequence whose item ``i`` is variant
 ``i % K`` of source row ``rows[i // K]``, generated when read from an RNG seeded by
@@ -61,6 +64,7 @@ class AugmentSpec:
     p_drop: float = 0.0
     p_ngram: float = 0.25
     window: int = 0
+    p_splice: float = 0.0
     mask_token: str = "[MASK]"
     seed: int = 0
 
@@ -139,10 +143,18 @@ def _variant(words: list[str], spec: AugmentSpec, rng: np.random.Generator,
 
 
 def augment_text(text: str, spec: AugmentSpec, row: int, variant: int,
-                 neighbours: WordNeighbours | None = None) -> str:
-    """Variant ``variant`` of ``text`` (source row ``row``): the same string on every call."""
+                 neighbours: WordNeighbours | None = None, partner: str | None = None) -> str:
+    """Variant ``variant`` of ``text`` (source row ``row``): the same string on every call.
+
+    ``partner``: the other row a spliced variant takes its suffix from (``AugmentedTexts`` picks it)."""
     rng = np.random.default_rng([spec.seed, row, variant, AUGMENT_VERSION])
-    return " ".join(_variant(text.split(), spec, rng, neighbours))
+    words = text.split()
+    if partner is not None and words:
+        other = partner.split()
+        # its own stream, so that splicing never changes what the other variants of a spec draw
+        cut = np.random.default_rng([spec.seed, row, variant, AUGMENT_VERSION, 2])
+        words = words[:int(cut.integers(1, len(words) + 1))] + other[int(cut.integers(0, max(1, len(other)))):]
+    return " ".join(_variant(words, spec, rng, neighbours))
 
 
 class AugmentedTexts(Sequence):
@@ -161,8 +173,17 @@ class AugmentedTexts(Sequence):
 
     def _one(self, i: int) -> str:
         row = int(self.rows[i // self.spec.variants])
-        return augment_text(self.texts[row], self.spec, row, self.variant_offset + i % self.spec.variants,
-                            self.neighbours)
+        variant = self.variant_offset + i % self.spec.variants
+        return augment_text(self.texts[row], self.spec, row, variant, self.neighbours, self._partner(row, variant))
+
+    def _partner(self, row: int, variant: int) -> str | None:
+        """The training row a spliced variant joins (another source row; never a held-out one)."""
+        if not self.spec.p_splice or len(self.rows) < 2:
+            return None
+        rng = np.random.default_rng([self.spec.seed, row, variant, AUGMENT_VERSION, 1])
+        if rng.random() >= self.spec.p_splice:
+            return None
+        return self.texts[int(self.rows[int(rng.integers(len(self.rows)))])]
 
     def __getitem__(self, i):
         if isinstance(i, slice):
@@ -215,7 +236,10 @@ def augment_rows(texts: Sequence[str], text_pairs: Sequence[str] | None, rows: n
                  dataset_sha256: str, neighbours: WordNeighbours | None = None) -> AugmentedSet:
     """``spec.variants`` variants of each row in ``rows`` (source order), made lazily when read."""
     rows = np.asarray(rows, dtype=np.int64)
-    digest = hashlib.sha256(json.dumps([dataset_sha256, asdict(spec), AUGMENT_VERSION,
+    fields = asdict(spec)
+    if not spec.p_splice:  # a field added later: sets without it keep their keys (and cached scores)
+        del fields["p_splice"]
+    digest = hashlib.sha256(json.dumps([dataset_sha256, fields, AUGMENT_VERSION,
                                         neighbours.sha256 if neighbours is not None else None]).encode())
     digest.update(rows.tobytes())
     pairs = (AugmentedTexts(text_pairs, rows, spec, neighbours, variant_offset=spec.variants)

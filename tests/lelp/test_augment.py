@@ -50,6 +50,27 @@ def test_chained_texts_slice_across_the_boundary():
     assert chained[2:5] == whole[2:5] and chained[0:7:3] == whole[0:7:3] and chained[-1] == whole[-1]
 
 
+def test_spliced_variants_join_a_prefix_to_another_training_rows_suffix():
+    texts = ["one two three", "four five six", "held out row", "seven eight"]
+    plain = AugmentSpec(variants=4, p_mask=0.0, p_swap=0.0, p_ngram=0.0)
+    spliced = AugmentSpec(variants=4, p_mask=0.0, p_swap=0.0, p_ngram=0.0, p_splice=1.0)
+    rows = np.array([0, 1, 3])  # row 2 is held out: never a partner
+    variants = list(augment_rows(texts, None, rows, spliced, dataset_sha256="x").texts)
+    sources = np.repeat(rows, 4)
+    training_words = [texts[r].split() for r in rows]
+    for source, variant in zip(sources, variants, strict=True):
+        own, words = texts[source].split(), variant.split()
+        cut = next(c for c in range(len(own), 0, -1) if words[:c] == own[:c])  # the longest own prefix
+        rest = words[cut:]
+        assert any(rest == other[len(other) - len(rest):] for other in training_words), variant
+        assert "held" not in variant and "out" not in variant
+    assert any(v != texts[s] for s, v in zip(sources, variants, strict=True))
+    # without splicing (the default) the same spec leaves each row as it was
+    assert list(augment_rows(texts, None, rows, plain, dataset_sha256="x").texts) == [texts[r] for r in sources]
+    assert (augment_rows(texts, None, rows, spliced, dataset_sha256="x").key
+            != augment_rows(texts, None, rows, plain, dataset_sha256="x").key)
+
+
 def test_word_swaps_take_nearest_neighbours_in_the_table():
     vocab = {"good": 0, "great": 1, "bad": 2, "awful": 3, "film": 4, "##s": 5}
     table = np.array([[1, 0, 0], [0.9, 0.1, 0], [0, 1, 0], [0.1, 0.9, 0], [0, 0, 1], [1, 0, 0]], np.float32)

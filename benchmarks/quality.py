@@ -241,7 +241,7 @@ def run_once(bundle: dict, kind_name: str, method: str, seed: int, max_epochs: i
     model = kind.build(len(bundle["labels"]) * s, bundle["labels"], s)
     hint = build_hint(method, model.hidden_size, transfer["embeddings"])  # FitNet's regressor; None for the rest
     epochs = bundle.get("epochs") or budget_epochs(DistillConfig(teacher_dir="", train_path="", student=kind_name),
-                                                   len(hard))
+                                                   len(hard), augmented=bundle["augment"] > 0)
     if max_epochs:
         epochs = min(epochs, max_epochs)
     val = bundle["validation"]

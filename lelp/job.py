@@ -214,11 +214,17 @@ class DistillJob:
         return self.kind.build(len(self.labels) * subclasses, self.labels, subclasses)
 
     # ---------------------------------------------------------------- train
+    def candidate_hyperparameters(self, cand: Candidate) -> dict:
+        """What a candidate trains with on this job's fit rows (after ``extract``: variants included)."""
+        return {**effective_hyperparameters(self.config, cand, rows=len(self.fit_rows),
+                                            augmented=self.augment_variants > 0),
+                "augment": self.augment_variants}
+
     def train_candidate(self, cand: Candidate, checkpoint: Path | None, on_checkpoint,
                         position: tuple[int, int] = (1, 1)) -> CandidateResult:
         """Train one candidate; ``position`` (1-based index, count) tells progress readers how far the search is."""
         cfg = self.config
-        hp = {**effective_hyperparameters(cfg, cand, rows=len(self.fit_rows)), "augment": self.augment_variants}
+        hp = self.candidate_hyperparameters(cand)
         report(self.progress, Progress(stage="fit_projector", message=cand.name, candidate=position[0],
                                        candidates=position[1]))
         # Rows held out for validation or test count as unlabelled here: their labels must not

@@ -166,3 +166,23 @@ def test_validation_and_test_rows_are_never_augmented(tiny_teacher_dir, tiny_tra
     result = distill(cfg, tmp_path / "out", cache_dir=tmp_path / "cache")
     assert result.metrics["augmented_rows"] == job.augmented_rows
     assert result.metrics["train_rows"] == len(original_fit) and result.metrics["chosen"]["augment"] == k
+
+
+def test_a_cnn_job_on_variants_plans_the_augmented_epoch_budget(tiny_teacher_dir, tiny_train_csv, tmp_path):
+    from lelp.config import budget_epochs, candidates_for
+    from lelp.job import DistillJob
+
+    budgets = {}
+    for augment in (0, 8):
+        cfg = DistillConfig(teacher_dir=str(tiny_teacher_dir), train_path=str(tiny_train_csv), student="cnn",
+                            method="kd", max_length=32, augment=augment, batch_size=1)
+        job = DistillJob(cfg, cache_dir=tmp_path / "cache")
+        job.load()
+        job.extract()
+        hp = job.candidate_hyperparameters(candidates_for(cfg)[0])
+        assert hp["augment"] == augment
+        assert hp["epochs"] == budget_epochs(cfg, len(job.fit_rows), augmented=augment > 0)
+        budgets[augment] = hp["epochs"]
+    # batches of one row: ~130 rows need 12 epochs for min_steps; 9x the rows need 2, and plan cnn's 3
+    assert budgets[0] >= 10 and budgets[8] == 3
+

@@ -86,6 +86,16 @@ def test_default_budget_gives_small_sets_enough_steps():
     assert budget_epochs(DistillConfig(teacher_dir="t", train_path="x", epochs=7), 1000) == 7
 
 
+def test_a_cnn_on_a_set_grown_with_variants_plans_fewer_epochs_but_never_fewer_steps():
+    cnn = DistillConfig(teacher_dir="t", train_path="x", student="cnn")
+    assert budget_epochs(cnn, 49_000) == 5 and budget_epochs(cnn, 49_000, augmented=True) == 3
+    assert budget_epochs(cnn, 7_000, augmented=True) == budget_epochs(cnn, 7_000) == 14  # min_steps rules
+    static = DistillConfig(teacher_dir="t", train_path="x", student="static")  # never measured: unchanged
+    assert budget_epochs(static, 49_000, augmented=True) == 5
+    assert budget_epochs(DistillConfig(teacher_dir="t", train_path="x", student="cnn", epochs=5), 49_000,
+                         augmented=True) == 5
+
+
 def _train_tiny(epochs, scores, checkpoint=None, should_cancel=None, patience=None, saved=None):
     from lelp.students.ngram import HashedInputs, HashingSpec, NgramStudent
     from lelp.training.loop import TrainConfig, train_student

@@ -145,7 +145,7 @@ def prepare(dataset: str, transfer_rows: int | None, augment: int, augment_optio
     labels = list(teacher.info.labels)
     files = split_files(dataset)
     bundle: dict = {"teacher": teacher, "teacher_dir": teacher_dir, "labels": labels}
-    texts, logits, embeddings = [], [], []
+    texts, logits, embeddings, gold = [], [], [], []
     for part in ("transfer_a", "transfer_b"):
         if transfer_rows is not None and len(texts) >= transfer_rows:
             break
@@ -155,6 +155,7 @@ def prepare(dataset: str, transfer_rows: int | None, augment: int, augment_optio
         log(f"teacher features: {part} ({len(data.texts)} rows)")
         lg, em = teacher_scored(teacher, data.texts, data.sha256)
         texts += data.texts
+        gold += list(data.labels)
         logits.append(lg)
         embeddings.append(em)
     n = min(len(texts), transfer_rows or len(texts))
@@ -192,7 +193,10 @@ def prepare(dataset: str, transfer_rows: int | None, augment: int, augment_optio
         bundle["augment_seconds"] = time.time() - t_aug
         texts, logits, embeddings = ChainedTexts(texts, aug_texts), np.asarray(feats.logits), feats.embeddings
         key = aug_key
+    truth = np.asarray(encode_labels(gold[:n], labels), dtype=np.int64)
     bundle["transfer"] = {"texts": texts, "logits": logits, "embeddings": embeddings, "key": key,
+                          # the source rows' true labels, -1 for their variants (--gold-alpha only)
+                          "gold": np.concatenate([truth, np.full(len(logits) - n, -1, dtype=np.int64)]),
                           "source_rows": n}
     labelled = read_table(files["teacher"])  # the rows a user has labels for: the teacher's own training rows
     bundle["labelled"] = {"data": labelled, "truth": np.asarray(encode_labels(labelled.labels, labels))}
@@ -247,8 +251,9 @@ def run_once(bundle: dict, kind_name: str, method: str, seed: int, max_epochs: i
     val = bundle["validation"]
     t0 = time.time()
     learning_rate = bundle.get("learning_rates", {}).get(kind_name, defaults["learning_rate"])
-    result = train_student(model, inputs["transfer"], targets, hard,
-                           TrainConfig(epochs=epochs, learning_rate=learning_rate,
+    gold_alpha = bundle.get("gold_alpha")
+    result = train_student(model, inputs["transfer"], targets, transfer["gold"] if gold_alpha else hard,
+                           TrainConfig(epochs=epochs, learning_rate=learning_rate, alpha=gold_alpha or 0.0,
                                        batch_size=defaults["batch_size"], subclasses=s, tau=tau, seed=seed,
                                        patience=defaults["patience"],
                                        fitnet_weight=bundle.get("fitnet_weight") or TrainConfig.fitnet_weight),
@@ -357,6 +362,9 @@ def main() -> None:
                         help="screening: JSON {kind: kd temperature} instead of STUDENT_DEFAULTS'")
     parser.add_argument("--epochs", type=int, default=None,
                         help="screening: plan this many epochs instead of the budget (patience still stops early)")
+    parser.add_argument("--gold-alpha", type=float, default=None,
+                        help="screening: the transfer rows' true labels as kd's hard term with this weight "
+                             "(a user who has labels; variants stay soft-only)")
     parser.add_argument("--fitnet-weight", type=float, default=None,
                         help="screening: the weight of FitNet's hint term (TrainConfig's default 1)")
     args = parser.parse_args()
@@ -370,6 +378,7 @@ def main() -> None:
     bundle["taus"] = args.taus
     bundle["epochs"] = args.epochs
     bundle["fitnet_weight"] = args.fitnet_weight
+    bundle["gold_alpha"] = args.gold_alpha
     c = len(bundle["labels"])
     teacher = {s: classification_metrics(bundle[s]["truth"], bundle[s]["logits"].argmax(1), c)
                for s in ("validation", "test")}
@@ -383,7 +392,7 @@ def main() -> None:
                      "teacher_training": json.loads((bundle["teacher_dir"] / "lelp_teacher_metrics.json").read_text()),
                      "max_epochs": args.max_epochs, "threads": args.threads, "student_options": args.student_options,
                      "learning_rates": args.learning_rates, "taus": args.taus, "epochs": args.epochs,
-                     "fitnet_weight": args.fitnet_weight,
+                     "fitnet_weight": args.fitnet_weight, "gold_alpha": args.gold_alpha,
                      "seed_start": args.seed_start,
                      "students": {}}
     results["teacher"]["speed"] = teacher_speed(bundle)

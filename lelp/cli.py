@@ -113,6 +113,15 @@ def _augment(value: str) -> int | str:
         raise LELPError(f"--augment must be an integer or 'auto', got {value!r}") from None
 
 
+def _alpha(value: str) -> float | str:
+    if value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise LELPError(f"--alpha must be a number within [0, 1] or 'auto', got {value!r}") from None
+
+
 def _subclasses(value: str) -> int | str:
     if value in ("auto", "default"):
         return value
@@ -183,7 +192,8 @@ def distill_command(
     subclasses: Annotated[str, typer.Option(help="sub-classes per class S, or 'auto'", show_default="2")] = "default",
     beta: float | None = None,
     tau: float | None = None,
-    alpha: float = 0.0,
+    alpha: Annotated[str, typer.Option(help="weight of the true labels' loss: 'auto' (the kind's benchmarked "
+                                             "weight where the rows have labels, cnn 0.5; else 0) or 0-1")] = "auto",
     epochs: Annotated[int | None, typer.Option(help="default: a budget that fits the data")] = None,
     learning_rate: float | None = None,
     batch_size: int | None = None,
@@ -207,7 +217,7 @@ def distill_command(
         text_column=text_column, text_pair_column=text_pair_column, label_column=label_column or None,
         eval_label_column=eval_label_column or None, method=method, student=student,
         student_base=str(student_base) if student_base else None,
-        subclasses=_subclasses(subclasses), beta=beta, tau=tau, alpha=alpha, epochs=epochs,
+        subclasses=_subclasses(subclasses), beta=beta, tau=tau, alpha=_alpha(alpha), epochs=epochs,
         learning_rate=learning_rate, batch_size=batch_size, max_length=max_length, seed=seed, device=device,
         augment=_augment(augment), patience=patience, gpus=gpus, min_speedup=min_speedup)
     bars = ProgressBars(enabled=not quiet)

@@ -63,7 +63,9 @@ class DistillConfig:
     subclasses: int | str = "default"
     beta: float | None = None
     tau: float | None = None
-    alpha: float = 0.0
+    # the weight of the true labels' loss: "auto" is the kind's labelled_alpha where the fit rows carry
+    # labels (cnn: 0.5), else 0 (teacher targets only); a number in [0, 1] as given
+    alpha: float | str = "auto"
     epochs: int | None = None
     learning_rate: float | None = None
     batch_size: int | None = None
@@ -137,8 +139,9 @@ def validate_config(config: DistillConfig) -> None:
                           param="subclasses")
     if isinstance(config.subclasses, int) and config.subclasses < 1:
         raise ConfigError("subclasses must be >= 1", param="subclasses")
-    if not 0.0 <= config.alpha <= 1.0:
-        raise ConfigError(f"alpha must be within [0, 1], got {config.alpha}", param="alpha")
+    if config.alpha != "auto" and (isinstance(config.alpha, bool) or not isinstance(config.alpha, int | float)
+                                   or not 0.0 <= config.alpha <= 1.0):
+        raise ConfigError(f"alpha must be 'auto' or a number within [0, 1], got {config.alpha!r}", param="alpha")
     for name in ("beta", "tau", "learning_rate"):
         value = getattr(config, name)
         if value is not None and not value > 0:
@@ -188,12 +191,20 @@ def budget_epochs(config: DistillConfig, rows: int | None, *, augmented: bool = 
     return min(defaults["max_epochs"], max(floor, math.ceil(defaults["min_steps"] / steps_per_epoch)))
 
 
+def resolve_alpha(config: DistillConfig, labelled: bool) -> float:
+    """``alpha`` as a number: "auto" uses the true labels where there are any, with the weight the kind's
+    benchmark chose (``labelled_alpha``; kinds never screened with labels keep 0: teacher targets only)."""
+    if config.alpha != "auto":
+        return float(config.alpha)
+    return float(STUDENT_DEFAULTS[config.student].get("labelled_alpha", 0.0)) if labelled else 0.0
+
+
 def effective_hyperparameters(config: DistillConfig, cand: Candidate, rows: int | None = None, *,
-                              augmented: bool = False) -> dict:
+                              augmented: bool = False, labelled: bool = False) -> dict:
     defaults = STUDENT_DEFAULTS[config.student]
     patience = config.patience if config.patience is not None else (None if config.epochs else defaults["patience"])
     return {"method": cand.method, "subclasses": cand.subclasses, "beta": cand.beta, "tau": cand.tau,
-            "alpha": config.alpha, "epochs": budget_epochs(config, rows, augmented=augmented),
+            "alpha": resolve_alpha(config, labelled), "epochs": budget_epochs(config, rows, augmented=augmented),
             "learning_rate": config.learning_rate or defaults["learning_rate"],
             "batch_size": config.batch_size or defaults["batch_size"], "max_length": config.max_length,
             "seed": config.seed, "patience": patience, "augment": config.augment}

@@ -216,8 +216,9 @@ class DistillJob:
     # ---------------------------------------------------------------- train
     def candidate_hyperparameters(self, cand: Candidate) -> dict:
         """What a candidate trains with on this job's fit rows (after ``extract``: variants included)."""
+        labelled = bool((self.pool_labels[self.fit_rows] >= 0).any())  # variants never carry labels
         return {**effective_hyperparameters(self.config, cand, rows=len(self.fit_rows),
-                                            augmented=self.augment_variants > 0),
+                                            augmented=self.augment_variants > 0, labelled=labelled),
                 "augment": self.augment_variants}
 
     def train_candidate(self, cand: Candidate, checkpoint: Path | None, on_checkpoint,
@@ -239,7 +240,7 @@ class DistillJob:
         torch.manual_seed(cfg.seed)
         student = self._build_student(subclasses)
         train_cfg = TrainConfig(epochs=hp["epochs"], learning_rate=hp["learning_rate"],
-                                batch_size=hp["batch_size"], subclasses=subclasses, alpha=cfg.alpha,
+                                batch_size=hp["batch_size"], subclasses=subclasses, alpha=hp["alpha"],
                                 tau=cand.tau, seed=cfg.seed, patience=hp["patience"])
         hint = build_hint(cand.method, student.hidden_size, RowView(self.pool_embeddings, rows))
         result = train_student(student, RowView(self.train_inputs, rows), targets[rows], self.pool_labels[rows],

@@ -22,7 +22,8 @@ if [ ! -f "$DEMO/teacher/config.json" ]; then
 fi
 echo "== 2/2 distilling it into a cnn student (the defaults: method auto)"
 if [ "${LELP_DEMO_MODE:-service}" = "library" ]; then
-  lelp distill --teacher "$DEMO/teacher" --train demo/data/sst2_transfer.csv --label-column '' --eval-label-column label \
+  # the transfer file's labels are used as in the service (alpha "auto"): the same job as the service runs
+  lelp distill --teacher "$DEMO/teacher" --train demo/data/sst2_transfer.csv \
     --eval demo/data/sst2_dev.csv --max-length 64 --out "$DEMO/student"
   lelp predict --model "$DEMO/student" "a gripping, beautifully acted film" "a tedious mess"
 else

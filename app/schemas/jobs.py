@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictInt, field_validator
 
@@ -46,7 +46,9 @@ class Hyperparameters(BaseModel):
     subclasses: StrictInt | Literal["auto"] | None = Field(None, description="S per class, or \"auto\" to grid-search")
     beta: float | None = Field(None, gt=0, le=100)
     tau: float | None = Field(None, gt=0, le=100)
-    alpha: float | None = Field(None, ge=0, le=1)
+    alpha: Annotated[float, Field(ge=0, le=1)] | Literal["auto"] | None = Field(
+        None, description="weight of the true labels' loss (0-1), or \"auto\" (the default: the student kind's "
+                          "benchmarked weight where the training rows have labels, else 0)")
     epochs: int | None = Field(None, ge=1, le=1000)
     learning_rate: float | None = Field(None, gt=0, le=10)
     batch_size: int | None = Field(None, ge=1, le=8192)

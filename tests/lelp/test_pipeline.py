@@ -134,8 +134,9 @@ def test_bad_config_is_refused_before_any_work(tiny_teacher_dir, tiny_train_csv,
         distill(DistillConfig(str(tiny_teacher_dir), str(tiny_train_csv), method="magic"), tmp_path / "o")
     with pytest.raises(ConfigError, match="student-base"):
         distill(DistillConfig(str(tiny_teacher_dir), str(tiny_train_csv), student="encoder_mlp"), tmp_path / "o")
-    with pytest.raises(ConfigError, match="alpha"):
-        distill(DistillConfig(str(tiny_teacher_dir), str(tiny_train_csv), alpha=2.0), tmp_path / "o")
+    for alpha in (2.0, "some", True):
+        with pytest.raises(ConfigError, match="alpha"):
+            distill(DistillConfig(str(tiny_teacher_dir), str(tiny_train_csv), alpha=alpha), tmp_path / "o")
     with pytest.raises(ConfigError, match="subclasses"):
         distill(DistillConfig(str(tiny_teacher_dir), str(tiny_train_csv), method="lelp", subclasses=64, student="ngram",
                               student_options=SMALL_NGRAM), tmp_path / "o")  # D=32 < S + C
@@ -200,3 +201,27 @@ def test_auto_on_unlabelled_transfer_data_scores_candidates_by_agreement(tiny_te
     assert "agreement with the teacher (validation)" in page and "validation accuracy" not in page
     assert "accuracy was not measured" in page
     assert 0.0 <= result.metrics["agreement"] <= 1.0
+
+
+def test_alpha_auto_learns_from_true_labels_only_where_the_rows_have_them(tiny_teacher_dir, tiny_train_csv,
+                                                                           tmp_path):
+    from lelp.config import STUDENT_DEFAULTS, candidates_for, resolve_alpha
+    from lelp.job import DistillJob
+
+    cnn = DistillConfig(str(tiny_teacher_dir), str(tiny_train_csv), student="cnn", method="kd")
+    assert cnn.alpha == "auto"
+    assert resolve_alpha(cnn, labelled=True) == STUDENT_DEFAULTS["cnn"]["labelled_alpha"] > 0
+    assert resolve_alpha(cnn, labelled=False) == 0.0
+    assert resolve_alpha(DistillConfig("t", "x", student="static"), labelled=True) == 0.0  # never screened
+    assert resolve_alpha(DistillConfig("t", "x", alpha=0.2), labelled=False) == 0.2  # as given
+    alphas = {}
+    for label_column in ("label", None):  # the same rows, with and without their labels
+        cfg = DistillConfig(str(tiny_teacher_dir), str(tiny_train_csv), student="cnn", method="kd", max_length=32,
+                            augment=2, label_column=label_column,
+                            eval_label_column="label" if label_column is None else None)
+        job = DistillJob(cfg, cache_dir=tmp_path / "cache")
+        job.load()
+        job.extract()
+        alphas[label_column] = job.candidate_hyperparameters(candidates_for(cfg)[0])["alpha"]
+    assert alphas == {"label": STUDENT_DEFAULTS["cnn"]["labelled_alpha"], None: 0.0}
+

@@ -104,22 +104,20 @@ def _quiet_transformers() -> None:
     logging.disable_progress_bar()
 
 
-def _augment(value: str) -> int | str:
-    if value == "auto":
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise LELPError(f"--augment must be an integer or 'auto', got {value!r}") from None
+def _auto_or(cast, option: str, expected: str):
+    """A parser for an option that takes 'auto' or a number (``cast``), failing in one line."""
+    def parse(value: str):
+        if value == "auto":
+            return value
+        try:
+            return cast(value)
+        except ValueError:
+            raise LELPError(f"--{option} must be {expected} or 'auto', got {value!r}") from None
+    return parse
 
 
-def _alpha(value: str) -> float | str:
-    if value == "auto":
-        return value
-    try:
-        return float(value)
-    except ValueError:
-        raise LELPError(f"--alpha must be a number within [0, 1] or 'auto', got {value!r}") from None
+_augment = _auto_or(int, "augment", "an integer")
+_alpha = _auto_or(float, "alpha", "a number within [0, 1]")
 
 
 def _subclasses(value: str) -> int | str:

@@ -76,6 +76,12 @@ def test_bad_data_gets_one_line_error(content, needle, tiny_teacher_dir, tmp_pat
                            "--quiet"), needle)
 
 
+@pytest.mark.parametrize(("option", "value"), [("--alpha", "some"), ("--alpha", "2"), ("--augment", "many")])
+def test_bad_auto_or_number_options_get_one_line_errors(option, value, tiny_teacher_dir, tiny_train_csv, tmp_path):
+    _one_line_error(invoke("distill", "--teacher", tiny_teacher_dir, "--train", tiny_train_csv, "--out", tmp_path / "o",
+                           "--quiet", option, value), option.lstrip("-"))
+
+
 def test_evaluate_with_bad_data_and_missing_model(student_dir, tmp_path):
     bad = write_csv(tmp_path / "x.csv", [{"text": "a", "label": "nope"}])
     _one_line_error(invoke("evaluate", "--model", student_dir, "--data", bad), "unknown label")

@@ -252,6 +252,9 @@ def run_once(bundle: dict, kind_name: str, method: str, seed: int, max_epochs: i
     t0 = time.time()
     learning_rate = bundle.get("learning_rates", {}).get(kind_name, defaults["learning_rate"])
     gold_alpha = bundle.get("gold_alpha")
+    if gold_alpha and bundle.get("gold_rows") is not None:  # only the first N source rows keep their labels
+        transfer = {**transfer, "gold": np.where(np.arange(len(transfer["gold"])) < bundle["gold_rows"],
+                                                 transfer["gold"], -1)}
     result = train_student(model, inputs["transfer"], targets, transfer["gold"] if gold_alpha else hard,
                            TrainConfig(epochs=epochs, learning_rate=learning_rate, alpha=gold_alpha or 0.0,
                                        batch_size=defaults["batch_size"], subclasses=s, tau=tau, seed=seed,
@@ -365,6 +368,8 @@ def main() -> None:
     parser.add_argument("--gold-alpha", type=float, default=None,
                         help="screening: the transfer rows' true labels as kd's hard term with this weight "
                              "(a user who has labels; variants stay soft-only)")
+    parser.add_argument("--gold-rows", type=int, default=None,
+                        help="screening, with --gold-alpha: only the first N transfer rows keep their labels")
     parser.add_argument("--fitnet-weight", type=float, default=None,
                         help="screening: the weight of FitNet's hint term (TrainConfig's default 1)")
     args = parser.parse_args()
@@ -378,7 +383,7 @@ def main() -> None:
     bundle["taus"] = args.taus
     bundle["epochs"] = args.epochs
     bundle["fitnet_weight"] = args.fitnet_weight
-    bundle["gold_alpha"] = args.gold_alpha
+    bundle["gold_alpha"], bundle["gold_rows"] = args.gold_alpha, args.gold_rows
     c = len(bundle["labels"])
     teacher = {s: classification_metrics(bundle[s]["truth"], bundle[s]["logits"].argmax(1), c)
                for s in ("validation", "test")}
@@ -392,7 +397,7 @@ def main() -> None:
                      "teacher_training": json.loads((bundle["teacher_dir"] / "lelp_teacher_metrics.json").read_text()),
                      "max_epochs": args.max_epochs, "threads": args.threads, "student_options": args.student_options,
                      "learning_rates": args.learning_rates, "taus": args.taus, "epochs": args.epochs,
-                     "fitnet_weight": args.fitnet_weight, "gold_alpha": args.gold_alpha,
+                     "fitnet_weight": args.fitnet_weight, "gold_alpha": args.gold_alpha, "gold_rows": args.gold_rows,
                      "seed_start": args.seed_start,
                      "students": {}}
     results["teacher"]["speed"] = teacher_speed(bundle)

@@ -63,8 +63,8 @@ class DistillConfig:
     subclasses: int | str = "default"
     beta: float | None = None
     tau: float | None = None
-    # the weight of the true labels' loss: "auto" is the kind's labelled_alpha where the fit rows carry
-    # labels (cnn: 0.5), else 0 (teacher targets only); a number in [0, 1] as given
+    # the weight of the true labels' loss: "auto" is the kind's labelled_alpha where >= 90% of the fit rows
+    # carry labels (cnn: 0.5), else 0 (teacher targets only); a number in [0, 1] as given
     alpha: float | str = "auto"
     epochs: int | None = None
     learning_rate: float | None = None
@@ -191,20 +191,28 @@ def budget_epochs(config: DistillConfig, rows: int | None, *, augmented: bool = 
     return min(defaults["max_epochs"], max(floor, math.ceil(defaults["min_steps"] / steps_per_epoch)))
 
 
-def resolve_alpha(config: DistillConfig, labelled: bool) -> float:
-    """``alpha`` as a number: "auto" uses the true labels where there are any, with the weight the kind's
-    benchmark chose (``labelled_alpha``; kinds never screened with labels keep 0: teacher targets only)."""
-    if config.alpha != "auto":
-        return float(config.alpha)
-    return float(STUDENT_DEFAULTS[config.student].get("labelled_alpha", 0.0)) if labelled else 0.0
+# alpha="auto" uses the labels only where at least this share of the fit rows (variants aside) carry one.
+# SST-2 7k, 6 seeds, alpha 0.5 against no labels (validation / test): every row labelled +1.11 +- 0.28 /
+# +1.01 +- 0.23; 90% labelled -0.13 +- 0.24 / +0.80 +- 0.08; 37% labelled -0.04 +- 0.13 / -0.88 +- 0.30
+# (the hard term is a mean over a batch's labelled rows: a few labels weigh as much as many)
+MIN_LABELLED_SHARE = 0.9
+
+
+def resolve_alpha(config: DistillConfig, labelled_share: float) -> float:
+    """``alpha`` as a number: "auto" uses the true labels where (nearly) every row has one, with the weight
+    the kind's benchmark chose (``labelled_alpha``; kinds never screened with labels keep 0: teacher
+    targets only)."""
+    if config.alpha != "auto" or labelled_share < MIN_LABELLED_SHARE:
+        return float(config.alpha) if config.alpha != "auto" else 0.0
+    return float(STUDENT_DEFAULTS[config.student].get("labelled_alpha", 0.0))
 
 
 def effective_hyperparameters(config: DistillConfig, cand: Candidate, rows: int | None = None, *,
-                              augmented: bool = False, labelled: bool = False) -> dict:
+                              augmented: bool = False, labelled_share: float = 0.0) -> dict:
     defaults = STUDENT_DEFAULTS[config.student]
     patience = config.patience if config.patience is not None else (None if config.epochs else defaults["patience"])
     return {"method": cand.method, "subclasses": cand.subclasses, "beta": cand.beta, "tau": cand.tau,
-            "alpha": resolve_alpha(config, labelled), "epochs": budget_epochs(config, rows, augmented=augmented),
+            "alpha": resolve_alpha(config, labelled_share), "epochs": budget_epochs(config, rows, augmented=augmented),
             "learning_rate": config.learning_rate or defaults["learning_rate"],
             "batch_size": config.batch_size or defaults["batch_size"], "max_length": config.max_length,
             "seed": config.seed, "patience": patience, "augment": config.augment}

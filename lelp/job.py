@@ -216,9 +216,10 @@ class DistillJob:
     # ---------------------------------------------------------------- train
     def candidate_hyperparameters(self, cand: Candidate) -> dict:
         """What a candidate trains with on this job's fit rows (after ``extract``: variants included)."""
-        labelled = bool((self.pool_labels[self.fit_rows] >= 0).any())  # variants never carry labels
+        source = self.fit_rows[self.fit_rows < len(self.train_data)]  # variants never carry labels
+        share = float((self.pool_labels[source] >= 0).mean()) if len(source) else 0.0
         return {**effective_hyperparameters(self.config, cand, rows=len(self.fit_rows),
-                                            augmented=self.augment_variants > 0, labelled=labelled),
+                                            augmented=self.augment_variants > 0, labelled_share=share),
                 "augment": self.augment_variants}
 
     def train_candidate(self, cand: Candidate, checkpoint: Path | None, on_checkpoint,

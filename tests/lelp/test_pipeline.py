@@ -205,15 +205,16 @@ def test_auto_on_unlabelled_transfer_data_scores_candidates_by_agreement(tiny_te
 
 def test_alpha_auto_learns_from_true_labels_only_where_the_rows_have_them(tiny_teacher_dir, tiny_train_csv,
                                                                            tmp_path):
-    from lelp.config import STUDENT_DEFAULTS, candidates_for, resolve_alpha
+    from lelp.config import MIN_LABELLED_SHARE, STUDENT_DEFAULTS, candidates_for, resolve_alpha
     from lelp.job import DistillJob
 
     cnn = DistillConfig(str(tiny_teacher_dir), str(tiny_train_csv), student="cnn", method="kd")
     assert cnn.alpha == "auto"
-    assert resolve_alpha(cnn, labelled=True) == STUDENT_DEFAULTS["cnn"]["labelled_alpha"] > 0
-    assert resolve_alpha(cnn, labelled=False) == 0.0
-    assert resolve_alpha(DistillConfig("t", "x", student="static"), labelled=True) == 0.0  # never screened
-    assert resolve_alpha(DistillConfig("t", "x", alpha=0.2), labelled=False) == 0.2  # as given
+    weight = STUDENT_DEFAULTS["cnn"]["labelled_alpha"]
+    assert weight > 0 and resolve_alpha(cnn, 1.0) == resolve_alpha(cnn, MIN_LABELLED_SHARE) == weight
+    assert resolve_alpha(cnn, 0.0) == resolve_alpha(cnn, MIN_LABELLED_SHARE - 0.01) == 0.0  # few labels: none
+    assert resolve_alpha(DistillConfig("t", "x", student="static"), 1.0) == 0.0  # never screened
+    assert resolve_alpha(DistillConfig("t", "x", alpha=0.2), 0.0) == 0.2  # as given
     alphas = {}
     for label_column in ("label", None):  # the same rows, with and without their labels
         cfg = DistillConfig(str(tiny_teacher_dir), str(tiny_train_csv), student="cnn", method="kd", max_length=32,

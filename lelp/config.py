@@ -202,8 +202,10 @@ def resolve_alpha(config: DistillConfig, labelled_share: float) -> float:
     """``alpha`` as a number: "auto" uses the true labels where (nearly) every row has one, with the weight
     the kind's benchmark chose (``labelled_alpha``; kinds never screened with labels keep 0: teacher
     targets only)."""
-    if config.alpha != "auto" or labelled_share < MIN_LABELLED_SHARE:
-        return float(config.alpha) if config.alpha != "auto" else 0.0
+    if config.alpha != "auto":
+        return float(config.alpha)
+    if labelled_share < MIN_LABELLED_SHARE:
+        return 0.0
     return float(STUDENT_DEFAULTS[config.student].get("labelled_alpha", 0.0))
 
 

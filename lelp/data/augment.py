@@ -177,7 +177,7 @@ class AugmentedTexts(Sequence):
         return augment_text(self.texts[row], self.spec, row, variant, self.neighbours, self._partner(row, variant))
 
     def _partner(self, row: int, variant: int) -> str | None:
-        """The training row a spliced variant joins (another source row; never a held-out one)."""
+        """The training row a spliced variant joins (any source row, itself included; never a held-out one)."""
         if not self.spec.p_splice or len(self.rows) < 2:
             return None
         rng = np.random.default_rng([self.spec.seed, row, variant, AUGMENT_VERSION, 1])

@@ -82,7 +82,7 @@ def _train_kind(job: DistillJob, config: DistillConfig, checkpoint_dir, on_check
             # teacher never predicts has no rows to split); a single chosen config fails loudly.
             if len(candidates) == 1:
                 raise
-            refused.append({**effective_hyperparameters(config, cand), "error": exc.message})
+            refused.append({**job.candidate_hyperparameters(cand), "error": exc.message})
     if not results:
         raise ConfigError("no candidate could be trained: " + "; ".join(r["error"] for r in refused))
     if not distributed.is_main():

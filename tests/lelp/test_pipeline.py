@@ -196,6 +196,9 @@ def test_auto_on_unlabelled_transfer_data_scores_candidates_by_agreement(tiny_te
     for name in ("lelp", "random_subclass"):  # the random tiny teacher may never predict a class:
         c = candidates[name]                  # then the candidate is reported as refused, not fatal
         assert (c.get("validation_score") is not None) != ("error" in c)
+        if "error" in c:  # and with what it would have trained with: the job's budget, alpha and variants
+            assert {k: c[k] for k in ("epochs", "alpha", "augment")} == {k: candidates["kd"][k]
+                                                                          for k in ("epochs", "alpha", "augment")}
     assert result.metrics["student"]["accuracy"] is None  # no labels anywhere: agreement only
     page = (tmp_path / "out" / "report.html").read_text()
     assert "agreement with the teacher (validation)" in page and "validation accuracy" not in page

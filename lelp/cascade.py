@@ -122,6 +122,29 @@ def choose_threshold(points: Sequence[dict], *, target_fraction: float | None = 
     return next((p for p in pts if p["accuracy"] >= goal), pts[-1])
 
 
+def point_for_target(validation: dict, target: float) -> dict:
+    """The validation point a target picks, the same in the job's report and in ``POST /cascade``.
+
+    On the validation truth's curve (``points``: labels where the rows have them), the first point
+    that reaches the target. Where the rows are labelled the job also stores ``agreement_points``,
+    the curve against the teacher's own answers (what an unlabelled job's ``points`` are), and the
+    point is never one that curve rejects: labelled validation rows can flatter a student that
+    learned from near-copies of them (SST-2's training phrases overlap: the demo's students beat
+    the teacher by 1-2 points on them and trailed it by 3 on test, so the labels alone deferred
+    nothing and kept 96% of the teacher for a 99% target). Labels only ever add caution.
+    """
+    points = sorted(validation["points"], key=lambda p: p["deferred_fraction"])
+    point = choose_threshold(points, target_fraction=target, teacher_accuracy=validation["teacher_accuracy"])
+    agreement = validation.get("agreement_points")
+    if agreement:
+        safe = choose_threshold(agreement, target_fraction=target, teacher_accuracy=1.0)
+        if safe["deferred_fraction"] > point["deferred_fraction"]:
+            # both curves come from one confidence ranking of the same rows: same shares, same thresholds
+            point = next((p for p in points if p["deferred_fraction"] >= safe["deferred_fraction"] - 1e-9),
+                         points[-1])
+    return point
+
+
 def deferred_share(student_probs: np.ndarray, threshold: float) -> float:
     """The share of rows a threshold sends to the teacher."""
     conf = np.asarray(student_probs).max(axis=1)
@@ -145,8 +168,7 @@ STANDARD_TARGETS = (0.95, 0.97, 0.99, 1.0)
 def at_target(validation: dict, student_probs: np.ndarray, teacher_pred: np.ndarray, truth: np.ndarray,
               target: float) -> dict:
     """The threshold chosen on validation for ``target`` and what it does on the given (evaluation) rows."""
-    point = choose_threshold(validation["points"], target_fraction=target,
-                             teacher_accuracy=validation["teacher_accuracy"])
+    point = point_for_target(validation, target)
     threshold = point["threshold"]
     teacher_acc = float((np.asarray(teacher_pred) == np.asarray(truth)).mean()) if len(truth) else 0.0
     acc = cascade_accuracy(student_probs, teacher_pred, truth, threshold)

@@ -67,6 +67,12 @@ def check_labels(teacher_labels: list[str], train: TextDataset, evaluation: Text
         raise DataError(problem.message, param=param, code=problem.code)
 
 
+def _validation_points(probs: np.ndarray, teacher_pred: np.ndarray, truth: np.ndarray) -> list[dict]:
+    """A cascade curve on the validation rows as ``metrics.cascade.validation`` keeps it (no speed-ups)."""
+    return [{k: p[k] for k in ("deferred_fraction", "accuracy", "threshold")}
+            for p in cascade_curve(probs, teacher_pred, truth, points=100)]
+
+
 class RowView:
     """Rows ``rows`` of an (n, ...) array, indexed lazily (no copy of a memmap)."""
 
@@ -446,8 +452,9 @@ class DistillJob:
                        "validation_nll_after": nll(calibrated, truth) if len(rows) else None}
         validation = {"rows": int(len(rows)), "teacher_accuracy": float((teacher_pred == truth).mean()) if len(rows)
                       else None, "student_accuracy": float((calibrated.argmax(1) == truth).mean()) if len(rows)
-                      else None, "points": [{k: p[k] for k in ("deferred_fraction", "accuracy", "threshold")}
-                                            for p in cascade_curve(calibrated, teacher_pred, truth, points=100)]}
+                      else None, "points": _validation_points(calibrated, teacher_pred, truth)}
+        if (truth != teacher_pred).any():  # labelled rows: the teacher-agreement curve too (lelp.cascade.point_for_target)
+            validation["agreement_points"] = _validation_points(calibrated, teacher_pred, teacher_pred)
         return calibration, validation
 
     def cascade_curve(self, metrics: dict) -> list[dict]:

@@ -1,7 +1,7 @@
 """Cascade serving and learning from its traffic (issue 22).
 
 * ``configure``: a model becomes a cascade. The threshold is read off the job's validation curve
-  (``metrics.cascade.validation``, computed by the worker; ``lelp.cascade.choose_threshold``, no
+  (``metrics.cascade.validation``, computed by the worker; ``lelp.cascade.point_for_target``, no
   torch) for the user's target, and stored in ``models.cascade``.
 * ``keep_deferred``: with ``keep_traffic`` on, the rows a cascade sent to the teacher are stored
   with the teacher's label in ``traffic_rows``: the model's own tenant only, at most
@@ -53,14 +53,13 @@ def _eval_deferred(model: Model, target: float | None, threshold: float) -> floa
 
 def configure(session: Session, settings: Settings, model: Model, body: CascadeRequest) -> Model:
     """Choose the threshold on validation for the body's target and store the cascade on the model."""
-    from lelp.cascade import choose_threshold  # numpy only
+    from lelp.cascade import choose_threshold, point_for_target  # numpy only
 
     if model.teacher_id is None or session.get(Teacher, model.teacher_id) is None:
         raise Conflict("the model's teacher was deleted: a cascade needs it", code="teacher_missing")
     validation = _validation(model)
     if body.target_accuracy is not None:
-        point = choose_threshold(validation["points"], target_fraction=body.target_accuracy,
-                                 teacher_accuracy=validation["teacher_accuracy"])
+        point = point_for_target(validation, body.target_accuracy)
         target = {"target_accuracy": body.target_accuracy}
     else:
         point = choose_threshold(validation["points"], max_deferred_fraction=body.max_deferred_fraction)

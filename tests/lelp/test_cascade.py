@@ -15,6 +15,7 @@ from lelp.cascade import (
     deferred_share,
     fit_temperature,
     nll,
+    point_for_target,
 )
 from tests.lelp.test_report import SMALL_NGRAM
 
@@ -80,6 +81,25 @@ def test_threshold_choice_meets_the_target_with_the_fewest_rows():
     assert choose_threshold(points, max_deferred_fraction=0.0)["deferred_fraction"] == 0.0
 
 
+def test_labelled_validation_rows_never_defer_less_than_agreement_with_the_teacher_needs():
+    # the demo's case: on its (labelled) validation rows the student beats the teacher, so the labels alone
+    # would defer nothing, while it disagrees with the teacher on 15% of them
+    labels = [{"deferred_fraction": f, "accuracy": a, "threshold": t}
+              for f, a, t in [(0.0, 0.87, 0.5), (0.1, 0.868, 0.63), (0.3, 0.862, 0.8), (1.0, 0.86, 1.01)]]
+    agreement = [{"deferred_fraction": f, "accuracy": a, "threshold": t}
+                 for f, a, t in [(0.0, 0.85, 0.5), (0.1, 0.92, 0.63), (0.3, 0.975, 0.8), (1.0, 1.0, 1.01)]]
+    alone = {"points": labels, "teacher_accuracy": 0.86}
+    assert point_for_target(alone, 0.99)["deferred_fraction"] == 0.0
+    both = {**alone, "agreement_points": agreement}
+    assert point_for_target(both, 0.9)["deferred_fraction"] == 0.1  # agreement 0.92 >= 0.9
+    chosen = point_for_target(both, 0.97)
+    assert chosen == labels[2]  # the labels' point at the share agreement needs: its accuracy, its threshold
+    # where the labels are the stricter curve, they decide
+    strict = {"points": [{**p, "accuracy": 0.70} for p in labels[:2]] + labels[2:], "teacher_accuracy": 0.86,
+              "agreement_points": agreement}
+    assert point_for_target(strict, 0.9)["deferred_fraction"] == 0.3
+
+
 def test_a_job_stores_its_temperature_curve_and_calibration(tiny_teacher_dir, tiny_train_csv, tiny_eval_csv,
                                                            tmp_path):
     from lelp.artifacts import load_student
@@ -105,6 +125,10 @@ def test_a_job_stores_its_temperature_curve_and_calibration(tiny_teacher_dir, ti
     assert speeds[0] == pytest.approx(ratio, rel=1e-2)
     val = metrics["cascade"]["validation"]
     assert val["rows"] == metrics["validation_rows"] and len(val["points"]) > 2
+    # labelled validation rows: the teacher-agreement curve too, on the same ranking (same shares and thresholds)
+    assert [(p["deferred_fraction"], p["threshold"]) for p in val["agreement_points"]] == \
+        [(p["deferred_fraction"], p["threshold"]) for p in val["points"]]
+    assert val["agreement_points"][-1]["accuracy"] == 1.0
     # the artifact predicts with the temperature: its probabilities are the stored calibrated ones
     data = json.loads((out / "report_data.json").read_text())
     raw = np.asarray(data["eval"]["student_raw_probs"])

@@ -259,7 +259,8 @@ def run_once(bundle: dict, kind_name: str, method: str, seed: int, max_epochs: i
                            TrainConfig(epochs=epochs, learning_rate=learning_rate, alpha=gold_alpha or 0.0,
                                        batch_size=defaults["batch_size"], subclasses=s, tau=tau, seed=seed,
                                        patience=defaults["patience"],
-                                       fitnet_weight=bundle.get("fitnet_weight") or TrainConfig.fitnet_weight),
+                                       fitnet_weight=bundle.get("fitnet_weight") or TrainConfig.fitnet_weight,
+                                       ema_decay=bundle.get("ema_decay") or 0.0),
                            hint=hint, device="cpu",
                            evaluate=lambda m: accuracy(m, inputs["validation"], val["truth"], s))
     test = bundle["test"]
@@ -370,6 +371,8 @@ def main() -> None:
                              "(a user who has labels; variants stay soft-only)")
     parser.add_argument("--gold-rows", type=int, default=None,
                         help="screening, with --gold-alpha: only the first N transfer rows keep their labels")
+    parser.add_argument("--ema", type=float, default=None,
+                        help="screening: keep and score a moving average of the weights (decay per step)")
     parser.add_argument("--fitnet-weight", type=float, default=None,
                         help="screening: the weight of FitNet's hint term (TrainConfig's default 1)")
     args = parser.parse_args()
@@ -383,6 +386,7 @@ def main() -> None:
     bundle["taus"] = args.taus
     bundle["epochs"] = args.epochs
     bundle["fitnet_weight"] = args.fitnet_weight
+    bundle["ema_decay"] = args.ema
     bundle["gold_alpha"], bundle["gold_rows"] = args.gold_alpha, args.gold_rows
     c = len(bundle["labels"])
     teacher = {s: classification_metrics(bundle[s]["truth"], bundle[s]["logits"].argmax(1), c)
@@ -398,6 +402,7 @@ def main() -> None:
                      "max_epochs": args.max_epochs, "threads": args.threads, "student_options": args.student_options,
                      "learning_rates": args.learning_rates, "taus": args.taus, "epochs": args.epochs,
                      "fitnet_weight": args.fitnet_weight, "gold_alpha": args.gold_alpha, "gold_rows": args.gold_rows,
+                     "ema": args.ema,
                      "seed_start": args.seed_start,
                      "students": {}}
     results["teacher"]["speed"] = teacher_speed(bundle)

@@ -157,6 +157,8 @@ def train_epoch(state: TrainState, epoch: int, inputs: StudentInputs, targets: t
             sch.step()
         if state.scaler is not None:
             state.scaler.update()
+        if state.averaged is not None:
+            state.averaged.update_parameters(state.student)
         state.result.steps += 1
         report(progress, Progress(stage="train", step=state.step, total_steps=state.total, epoch=epoch + 1,
                                   loss=running / max(count, 1)))
@@ -220,11 +222,11 @@ def train_student(
         check_cancelled(should_cancel)
         result.epoch_losses.append(train_epoch(state, epoch, inputs, targets_t, labels_t, config,
                                                progress=progress, should_cancel=should_cancel))
-        score = _score_folded(student, evaluate, config) if evaluate is not None else None
+        score = _score_folded(state.shipped, evaluate, config) if evaluate is not None else None
         result.history.append({"epoch": epoch + 1, "train_loss": result.epoch_losses[-1], "val_score": score})
         if score is not None and (result.best_score is None or score > result.best_score):
             result.best_epoch, result.best_score = epoch + 1, score
-            state.best_state = cpu_state(student)
+            state.best_state = cpu_state(state.shipped)
         if evaluate is not None:
             report(progress, Progress(stage="train", step=state.step, total_steps=state.total, epoch=epoch + 1,
                                       val_score=score,
@@ -232,8 +234,10 @@ def train_student(
                                               f"at epoch {result.best_epoch})"))
         if ckpt is not None:
             save(state, ckpt, epoch + 1, config, on_checkpoint)
-    if state.best_state is not None and result.best_epoch != result.epochs_run:
+    if state.best_state is not None and (result.best_epoch != result.epochs_run or state.averaged is not None):
         student.load_state_dict(state.best_state)
+    elif state.averaged is not None:  # no held-out scorer: the average of the last epoch
+        student.load_state_dict(state.averaged.module.state_dict())
     student.eval()
     if config.subclasses > 1 and config.tau != 1.0:
         fold_temperature(student, config.tau)

@@ -33,6 +33,9 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_fraction: float = 0.06
     fitnet_weight: float = 1.0
+    # > 0: the model scored, kept and shipped is an exponential moving average of the weights (decay per
+    # optimiser step; torch.optim.swa_utils), the trained weights go on as they are
+    ema_decay: float = 0.0
     seed: int = 0
     cancel_every: int = 10
     # epochs without a better held-out score before stopping (None: run every epoch)
@@ -114,6 +117,12 @@ class TrainState:
     hint_model: nn.Module | None = None
     micro_batch: int = 0  # rows per forward pass on this rank (< the batch when it does not fit)
     start_epoch: int = 0
+    averaged: nn.Module | None = None  # the weights' moving average (``TrainConfig.ema_decay``), else None
+
+    @property
+    def shipped(self) -> Student:
+        """The model an epoch is scored on and the run returns: the moving average when there is one."""
+        return self.averaged.module if self.averaged is not None else self.student
 
     @property
     def step(self) -> int:
@@ -130,8 +139,14 @@ def prepare(student: Student, rows: int, config: TrainConfig, device: torch.devi
     steps_per_epoch = math.ceil(rows / config.batch_size)
     total = steps_per_epoch * config.epochs
     precision = choose_precision(device, student.kind)
+    averaged = None
+    if config.ema_decay > 0:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        averaged = AveragedModel(student, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
     return TrainState(student, hint, optimizers, [_schedule(o, total, config.warmup_fraction) for o in optimizers],
-                      device, precision, rows, steps_per_epoch, total, scaler=precision.scaler(device))
+                      device, precision, rows, steps_per_epoch, total, scaler=precision.scaler(device),
+                      averaged=averaged)
 
 
 def restore(state: TrainState, checkpoint: Path | None, config: TrainConfig) -> int:
@@ -150,6 +165,8 @@ def restore(state: TrainState, checkpoint: Path | None, config: TrainConfig) -> 
         sch.load_state_dict(s)
     if state.scaler is not None and saved.get("scaler"):
         state.scaler.load_state_dict(saved["scaler"])
+    if state.averaged is not None:
+        state.averaged.load_state_dict(saved["averaged"])
     result = state.result
     state.start_epoch = result.resumed_from_epoch = int(saved["epoch"])
     result.steps = state.start_epoch * state.steps_per_epoch
@@ -172,6 +189,7 @@ def save(state: TrainState, checkpoint: Path, epoch: int, config: TrainConfig,
         "optimizers": [o.state_dict() for o in state.optimizers],
         "schedulers": [s.state_dict() for s in state.schedulers],
         "scaler": state.scaler.state_dict() if state.scaler is not None else {},
+        "averaged": state.averaged.state_dict() if state.averaged is not None else {},
         "epoch_losses": r.epoch_losses, "history": r.history,
         "best_epoch": r.best_epoch, "best_score": r.best_score, "best_student": state.best_state,
     }, on_checkpoint)

@@ -96,7 +96,7 @@ def test_a_cnn_on_a_set_grown_with_variants_plans_fewer_epochs_but_never_fewer_s
                          augmented=True) == 5
 
 
-def _train_tiny(epochs, scores, checkpoint=None, should_cancel=None, patience=None, saved=None):
+def _train_tiny(epochs, scores, checkpoint=None, should_cancel=None, patience=None, saved=None, ema_decay=0.0):
     from lelp.students.ngram import HashedInputs, HashingSpec, NgramStudent
     from lelp.training.loop import TrainConfig, train_student
 
@@ -113,7 +113,8 @@ def _train_tiny(epochs, scores, checkpoint=None, should_cancel=None, patience=No
         return next(calls)
 
     result = train_student(student, inputs, targets, np.arange(64) % 2,
-                           TrainConfig(epochs=epochs, learning_rate=1e-2, batch_size=16, patience=patience),
+                           TrainConfig(epochs=epochs, learning_rate=1e-2, batch_size=16, patience=patience,
+                                       ema_decay=ema_decay),
                            device="cpu", checkpoint_path=checkpoint, should_cancel=should_cancel,
                            on_checkpoint=saved.append if saved is not None else None, evaluate=evaluate)
     return student, result, snapshots
@@ -141,6 +142,25 @@ def test_best_epoch_survives_resume(tmp_path):
     assert [h["val_score"] for h in result.history] == scores
     for a, b in zip(full.state_dict().values(), resumed.state_dict().values(), strict=True):
         torch.testing.assert_close(a.to_dense() if a.is_sparse else a, b.to_dense() if b.is_sparse else b)
+
+
+def test_a_moving_average_of_the_weights_is_what_is_scored_kept_and_resumed(tmp_path):
+    scores = [0.5, 0.9, 0.6, 0.7]
+    raw, _, raw_snapshots = _train_tiny(4, scores)
+    averaged, result, snapshots = _train_tiny(4, scores, ema_decay=0.9)
+    assert result.best_epoch == 2
+    # the scored model is the average, not the trained weights (the same seed trains the same raw weights)
+    assert not torch.allclose(snapshots[1], raw_snapshots[1])
+    torch.testing.assert_close(averaged.head[-1].weight, snapshots[1])  # the best epoch's average ships
+    ckpt = tmp_path / "c.pt"
+    saved: list[str] = []
+    with pytest.raises(JobCancelled):
+        _train_tiny(4, scores, checkpoint=ckpt, should_cancel=lambda: len(saved) >= 3, saved=saved, ema_decay=0.9)
+    resumed, again, resumed_snapshots = _train_tiny(4, scores[3:], checkpoint=ckpt, ema_decay=0.9)
+    assert again.resumed_from_epoch == 3 and again.best_epoch == 2
+    torch.testing.assert_close(resumed.head[-1].weight, averaged.head[-1].weight)
+    # epoch 4's average after a resume is the uninterrupted run's: the average itself was restored
+    torch.testing.assert_close(resumed_snapshots[0], snapshots[3])
 
 
 def test_distill_reports_epochs_run_best_epoch_and_history(tiny_teacher_dir, tiny_train_csv, tiny_eval_csv,

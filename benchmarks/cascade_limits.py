@@ -28,6 +28,11 @@ dev): each target's threshold chosen instead on those rows' labels (``lelp.casca
 ``cascade_curve`` / ``choose_threshold``), then applied to test: the share and % of the teacher a
 labelled validation set would give, beside the job's agreement-chosen threshold.
 
+``--job-rule TRAIN`` (the job's training file, labelled): the job's own validation rows again (the same
+seed's split of TRAIN), each target's threshold re-chosen there by ``lelp.cascade.point_for_target`` from
+the labels' curve alone and with the teacher-agreement floor, then applied to test: how a job's rule
+choice does, for students trained before the rule changed.
+
 Nothing else here is chosen: it only explains the figures of ``cascade.py``'s table.
 """
 
@@ -199,6 +204,42 @@ def labelled_validation(args, teacher, predictor) -> list[dict]:
     return out
 
 
+def job_rule(args, teacher, predictor) -> dict[str, list[dict]]:
+    """Each target re-chosen on the job's own validation rows: labels alone, and with the agreement floor."""
+    import numpy as np
+
+    from lelp.artifacts import load_student
+    from lelp.cascade import cascade_accuracy, cascade_curve, deferred_share, point_for_target
+    from lelp.data.datasets import read_table, split_rows
+    from lelp.job import VALIDATION_FRACTION
+
+    data = read_table(args.job_rule, label_column="label")
+    labels = list(teacher.info.labels)
+    truth_all = np.asarray([labels.index(x) if x in labels else int(x) for x in data.labels])
+    out: dict[str, list[dict]] = {"labels alone": [], "with the agreement floor": []}
+    for seed in args.seeds:
+        _, held = split_rows(truth_all, VALIDATION_FRACTION, seed)  # as DistillJob splits an eval_path job
+        texts, truth = [data.texts[i] for i in held], truth_all[held]
+        probs = load_student(args.out / f"seed{seed}").predict_proba(texts)  # calibrated, as the job's
+        teacher_pred = predictor.predict_proba(texts).argmax(1)
+        validation = {"teacher_accuracy": float((teacher_pred == truth).mean()),
+                      "points": cascade_curve(probs, teacher_pred, truth, points=100)}
+        floor = {**validation, "agreement_points": cascade_curve(probs, teacher_pred, teacher_pred, points=100)}
+        test = np.load(args.out / f"seed{seed}" / "test_probs.npz")
+        test_teacher, test_truth = test["teacher"].argmax(1), test["truth"]
+        test_teacher_acc = float((test_teacher == test_truth).mean())
+        job_x = json.loads((args.out / f"seed{seed}" / "metrics.json").read_text())["student"].get("x_teacher")
+        for rule, val in (("labels alone", validation), ("with the agreement floor", floor)):
+            for target in TARGETS:
+                point = point_for_target(val, target)
+                share = deferred_share(test["student"], point["threshold"])
+                acc = cascade_accuracy(test["student"], test_teacher, test_truth, point["threshold"])
+                out[rule].append({"seed": seed, "target": target, "threshold": point["threshold"],
+                                  "validation_deferred": point["deferred_fraction"], "deferred": share,
+                                  "kept": acc / test_teacher_acc, "x_teacher_model": 1.0 / (1.0 / job_x + share)})
+    return out
+
+
 def labelled_table(rows: list[dict]) -> str:
     lines = ["| target | share deferred (labelled validation) | share deferred (test) | % of the teacher (test) | "
              "x the teacher (job's model) |", "|---|---|---|---|---|"]
@@ -250,6 +291,8 @@ def main() -> None:
                              "from its token count (a proxy: the teacher's cost grows about linearly with tokens here)")
     parser.add_argument("--labelled-validation", type=Path,
                         help="labelled rows (not train, not test): thresholds chosen on them, applied to test")
+    parser.add_argument("--job-rule", type=Path,
+                        help="the jobs' (labelled) training file: targets re-chosen on their validation rows")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
@@ -271,6 +314,12 @@ def main() -> None:
         (args.out / "labelled_validation.json").write_text(json.dumps(chosen, indent=2))
         print(f"\nThresholds chosen on {args.labelled_validation} (labelled), applied to test:\n"
               + labelled_table(chosen))
+    if args.job_rule:
+        chosen = job_rule(args, teacher, predictor)
+        (args.out / "job_rule.json").write_text(json.dumps(chosen, indent=2))
+        for rule, rows in chosen.items():
+            print(f"\nThresholds chosen on the job's validation rows, {rule}, applied to test:\n"
+                  + labelled_table(rows).replace("(labelled validation)", "(job's validation rows)"))
 
 
 if __name__ == "__main__":

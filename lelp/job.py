@@ -453,7 +453,7 @@ class DistillJob:
         validation = {"rows": int(len(rows)), "teacher_accuracy": float((teacher_pred == truth).mean()) if len(rows)
                       else None, "student_accuracy": float((calibrated.argmax(1) == truth).mean()) if len(rows)
                       else None, "points": _validation_points(calibrated, teacher_pred, truth)}
-        if (truth != teacher_pred).any():  # labelled rows: the teacher-agreement curve too (lelp.cascade.point_for_target)
+        if (truth != teacher_pred).any():  # labelled rows: the teacher-agreement curve too (point_for_target)
             validation["agreement_points"] = _validation_points(calibrated, teacher_pred, teacher_pred)
         return calibration, validation
 

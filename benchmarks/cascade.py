@@ -80,7 +80,7 @@ def run_seed(args, seed: int) -> list[dict]:
     import numpy as np
 
     from lelp.artifacts import HFClassifierPredictor, load_student
-    from lelp.data.datasets import read_table
+    from lelp.data.datasets import encode_labels, read_table
     from lelp.pipeline import DistillConfig, distill
     from lelp.teacher.loading import load_teacher
 
@@ -101,7 +101,7 @@ def run_seed(args, seed: int) -> list[dict]:
     teacher = load_teacher(args.teacher)
     labels = list(teacher.info.labels)
     teacher_predict = HFClassifierPredictor(teacher.model, teacher.tokenizer, labels, max_length=args.max_length)
-    truth = np.asarray([labels.index(x) if x in labels else int(x) for x in test.labels])
+    truth = np.asarray(encode_labels(test.labels, labels))
     saved_probs = out / "test_probs.npz"
     if saved_probs.is_file():  # a --remeasure: the answers are the same, only the timing is redone
         data = np.load(saved_probs)

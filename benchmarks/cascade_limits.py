@@ -104,8 +104,7 @@ def run_seed(args, seed: int, teacher, predictor) -> list[dict]:
         data = np.load(saved)
         student_probs, teacher_probs, truth = data["student"], data["teacher"], data["truth"]
     else:
-        labels = list(teacher.info.labels)
-        truth = np.asarray([labels.index(x) if x in labels else int(x) for x in test.labels])
+        truth = _label_ids(teacher, test.labels)
         student_probs, teacher_probs = student.predict_proba(texts), predictor.predict_proba(texts)
         np.savez(saved, student=student_probs, teacher=teacher_probs, truth=truth)
     teacher_pred = teacher_probs.argmax(1)
@@ -173,49 +172,65 @@ def ensemble_line(args) -> str:
             + f". The averaged students alone: {100 * acc / teacher_acc:.1f}% of the teacher.")
 
 
-def labelled_validation(args, teacher, predictor) -> list[dict]:
-    """Thresholds chosen on labelled validation rows, applied to test (every seed)."""
+def _label_ids(teacher, values):
+    """Class indices (numpy) of label names or ids, as a job encodes them."""
     import numpy as np
 
+    from lelp.data.datasets import encode_labels
+
+    return np.asarray(encode_labels(values, list(teacher.info.labels)))
+
+
+def _on_test(args, seed: int):
+    """``row(target, point)``: what a validation-chosen point's threshold does on the seed's saved test rows."""
+    import numpy as np
+
+    from lelp.cascade import cascade_accuracy, deferred_share
+
+    test = np.load(args.out / f"seed{seed}" / "test_probs.npz")
+    student, teacher_pred, truth = test["student"], test["teacher"].argmax(1), test["truth"]
+    teacher_acc = float((teacher_pred == truth).mean())
+    job_x = json.loads((args.out / f"seed{seed}" / "metrics.json").read_text())["student"].get("x_teacher")
+
+    def row(target: float, point: dict) -> dict:
+        share = deferred_share(student, point["threshold"])
+        acc = cascade_accuracy(student, teacher_pred, truth, point["threshold"])
+        return {"seed": seed, "target": target, "threshold": point["threshold"],
+                "validation_deferred": point["deferred_fraction"], "deferred": share,
+                "kept": acc / teacher_acc, "x_teacher_model": 1.0 / (1.0 / job_x + share)}
+
+    return row
+
+
+def labelled_validation(args, teacher, predictor) -> list[dict]:
+    """Thresholds chosen on labelled validation rows, applied to test (every seed)."""
     from lelp.artifacts import load_student
-    from lelp.cascade import cascade_accuracy, cascade_curve, choose_threshold, deferred_share
+    from lelp.cascade import cascade_curve, choose_threshold
     from lelp.data.datasets import read_table
 
     val = read_table(args.labelled_validation, label_column="label")
-    labels = list(teacher.info.labels)
-    val_truth = np.asarray([labels.index(x) if x in labels else int(x) for x in val.labels])
+    val_truth = _label_ids(teacher, val.labels)
     val_teacher = predictor.predict_proba(val.texts).argmax(1)
     val_teacher_acc = float((val_teacher == val_truth).mean())
     out = []
     for seed in args.seeds:
-        data = np.load(args.out / f"seed{seed}" / "test_probs.npz")
-        test_teacher, truth = data["teacher"].argmax(1), data["truth"]
-        test_teacher_acc = float((test_teacher == truth).mean())
-        job_x = json.loads((args.out / f"seed{seed}" / "metrics.json").read_text())["student"].get("x_teacher")
+        on_test = _on_test(args, seed)
         val_probs = load_student(args.out / f"seed{seed}").predict_proba(val.texts)
         curve = cascade_curve(val_probs, val_teacher, val_truth, points=len(val_truth))
-        for target in TARGETS:
-            point = choose_threshold(curve, target_fraction=target, teacher_accuracy=val_teacher_acc)
-            share = deferred_share(data["student"], point["threshold"])
-            acc = cascade_accuracy(data["student"], test_teacher, truth, point["threshold"])
-            out.append({"seed": seed, "target": target, "threshold": point["threshold"],
-                        "validation_deferred": point["deferred_fraction"], "deferred": share,
-                        "kept": acc / test_teacher_acc, "x_teacher_model": 1.0 / (1.0 / job_x + share)})
+        out += [on_test(target, choose_threshold(curve, target_fraction=target, teacher_accuracy=val_teacher_acc))
+                for target in TARGETS]
     return out
 
 
 def job_rule(args, teacher, predictor) -> dict[str, list[dict]]:
     """Each target re-chosen on the job's own validation rows: labels alone, and with the agreement floor."""
-    import numpy as np
-
     from lelp.artifacts import load_student
-    from lelp.cascade import cascade_accuracy, cascade_curve, deferred_share, point_for_target
+    from lelp.cascade import cascade_curve, point_for_target
     from lelp.data.datasets import read_table, split_rows
     from lelp.job import VALIDATION_FRACTION
 
     data = read_table(args.job_rule, label_column="label")
-    labels = list(teacher.info.labels)
-    truth_all = np.asarray([labels.index(x) if x in labels else int(x) for x in data.labels])
+    truth_all = _label_ids(teacher, data.labels)
     out: dict[str, list[dict]] = {"labels alone": [], "with the agreement floor": []}
     for seed in args.seeds:
         _, held = split_rows(truth_all, VALIDATION_FRACTION, seed)  # as DistillJob splits an eval_path job
@@ -225,18 +240,9 @@ def job_rule(args, teacher, predictor) -> dict[str, list[dict]]:
         validation = {"teacher_accuracy": float((teacher_pred == truth).mean()),
                       "points": cascade_curve(probs, teacher_pred, truth, points=100)}
         floor = {**validation, "agreement_points": cascade_curve(probs, teacher_pred, teacher_pred, points=100)}
-        test = np.load(args.out / f"seed{seed}" / "test_probs.npz")
-        test_teacher, test_truth = test["teacher"].argmax(1), test["truth"]
-        test_teacher_acc = float((test_teacher == test_truth).mean())
-        job_x = json.loads((args.out / f"seed{seed}" / "metrics.json").read_text())["student"].get("x_teacher")
+        on_test = _on_test(args, seed)
         for rule, val in (("labels alone", validation), ("with the agreement floor", floor)):
-            for target in TARGETS:
-                point = point_for_target(val, target)
-                share = deferred_share(test["student"], point["threshold"])
-                acc = cascade_accuracy(test["student"], test_teacher, test_truth, point["threshold"])
-                out[rule].append({"seed": seed, "target": target, "threshold": point["threshold"],
-                                  "validation_deferred": point["deferred_fraction"], "deferred": share,
-                                  "kept": acc / test_teacher_acc, "x_teacher_model": 1.0 / (1.0 / job_x + share)})
+            out[rule] += [on_test(target, point_for_target(val, target)) for target in TARGETS]
     return out
 
 

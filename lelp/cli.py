@@ -175,11 +175,17 @@ def distill_command(
     train: Annotated[Path, typer.Option(help="training/transfer data (CSV, TSV, JSONL, Parquet)")],
     out: Annotated[Path, typer.Option(help="directory for the student artifact")],
     eval: Annotated[Path | None, typer.Option(help="evaluation data; default: 10% of the labelled train rows")] = None,
+    validation: Annotated[Path | None, typer.Option(
+        help="validation data like the traffic to serve (best epoch, choices, temperature, cascade thresholds); "
+             "default: 10% of the train rows")] = None,
     text_column: str = "text",
     text_pair_column: str | None = None,
     label_column: Annotated[str, typer.Option(help="'' for unlabelled transfer data")] = "label",
     eval_label_column: Annotated[str | None, typer.Option(
         help="label column of the --eval file; default: --label-column (an eval file needs labels)")] = None,
+    validation_label_column: Annotated[str | None, typer.Option(
+        help="label column of the --validation file; default: --label-column; '' for none (scored against the "
+             "teacher's answers)")] = None,
     method: Annotated[str, typer.Option(help=METHOD_HELP)] = DEFAULT_METHOD,
     student: Annotated[str, typer.Option(help="|".join(STUDENT_CHOICES) + " (auto: the most accurate "
                                          "fast kind at >= --min-speedup x the teacher)")] = DEFAULT_STUDENT_KIND,
@@ -213,6 +219,7 @@ def distill_command(
 
     config = DistillConfig(
         teacher_dir=str(teacher), train_path=str(train), eval_path=str(eval) if eval else None,
+        validation_path=str(validation) if validation else None, validation_label_column=validation_label_column,
         text_column=text_column, text_pair_column=text_pair_column, label_column=label_column or None,
         eval_label_column=eval_label_column or None, method=method, student=student,
         student_base=str(student_base) if student_base else None,

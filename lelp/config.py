@@ -51,6 +51,12 @@ class DistillConfig:
     teacher_dir: str
     train_path: str
     eval_path: str | None = None
+    # rows like the traffic the student will serve (same columns as the train data; labelled or not):
+    # they replace the 10% of the train rows held out for validation (best epoch, auto choices, the
+    # temperature, cascade thresholds); never trained on, never augmented
+    validation_path: str | None = None
+    # the validation file's label column; None: label_column; "": none (rows scored against the teacher)
+    validation_label_column: str | None = None
     text_column: str = "text"
     text_pair_column: str | None = None
     label_column: str | None = "label"

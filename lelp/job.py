@@ -7,6 +7,7 @@ bookkeeping (splits, inputs, candidates) lives here.
 from __future__ import annotations
 
 import copy
+import hashlib
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,6 +28,7 @@ from lelp.config import (
 from lelp.data.augment import AugmentSpec, ChainedTexts, WordNeighbours, augment_rows, auto_variants
 from lelp.data.datasets import TextDataset, encode_labels, file_sha256, label_counts, read_table, split_rows
 from lelp.data.label_checks import label_problem
+from lelp.data.splits import HOLD_OUT_MINIMUM
 from lelp.devices.resolve import resolve_device
 from lelp.errors import DataError
 from lelp.evaluate import agreement, alternating_speeds, classification_metrics, directory_size
@@ -57,14 +59,23 @@ def eval_label_column(cfg: DistillConfig) -> str:
 
 
 def check_labels(teacher_labels: list[str], train: TextDataset, evaluation: TextDataset | None,
-                 cfg: DistillConfig) -> None:
+                 cfg: DistillConfig, validation: TextDataset | None = None) -> None:
     """``lelp.data.label_checks.label_problem`` as a ``DataError`` (the service runs the same rule at submit)."""
-    names = {"train": Path(cfg.train_path).name, "eval": Path(cfg.eval_path).name if cfg.eval_path else ""}
+    names = {"train": Path(cfg.train_path).name, "eval": Path(cfg.eval_path).name if cfg.eval_path else "",
+             "validation": Path(cfg.validation_path).name if cfg.validation_path else ""}
     problem = label_problem(teacher_labels, label_counts(train),
-                            label_counts(evaluation) if evaluation is not None else None, names=names)
+                            label_counts(evaluation) if evaluation is not None else None, names=names,
+                            validation_counts=label_counts(validation) if validation is not None else None)
     if problem is not None:
-        param = "eval_path" if problem.role == "eval" else "train_path"
-        raise DataError(problem.message, param=param, code=problem.code)
+        raise DataError(problem.message, param=f"{problem.role}_path", code=problem.code)
+
+
+def validation_label_column(cfg: DistillConfig) -> str | None:
+    """The validation file's label column: ``validation_label_column`` ("" for none: its rows are then scored
+    against the teacher's answers), else ``label_column``."""
+    if cfg.validation_label_column is not None:
+        return cfg.validation_label_column or None
+    return cfg.label_column
 
 
 def _validation_points(probs: np.ndarray, teacher_pred: np.ndarray, truth: np.ndarray) -> list[dict]:
@@ -124,12 +135,15 @@ class DistillJob:
         if cfg.eval_path:
             read["label_column"] = eval_label_column(cfg)
             self.eval_data = read_table(cfg.eval_path, **read)
+        validation = read_table(cfg.validation_path, text_column=cfg.text_column, text_pair_column=cfg.text_pair_column,
+                                label_column=validation_label_column(cfg)) if cfg.validation_path else None
         # Labels that cannot give a meaningful result are refused before the teacher's weights load.
         check_labels(read_teacher_config(cfg.teacher_dir).labels, self.train_data,
-                     self.eval_data if cfg.eval_path else None, cfg)
+                     self.eval_data if cfg.eval_path else None, cfg, validation)
         self.teacher = load_teacher(cfg.teacher_dir, device=str(self.device))
         self.labels = list(self.teacher.info.labels)
         self.train_labels = np.asarray(encode_labels(self.train_data.labels, self.labels, source="train data"))
+        self.train_size = len(self.train_data)  # the user's train rows; a validation file's rows follow them
         if cfg.eval_path:
             self.eval_labels = np.asarray(encode_labels(self.eval_data.labels, self.labels, source="eval data"))
             self.eval_rows = None
@@ -137,10 +151,32 @@ class DistillJob:
         else:  # hold out 10% of the labelled training rows as the test split
             self.eval_data = None
             self.train_rows, self.eval_rows = split_rows(self.train_labels, VALIDATION_FRACTION, cfg.seed + 7)
-        # The validation split picks the method / config (auto) and the best epoch of every run.
-        part, held = split_rows(self.train_labels[self.train_rows], VALIDATION_FRACTION, cfg.seed)
-        self.fit_rows, self.validation_rows = self.train_rows[part], self.train_rows[held]
+        # The validation rows pick the method / config (auto), the best epoch of every run, the temperature
+        # and the cascade's thresholds: the user's validation file, else 10% of the training rows.
+        if validation is not None:
+            self._append_validation(validation)
+        else:
+            part, held = split_rows(self.train_labels[self.train_rows], VALIDATION_FRACTION, cfg.seed)
+            self.fit_rows, self.validation_rows = self.train_rows[part], self.train_rows[held]
         self.kind = self._make_kind(cfg)
+
+    def _append_validation(self, validation: TextDataset) -> None:
+        """The validation file's rows become rows of the train table after the user's own, so that features,
+        inputs and every index into them work unchanged; they are held out like a split would be."""
+        labels = np.asarray(encode_labels(validation.labels, self.labels, source="validation data"))
+        if len(validation) < HOLD_OUT_MINIMUM:
+            raise DataError(f"{Path(self.config.validation_path).name}: {len(validation)} rows; a validation file "
+                            f"needs at least {HOLD_OUT_MINIMUM}", param="validation_path", code="too_few_rows")
+        train = self.train_data
+        self.train_data = TextDataset(
+            texts=train.texts + validation.texts,
+            text_pairs=train.text_pairs + validation.text_pairs if train.text_pairs is not None else None,
+            labels=train.labels + validation.labels,
+            sha256=hashlib.sha256(f"{train.sha256}+validation:{validation.sha256}".encode()).hexdigest(),
+            columns=train.columns)
+        self.train_labels = np.concatenate([self.train_labels, labels])
+        self.fit_rows = self.train_rows
+        self.validation_rows = self.train_size + np.arange(len(validation))
 
     def _make_kind(self, cfg: DistillConfig):
         return student_kind(cfg.student)(KindContext(
@@ -417,6 +453,8 @@ class DistillJob:
             "train_rows": int(len(self.fit_rows) - self.augmented_rows),
             "augmented_rows": int(self.augmented_rows),
             "validation_rows": int(len(self.validation_rows)) if self.validation_rows is not None else 0,
+            # "file": the user's validation rows (like their traffic); "split": 10% of the train rows
+            "validation_source": "file" if self.config.validation_path else "split",
             "eval_rows": int(len(labels)),
             "labels": self.labels,
         }
@@ -502,7 +540,8 @@ class DistillJob:
             "eval": eval_section(labels, student_probs, teacher_probs, texts, pairs, self.labels,
                                  seed=self.config.seed, student_raw_probs=self._eval_raw_probs),
             "subclasses": best.subclass_view,
-            "data": data_section(self._counts(self.train_labels), len(train), self._counts(labels), len(labels),
+            "data": data_section(self._counts(self.train_labels[:self.train_size]), self.train_size,
+                                 self._counts(labels), len(labels),
                                  lengths, self.config.max_length),
             "provenance": {"library_version": lelp.__version__, "student": self.config.student,
                            "teacher_name": Path(self.config.teacher_dir).name},
@@ -519,7 +558,8 @@ class DistillJob:
             "max_length": cfg.max_length,
             # The files' sha256, the same hashes the service reports for its datasets and teachers.
             "sources": {"teacher_sha256": self.teacher.info.sha256, "train_sha256": file_sha256(cfg.train_path),
-                        "eval_sha256": file_sha256(cfg.eval_path) if cfg.eval_path else None},
+                        "eval_sha256": file_sha256(cfg.eval_path) if cfg.eval_path else None,
+                        "validation_sha256": file_sha256(cfg.validation_path) if cfg.validation_path else None},
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "temperature": getattr(self, "temperature", 1.0),  # fitted on validation: lelp.cascade
         }

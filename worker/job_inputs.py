@@ -43,6 +43,10 @@ class JobInputs:
     eval_label_column: str | None = None
     train_dataset_id: str | None = None
     eval_dataset_id: str | None = None
+    # a validation dataset (rows like the traffic): its store path, label column ("" for none) and id
+    validation_uri: str | None = None
+    validation_label_column: str | None = None
+    validation_dataset_id: str | None = None
     # store path of the student's base model (a teacher or base model of the same tenant)
     student_base_uri: str | None = None
 
@@ -56,7 +60,9 @@ def read_inputs(session: Any, job: Job) -> JobInputs:
     teacher = session.get(Teacher, job.teacher_id) if job.teacher_id else None
     train = session.get(Dataset, job.train_dataset_id) if job.train_dataset_id else None
     evald = session.get(Dataset, job.eval_dataset_id) if job.eval_dataset_id else None
-    if teacher is None or train is None or (job.eval_dataset_id and evald is None):
+    validation = session.get(Dataset, job.validation_dataset_id) if job.validation_dataset_id else None
+    if teacher is None or train is None or (job.eval_dataset_id and evald is None) or \
+            (job.validation_dataset_id and validation is None):
         raise MissingInput("the job's teacher or dataset was deleted before it ran")
     return JobInputs(student_base_uri=_student_base_uri(session, job),
         job_id=job.id, tenant_id=job.tenant_id, attempts=job.attempts, method=job.method,
@@ -67,6 +73,9 @@ def read_inputs(session: Any, job: Job) -> JobInputs:
         text_column=train.text_column, text_pair_column=train.text_pair_column, label_column=train.label_column,
         eval_label_column=evald.label_column if evald else None,
         train_dataset_id=train.id, eval_dataset_id=evald.id if evald else None,
+        validation_uri=validation.uri if validation else None,
+        validation_label_column=(validation.label_column or "") if validation else None,
+        validation_dataset_id=validation.id if validation else None,
     )
 
 
@@ -94,7 +103,7 @@ class MissingInput(Exception):
 
 
 def build_config(inputs: JobInputs, teacher_dir: Path, train_path: Path, eval_path: Path | None,
-                 student_base_dir: Path | None = None) -> Any:
+                 student_base_dir: Path | None = None, validation_path: Path | None = None) -> Any:
     """The library's ``DistillConfig`` from the job row (unknown keys were refused by the API).
 
     The student base is the local copy of a store path (``student_base_dir``), never the
@@ -107,6 +116,8 @@ def build_config(inputs: JobInputs, teacher_dir: Path, train_path: Path, eval_pa
         teacher_dir=str(teacher_dir), train_path=str(train_path), eval_path=str(eval_path) if eval_path else None,
         text_column=inputs.text_column, text_pair_column=inputs.text_pair_column,
         label_column=inputs.label_column, eval_label_column=inputs.eval_label_column, method=inputs.method,
+        validation_path=str(validation_path) if validation_path else None,
+        validation_label_column=inputs.validation_label_column if validation_path else None,
         student=inputs.student_kind,
         student_base=str(student_base_dir) if student_base_dir is not None else None,
         device=inputs.device, cascade_reference=inputs.hyperparameters.get("cascade_reference"), **hp,

@@ -158,6 +158,8 @@ def _execute(inputs: JobInputs, settings: Settings, shown: Redactions, claim: Cl
         shown.add(train_path, f"dataset {inputs.train_dataset_id}")
         eval_path = local_file(store, inputs.eval_uri, scratch) if inputs.eval_uri else None
         shown.add(eval_path, f"dataset {inputs.eval_dataset_id}")
+        validation_path = local_file(store, inputs.validation_uri, scratch) if inputs.validation_uri else None
+        shown.add(validation_path, f"dataset {inputs.validation_dataset_id}")
         checkpoints = CheckpointSync(store, job_id, scratch / "checkpoints", token=claim.token,
                                      current=resume_from, promote=claim.promote_checkpoint)
         resumable = checkpoints.download()
@@ -165,7 +167,7 @@ def _execute(inputs: JobInputs, settings: Settings, shown: Redactions, claim: Cl
             log.info("job %s resumes from checkpoints %s", job_id, resumable)
         cache = FeatureCacheSync(store, scratch, inputs.tenant_id)
         base_dir = local_dir(store, inputs.student_base_uri, scratch) if inputs.student_base_uri else None
-        config = build_config(inputs, teacher_dir, train_path, eval_path, base_dir)
+        config = build_config(inputs, teacher_dir, train_path, eval_path, base_dir, validation_path)
         writer = ProgressWriter(url, job_id, claim=claim)
         result = distill(
             config, scratch / "artifact", cache_dir=cache.download(), checkpoint_dir=checkpoints.local_dir,

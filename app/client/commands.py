@@ -249,6 +249,9 @@ def jobs_submit(
     train: Annotated[str, typer.Option(metavar="ID", help="Training dataset id (ds_...).")],
     eval_: Annotated[str | None, typer.Option(
         "--eval", metavar="ID", help="Evaluation dataset id; default: 10% of the train rows are held out.")] = None,
+    validation: Annotated[str | None, typer.Option(
+        "--validation", metavar="ID", help="Validation dataset id: rows like the traffic to serve (best epoch, "
+        "temperature, cascade thresholds); default: 10% of the train rows.")] = None,
     method: Annotated[str, typer.Option(
         metavar="METHOD", help=f"{spoken_list(METHOD_CHOICES)}.")] = DEFAULT_METHOD,
     student: Annotated[str, typer.Option(metavar="KIND", help=f"{spoken_list(STUDENT_CHOICES)}.")
@@ -295,7 +298,8 @@ def jobs_submit(
              "augment": _count_or_auto(augment, "--augment", "a whole number of variants per row")}
     spec: str | dict = student if min_speedup is None else {"kind": student, "min_speedup": min_speedup}
     with client() as c:
-        job = c.create_job(teacher, train, eval_dataset_id=eval_, method=method, student=spec,
+        job = c.create_job(teacher, train, eval_dataset_id=eval_, validation_dataset_id=validation,
+                           method=method, student=spec,
                            student_base=student_base, device=device, hyperparameters=hyper,
                            idempotency_key=idempotency_key, webhook_url=webhook_url, name=name)
         if not wait:

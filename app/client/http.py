@@ -193,6 +193,7 @@ class LelpClient:
     # --- jobs ------------------------------------------------------------------------------------
 
     def create_job(self, teacher_id: str, train_dataset_id: str, *, eval_dataset_id: str | None = None,
+                   validation_dataset_id: str | None = None,
                    method: str = DEFAULT_METHOD, student: str | dict = DEFAULT_STUDENT_KIND,
                    student_base: str | None = None,
                    device: str = "auto", hyperparameters: dict | None = None,
@@ -216,6 +217,8 @@ class LelpClient:
         }
         if eval_dataset_id:
             body["eval_dataset_id"] = eval_dataset_id
+        if validation_dataset_id:
+            body["validation_dataset_id"] = validation_dataset_id
         if webhook_url:
             body["webhook_url"] = webhook_url
         if name:

@@ -107,6 +107,8 @@ class Job(Base):
     teacher_id: Mapped[str | None] = mapped_column(sa.ForeignKey("teachers.id", ondelete="SET NULL"))
     train_dataset_id: Mapped[str | None] = mapped_column(sa.ForeignKey("datasets.id", ondelete="SET NULL"))
     eval_dataset_id: Mapped[str | None] = mapped_column(sa.ForeignKey("datasets.id", ondelete="SET NULL"))
+    # rows like the traffic the student will serve: they replace the validation split (issue 22)
+    validation_dataset_id: Mapped[str | None] = mapped_column(sa.ForeignKey("datasets.id", ondelete="SET NULL"))
     method: Mapped[str] = mapped_column(sa.String(40))
     student: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
     device: Mapped[str] = mapped_column(sa.String(8))

@@ -143,7 +143,8 @@ def count_jobs_using(session: Session, *, teacher_id: str | None = None, dataset
     if teacher_id is not None:
         query = query.where(Job.teacher_id == teacher_id)
     if dataset_id is not None:
-        query = query.where(sa.or_(Job.train_dataset_id == dataset_id, Job.eval_dataset_id == dataset_id))
+        query = query.where(sa.or_(Job.train_dataset_id == dataset_id, Job.eval_dataset_id == dataset_id,
+                                   Job.validation_dataset_id == dataset_id))
     if active_only:
         query = query.where(Job.status.in_(ACTIVE_STATUSES))
     return int(session.scalar(query) or 0)

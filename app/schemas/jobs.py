@@ -84,6 +84,11 @@ class JobCreate(BaseModel):
     teacher_id: str = Field(min_length=1, max_length=64)
     train_dataset_id: str = Field(min_length=1, max_length=64)
     eval_dataset_id: str | None = Field(None, min_length=1, max_length=64)
+    validation_dataset_id: str | None = Field(
+        None, min_length=1, max_length=64,
+        description="rows like the traffic the student will serve (same text columns as the train dataset; "
+                    "labelled, or scored against the teacher): they pick the best epoch, the temperature and the "
+                    "cascade's thresholds instead of 10% of the train rows")
     method: Method = DEFAULT_METHOD
     student: StudentSpec = Field(default_factory=StudentSpec)
     device: Device = "auto"
@@ -127,6 +132,7 @@ class JobRead(ReadModel):
     teacher_id: str | None
     train_dataset_id: str | None
     eval_dataset_id: str | None
+    validation_dataset_id: str | None = None
     method: str
     student: dict[str, Any]
     device: str

@@ -185,7 +185,8 @@ def redistil(session: Session, store: ArtifactStore, settings: Settings, model: 
     dataset, kept = _traffic_dataset(session, store, settings, model, train, settings.data_dir / "tmp")
     hyperparameters = {k: v for k, v in (parent.hyperparameters or {}).items() if k != "cascade_reference"}
     body = JobCreate(teacher_id=model.teacher_id, train_dataset_id=dataset.id,
-                     eval_dataset_id=parent.eval_dataset_id, method=parent.method,
+                     eval_dataset_id=parent.eval_dataset_id, validation_dataset_id=parent.validation_dataset_id,
+                     method=parent.method,
                      student=StudentSpec(**{k: v for k, v in (parent.student or {}).items() if k in ("kind", "base")}),
                      device=parent.device, hyperparameters=Hyperparameters(**hyperparameters))
     job, _ = jobs_service.create_job(session, settings, model.tenant_id, body, None, store)

@@ -38,6 +38,7 @@ class SubmitInputs:
     teacher: Teacher
     train: Dataset
     eval: Dataset | None
+    validation: Dataset | None = None
 
 
 def class_index(label: str, teacher: Teacher) -> int | None:
@@ -50,7 +51,7 @@ def _owned_inputs(session: Session, tenant_id: str, body: JobCreate) -> SubmitIn
     if teacher is None:
         raise not_found("teacher", body.teacher_id, param="teacher_id")
     found: dict[str, Dataset] = {}
-    for param in ("train_dataset_id", "eval_dataset_id"):
+    for param in ("train_dataset_id", "eval_dataset_id", "validation_dataset_id"):
         dataset_id = getattr(body, param)
         if dataset_id is None:
             continue
@@ -58,13 +59,15 @@ def _owned_inputs(session: Session, tenant_id: str, body: JobCreate) -> SubmitIn
         if dataset is None:
             raise not_found("dataset", dataset_id, param=param)
         found[param] = dataset
-    return SubmitInputs(teacher, found["train_dataset_id"], found.get("eval_dataset_id"))
+    return SubmitInputs(teacher, found["train_dataset_id"], found.get("eval_dataset_id"),
+                        found.get("validation_dataset_id"))
 
 
 def _check_labels_and_columns(inputs: SubmitInputs) -> None:
     teacher = inputs.teacher
     _check_labels(inputs)
-    for param, dataset in (("train_dataset_id", inputs.train), ("eval_dataset_id", inputs.eval)):
+    for param, dataset in (("train_dataset_id", inputs.train), ("eval_dataset_id", inputs.eval),
+                           ("validation_dataset_id", inputs.validation)):
         if dataset is None:
             continue
         pairs = dataset.text_pair_column is not None
@@ -76,20 +79,23 @@ def _check_labels_and_columns(inputs: SubmitInputs) -> None:
                    "without text_pair_column")
             raise Unprocessable(f"dataset {dataset.id} has {has}, but teacher {teacher.id} reads {reads}: {fix}",
                                 param=param, code="text_pairs_mismatch")
-    if inputs.eval is not None and (inputs.eval.text_column, inputs.eval.text_pair_column) != (
-            inputs.train.text_column, inputs.train.text_pair_column):
-        raise Unprocessable("the eval dataset must use the same text columns as the train dataset",
-                            param="eval_dataset_id", code="column_mismatch")
+    for role, dataset in (("eval", inputs.eval), ("validation", inputs.validation)):
+        if dataset is not None and (dataset.text_column, dataset.text_pair_column) != (
+                inputs.train.text_column, inputs.train.text_pair_column):
+            raise Unprocessable(f"the {role} dataset must use the same text columns as the train dataset",
+                                param=f"{role}_dataset_id", code="column_mismatch")
 
 
 def _check_labels(inputs: SubmitInputs) -> None:
     """The library's rule (``lelp.data.label_checks``) on the stored label counts: unknown labels, an eval
     set without labels, labelled rows of a single class are a 422 here, not a job that fails or "succeeds"
     with a meaningless score later."""
-    train, evaluation = inputs.train, inputs.eval
-    names = {"train": f"train dataset {train.id}", "eval": f"eval dataset {evaluation.id}" if evaluation else ""}
+    train, evaluation, validation = inputs.train, inputs.eval, inputs.validation
+    names = {"train": f"train dataset {train.id}", "eval": f"eval dataset {evaluation.id}" if evaluation else "",
+             "validation": f"validation dataset {validation.id}" if validation else ""}
     problem = label_problem(list(inputs.teacher.labels or []), dict(train.label_counts or {}),
-                            dict(evaluation.label_counts or {}) if evaluation is not None else None, names=names)
+                            dict(evaluation.label_counts or {}) if evaluation is not None else None, names=names,
+                            validation_counts=dict(validation.label_counts or {}) if validation is not None else None)
     if problem is not None:
         raise Unprocessable(problem.message, param=f"{problem.role}_dataset_id", code=problem.code)
 
@@ -177,10 +183,13 @@ def _check_subclasses(body: JobCreate, inputs: SubmitInputs) -> None:
                             f"least {need * c}", param="hyperparameters.subclasses", code="too_many_subclasses")
 
 
-def _check_rows(body: JobCreate, train: Dataset) -> None:
+def _check_rows(body: JobCreate, train: Dataset, validation: Dataset | None = None) -> None:
     """The held-out splits the library will cut (``lelp.data.splits.split_sizes``) must leave rows to train on:
-    a test split when there is no eval dataset, and always a validation split (it picks the best epoch,
-    and the best candidate of ``auto``)."""
+    a test split when there is no eval dataset, and a validation split (it picks the best epoch, and the best
+    candidate of ``auto``) when there is no validation dataset, which then needs as many rows as a split."""
+    if validation is not None and validation.rows < HOLD_OUT_MINIMUM:
+        raise Unprocessable(f"validation dataset {validation.id} has {validation.rows} rows; a validation set needs "
+                            f"at least {HOLD_OUT_MINIMUM}", param="validation_dataset_id", code="too_few_rows")
     rows = train.rows
     if body.eval_dataset_id is None:
         sizes = split_sizes(rows, train.labelled_rows)
@@ -189,6 +198,8 @@ def _check_rows(body: JobCreate, train: Dataset) -> None:
                                 f"({HOLD_OUT}); add rows or give an eval_dataset_id", param="train_dataset_id",
                                 code="too_few_rows")
         rows = sizes.kept
+    if validation is not None:
+        return
     # the validation split's refusal depends on the row count only (the labelled pool falls back to all rows)
     if split_sizes(rows, 0) is None:
         raise Unprocessable(f"{rows} training rows are too few to hold out a validation split ({HOLD_OUT}), "
@@ -247,7 +258,7 @@ def check_job(session: Session, settings: Settings, tenant_id: str, body: JobCre
     _check_labels_and_columns(inputs)
     _check_max_length(settings, body, inputs.teacher)
     _check_method(body, inputs.train)
-    _check_rows(body, inputs.train)
+    _check_rows(body, inputs.train, inputs.validation)
     _check_subclasses(body, inputs)
     if body.device == "gpu":
         check_gpu_worker(session, settings)

@@ -100,7 +100,8 @@ def create_job(session: Session, settings: Settings, tenant_id: str, body: JobCr
     job = Job(
         id=new_id("job"), tenant_id=tenant_id, name=body.name, teacher_id=body.teacher_id,
         train_dataset_id=body.train_dataset_id,
-        eval_dataset_id=body.eval_dataset_id, method=body.method, student=student,
+        eval_dataset_id=body.eval_dataset_id, validation_dataset_id=body.validation_dataset_id,
+        method=body.method, student=student,
         device=body.device, hyperparameters=body.hyperparameters.model_dump(exclude_none=True),
         status=JobStatus.QUEUED,
         progress={"stage": "queued"}, attempts=0, cancel_requested=False, idempotency_key=idempotency_key,
@@ -205,5 +206,6 @@ def retry_body(job: Job) -> JobCreate:
         missing = "teacher" if job.teacher_id is None else "train dataset"
         raise Conflict(f"the job's {missing} was deleted: submit a new job instead", code="input_deleted")
     return JobCreate(name=job.name, teacher_id=job.teacher_id, train_dataset_id=job.train_dataset_id,
-                     eval_dataset_id=job.eval_dataset_id, method=job.method, student=dict(job.student or {}),
+                     eval_dataset_id=job.eval_dataset_id, validation_dataset_id=job.validation_dataset_id,
+                     method=job.method, student=dict(job.student or {}),
                      device=job.device, hyperparameters=dict(job.hyperparameters or {}))

@@ -26,12 +26,14 @@ FLAG_FIELDS = {
     "--subclasses": "hyperparameters.subclasses", "--max-length": "hyperparameters.max_length",
     "--batch-size": "hyperparameters.batch_size", "--learning-rate": "hyperparameters.learning_rate",
     "--epochs": "hyperparameters.epochs", "--eval": "eval_dataset_id", "--train": "train_dataset_id",
+    "--validation": "validation_dataset_id",
     "--teacher": "teacher_id", "--method": "method", "--student": "student.kind", "--device": "device",
 }
 _FLAG = re.compile(r"--([a-z][a-z0-9-]*)(?: [A-Z]+\b)?")
 # The library's param names that differ from the job body's.
 JOB_PARAMS = {"student_base": "student.base", "student": "student.kind", "train_path": "train_dataset_id",
-              "eval_path": "eval_dataset_id", "teacher_dir": "teacher_id", "subclasses": "hyperparameters.subclasses",
+              "eval_path": "eval_dataset_id", "validation_path": "validation_dataset_id",
+              "teacher_dir": "teacher_id", "subclasses": "hyperparameters.subclasses",
               "beta": "hyperparameters.beta", "tau": "hyperparameters.tau", "alpha": "hyperparameters.alpha",
               "epochs": "hyperparameters.epochs", "learning_rate": "hyperparameters.learning_rate",
               "batch_size": "hyperparameters.batch_size", "max_length": "hyperparameters.max_length"}

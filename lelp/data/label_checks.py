@@ -27,24 +27,28 @@ from lelp.data.datasets import label_matcher
 class LabelProblem:
     """Why a job's labels cannot give a meaningful result."""
 
-    role: str  # "train" | "eval": which dataset is at fault
+    role: str  # "train" | "eval" | "validation": which dataset is at fault
     code: str  # "unknown_label" | "single_class" | "eval_labels_required"
     message: str  # names the dataset as the caller knows it (``names``)
 
 
 def label_problem(teacher_labels: Sequence[str], train_counts: Mapping[str, int],
                   eval_counts: Mapping[str, int] | None, *, names: Mapping[str, str],
-                  has_eval: bool | None = None) -> LabelProblem | None:
+                  has_eval: bool | None = None,
+                  validation_counts: Mapping[str, int] | None = None) -> LabelProblem | None:
     """The first problem with the labels of a job, or None.
 
     ``*_counts``: label name -> labelled rows (``label_counts``; an eval set read without a label
     column has ``{}``). ``has_eval``: whether the job has an eval set (default: ``eval_counts`` is
-    not None). ``names``: ``{"train": ..., "eval": ...}``, how the messages name the datasets.
+    not None). ``validation_counts``: a validation set's (unlabelled rows are scored against the teacher,
+    so it may have none). ``names``: ``{"train": ..., "eval": ..., "validation": ...}``, how the messages
+    name the datasets.
     """
     has_eval = eval_counts is not None if has_eval is None else has_eval
     index = label_matcher(list(teacher_labels))
     known = ", ".join(map(str, teacher_labels))
-    sets = [("train", train_counts)] + ([("eval", eval_counts or {})] if has_eval else [])
+    sets = [("train", train_counts)] + ([("eval", eval_counts or {})] if has_eval else []) + \
+        ([("validation", validation_counts)] if validation_counts is not None else [])
     for role, counts in sets:
         unknown = sorted(label for label in counts if index(label) is None)
         if unknown:

@@ -84,8 +84,8 @@ def test_retry_submits_a_new_job_with_the_same_inputs(client, auth_a, job_body, 
     assert again["id"] != first["id"] and r.headers["Location"] == f"/v1/jobs/{again['id']}"
     assert again["status"] == "queued" and again["attempts"] == 0
     assert first["name"] == "sst-2 <b>first</b> try"
-    for name in ("name", "teacher_id", "train_dataset_id", "eval_dataset_id", "method", "student", "device",
-                 "hyperparameters"):
+    for name in ("name", "teacher_id", "train_dataset_id", "eval_dataset_id", "validation_dataset_id", "method",
+                 "student", "device", "hyperparameters"):
         assert again[name] == first[name], name
     assert [job_id for job_id, _ in enqueued] == [first["id"], again["id"]]
     assert client.get(f"/v1/jobs/{first['id']}", headers=auth_a).json()["status"] == "failed"  # kept as it was

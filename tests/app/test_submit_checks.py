@@ -256,3 +256,34 @@ def test_requests_that_cannot_give_a_meaningful_result_are_refused(client, auth_
     assert _submit(client, auth_a, {**job_body, "train_dataset_id": transfer["id"],
                                     "eval_dataset_id": two_eval["id"]}).status_code == 202
     assert _submit(client, auth_a, {**job_body, "train_dataset_id": transfer["id"]}).status_code == 202
+
+
+def test_a_validation_dataset_is_checked_like_the_others_and_kept_on_the_job(client, auth_a, auth_b, job_body,
+                                                                            upload_dataset, enqueued) -> None:  # noqa: ANN001
+    """Issue 22: rows like the traffic replace the validation split; a bad one is a 4xx naming its field."""
+    other_tenant = upload_dataset(auth_b, _csv(make_text_rows(40, seed=3)))
+    _refused(_submit(client, auth_a, {**job_body, "validation_dataset_id": other_tenant["id"]}),
+             404, "dataset_not_found", "validation_dataset_id")
+    few = upload_dataset(auth_a, _csv(make_text_rows(12, seed=3)))
+    _refused(_submit(client, auth_a, {**job_body, "validation_dataset_id": few["id"]}),
+             422, "too_few_rows", "validation_dataset_id")
+    odd = upload_dataset(auth_a, _csv([{"text": r["text"], "label": "maybe"} for r in make_text_rows(30, seed=4)]))
+    error = _refused(_submit(client, auth_a, {**job_body, "validation_dataset_id": odd["id"]}),
+                     422, "unknown_label", "validation_dataset_id")
+    assert f"validation dataset {odd['id']}" in error["message"]
+    renamed = upload_dataset(auth_a, b"sentence,label\n" + b"a good film,positive\na bad one,negative\n" * 20,
+                             text_column="sentence")
+    _refused(_submit(client, auth_a, {**job_body, "validation_dataset_id": renamed["id"]}),
+             422, "column_mismatch", "validation_dataset_id")
+    assert enqueued == []
+    # unlabelled traffic is fine: its rows are scored against the teacher's answers
+    traffic = upload_dataset(auth_a, b"text\n" + "".join(f"{r['text']}\n" for r in make_text_rows(30, seed=5)).encode(),
+                             label_column="")
+    r = _submit(client, auth_a, {**job_body, "validation_dataset_id": traffic["id"]})
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["validation_dataset_id"] == traffic["id"]
+    assert client.get(f"/v1/jobs/{job['id']}", headers=auth_a).json()["validation_dataset_id"] == traffic["id"]
+    # a dataset a queued job validates on is in use: not deleted from under it
+    assert client.delete(f"/v1/datasets/{traffic['id']}", headers=auth_a).status_code == 409
+    assert len(enqueued) == 1

@@ -190,9 +190,11 @@ def test_the_whole_loop_through_the_console(browser, api_server, service_api_key
     assert HOSTILE_TEACHER in Select(browser.find_element(By.ID, "f-teacher")).first_selected_option.text
     # an unlabelled set can be trained on, not evaluated on
     options = {box: [o.get_attribute("value") for o in Select(browser.find_element(By.ID, box)).options]
-               for box in ("f-train", "f-eval")}
+               for box in ("f-train", "f-eval", "f-validation")}
     assert transfer_id in options["f-train"] and transfer_id not in options["f-eval"]
     assert eval_id in options["f-eval"] and options["f-eval"][0] == ""  # "none" first
+    # validation rows may be unlabelled (scored against the teacher): every set, "none" (a split) first
+    assert options["f-validation"][0] == "" and {transfer_id, eval_id} <= set(options["f-validation"])
     Select(browser.find_element(By.ID, "f-kind")).select_by_value("ngram")
     assert float(lr.get_attribute("value")) == STUDENT_DEFAULTS["ngram"]["learning_rate"]
     Select(browser.find_element(By.ID, "f-eval")).select_by_value(eval_id)

@@ -22,7 +22,8 @@ HYPER = {"subclasses": 2, "epochs": 2, "seed": 0}
 def csvs(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e-data")
     return (write_csv(root / "train.csv", make_text_rows(160, seed=1)),
-            write_csv(root / "eval.csv", make_text_rows(40, seed=2)))
+            write_csv(root / "eval.csv", make_text_rows(40, seed=2)),
+            write_csv(root / "validation.csv", make_text_rows(30, seed=3)))
 
 
 def test_job_to_predict_on_postgres_and_redis(service_client, celery_worker_process, tiny_teacher_dir, csvs,
@@ -30,12 +31,13 @@ def test_job_to_predict_on_postgres_and_redis(service_client, celery_worker_proc
     client = service_client
     teacher = client.upload_teacher(tiny_teacher_dir, name="tiny")  # the directory goes up as a tar.gz
     assert teacher["labels"] == ["negative", "positive"] and teacher["num_labels"] == 2
-    train, evald = (client.upload_dataset(path) for path in csvs)
+    train, evald, validation = (client.upload_dataset(path) for path in csvs)
     assert train["rows"] == 160 and train["label_counts"] == {"negative": 80, "positive": 80}
 
     job = client.create_job(teacher["id"], train["id"], eval_dataset_id=evald["id"], method="lelp",
-                            student="ngram", device="cpu", hyperparameters=HYPER)
-    assert job["status"] == "queued"
+                            validation_dataset_id=validation["id"], student="ngram", device="cpu",
+                            hyperparameters=HYPER)
+    assert job["status"] == "queued" and job["validation_dataset_id"] == validation["id"]
     seen: set[str] = set()
     job = client.wait_job(job["id"], on_progress=lambda j: seen.add(j["status"]), poll=0.5, timeout=180)
     assert job["status"] == "succeeded", f"{job['error']}\n{celery_worker_process.log_tail()}"
@@ -49,6 +51,10 @@ def test_job_to_predict_on_postgres_and_redis(service_client, celery_worker_proc
     model = client.get_model(job["model_id"])
     assert model["job_id"] == job["id"] and model["method"] == "lelp" and model["kind"] == "ngram"
     assert set(model["metrics"]) >= {"student", "teacher", "agreement"}
+    # the validation dataset's rows, not 10% of the train rows, chose the epoch and the cascade's thresholds
+    assert model["metrics"]["validation_source"] == "file"
+    assert model["metrics"]["validation_rows"] == 30 == model["metrics"]["cascade"]["validation"]["rows"]
+    assert model["metrics"]["train_rows"] == 160
 
     # Issue 19: the first predict took 7-11 s because the API process built the ONNX export then. The
     # worker builds the packages before the job succeeds (its events say so, before "succeeded"), and
@@ -108,7 +114,7 @@ def test_embedded_serve_runs_a_job(tmp_path, tiny_teacher_dir, csvs, capsys):
     from demo.run import run_demo
 
     data_dir = tmp_path / "lelp-data"
-    result = run_demo(data_dir, tiny_teacher_dir, *csvs, subclasses=2, epochs=1)
+    result = run_demo(data_dir, tiny_teacher_dir, *csvs[:2], subclasses=2, epochs=1)
     assert result["job"]["status"] == "succeeded"
     assert len(result["predictions"]) == 2
     key_file = data_dir / "api_key"

@@ -493,6 +493,8 @@ async function loadNewJob(query) {
   fillSelect($("f-train"), datasets, datasetLabel, { chosen: query.get("train") });
   fillSelect($("f-eval"), datasets.filter((d) => d.labelled_rows > 0), datasetLabel,
     { none: "none: hold out part of the train set", chosen: query.get("eval") });
+  fillSelect($("f-validation"), datasets, datasetLabel,
+    { none: "none: hold out part of the train set", chosen: query.get("validation") });
   const list = $("base-choices");
   list.replaceChildren();
   for (const b of bases.data) list.appendChild(el("option", { value: b.id }, "base model " + b.name));
@@ -531,6 +533,7 @@ function jobBody() {
     method: $("f-method").value, device: $("f-device").value, student: { kind: $("f-kind").value },
     hyperparameters: {} };
   if ($("f-eval").value) body.eval_dataset_id = $("f-eval").value;
+  if ($("f-validation").value) body.validation_dataset_id = $("f-validation").value;
   if ($("f-name").value.trim()) body.name = $("f-name").value.trim();
   if ($("f-base").value.trim()) body.student.base = $("f-base").value.trim();
   if ($("f-min-speedup").value.trim()) body.student.min_speedup = parseField($("f-min-speedup"));

@@ -91,6 +91,8 @@ def run_seed(args, seed: int) -> list[dict]:
     started = time.time()
     if not (out / "metrics.json").is_file():
         distill(DistillConfig(teacher_dir=str(args.teacher), train_path=str(args.train), eval_path=str(args.test),
+                              validation_path=str(args.validation) if args.validation else None,
+                              validation_label_column="label" if args.validation else None,
                               label_column=args.label_column or None, eval_label_column="label",
                               method=args.method, student=args.student, max_length=args.max_length, seed=seed,
                               device="cpu"), out, cache_dir=args.out / "cache")
@@ -205,6 +207,8 @@ def main() -> None:
     parser.add_argument("--train", required=True, type=Path)
     parser.add_argument("--label-column", default="")
     parser.add_argument("--test", required=True, type=Path)
+    parser.add_argument("--validation", type=Path,
+                        help="labelled rows like the test rows: the job's validation rows (validation_dataset_id)")
     parser.add_argument("--student", default="cnn")
     parser.add_argument("--method", default="kd")
     parser.add_argument("--max-length", type=int, default=64)

@@ -25,8 +25,10 @@ better confidence ranking is within reach of a few more cheap students.
 
 ``--labelled-validation FILE`` (labelled rows that are neither training nor test rows, e.g. SST-2
 dev): each target's threshold chosen instead on those rows' labels (``lelp.cascade``'s own
-``cascade_curve`` / ``choose_threshold``), then applied to test: the share and % of the teacher a
-labelled validation set would give, beside the job's agreement-chosen threshold.
+``cascade_curve``), then applied to test: the share and % of the teacher a labelled validation set
+would give, by three rules: the point estimate (``choose_threshold``), the rule a job with such a
+file (``validation_dataset_id``) applies (``point_for_target``, ``source: "file"``: a 95% bound),
+and the labels with the agreement floor.
 
 ``--job-rule TRAIN`` (the job's training file, labelled): the job's own validation rows again (the same
 seed's split of TRAIN), each target's threshold re-chosen there by ``lelp.cascade.point_for_target`` from
@@ -202,23 +204,33 @@ def _on_test(args, seed: int):
     return row
 
 
-def labelled_validation(args, teacher, predictor) -> list[dict]:
-    """Thresholds chosen on labelled validation rows, applied to test (every seed)."""
+def labelled_validation(args, teacher, predictor) -> dict[str, list[dict]]:
+    """Thresholds chosen on labelled validation rows, applied to test (every seed), by three rules: the
+    labels' point estimate, the job's rule for a validation file (``point_for_target`` with ``source:
+    "file"``: the target met with 1.645 standard errors to spare) and the labels with the agreement floor."""
     from lelp.artifacts import load_student
-    from lelp.cascade import cascade_curve, choose_threshold
+    from lelp.cascade import cascade_curve, choose_threshold, point_for_target
     from lelp.data.datasets import read_table
 
     val = read_table(args.labelled_validation, label_column="label")
     val_truth = _label_ids(teacher, val.labels)
     val_teacher = predictor.predict_proba(val.texts).argmax(1)
     val_teacher_acc = float((val_teacher == val_truth).mean())
-    out = []
+    out: dict[str, list[dict]] = {"labels, point estimate": [], "labels, 95% bound (a validation file's rule)": [],
+                                  "labels with the agreement floor": []}
     for seed in args.seeds:
         on_test = _on_test(args, seed)
-        val_probs = load_student(args.out / f"seed{seed}").predict_proba(val.texts)
-        curve = cascade_curve(val_probs, val_teacher, val_truth, points=len(val_truth))
-        out += [on_test(target, choose_threshold(curve, target_fraction=target, teacher_accuracy=val_teacher_acc))
-                for target in TARGETS]
+        val_probs = load_student(args.out / f"seed{seed}").predict_proba(val.texts)  # calibrated, as the job's
+        curve = cascade_curve(val_probs, val_teacher, val_truth, points=len(val_truth), paired=True)
+        validation = {"rows": len(val_truth), "teacher_accuracy": val_teacher_acc, "points": curve}
+        floor = {**validation, "agreement_points": cascade_curve(val_probs, val_teacher, val_teacher,
+                                                                  points=len(val_truth))}
+        for target in TARGETS:
+            out["labels, point estimate"].append(
+                on_test(target, choose_threshold(curve, target_fraction=target, teacher_accuracy=val_teacher_acc)))
+            out["labels, 95% bound (a validation file's rule)"].append(
+                on_test(target, point_for_target({**validation, "source": "file"}, target)))
+            out["labels with the agreement floor"].append(on_test(target, point_for_target(floor, target)))
     return out
 
 
@@ -318,8 +330,9 @@ def main() -> None:
     if args.labelled_validation:
         chosen = labelled_validation(args, teacher, predictor)
         (args.out / "labelled_validation.json").write_text(json.dumps(chosen, indent=2))
-        print(f"\nThresholds chosen on {args.labelled_validation} (labelled), applied to test:\n"
-              + labelled_table(chosen))
+        for rule, rows in chosen.items():
+            print(f"\nThresholds chosen on {args.labelled_validation} (labelled), {rule}, applied to test:\n"
+                  + labelled_table(rows))
     if args.job_rule:
         chosen = job_rule(args, teacher, predictor)
         (args.out / "job_rule.json").write_text(json.dumps(chosen, indent=2))

@@ -80,8 +80,8 @@ def validation_label_column(cfg: DistillConfig) -> str | None:
 
 def _validation_points(probs: np.ndarray, teacher_pred: np.ndarray, truth: np.ndarray) -> list[dict]:
     """A cascade curve on the validation rows as ``metrics.cascade.validation`` keeps it (no speed-ups)."""
-    return [{k: p[k] for k in ("deferred_fraction", "accuracy", "threshold")}
-            for p in cascade_curve(probs, teacher_pred, truth, points=100)]
+    return [{k: p[k] for k in ("deferred_fraction", "accuracy", "threshold", "both_correct")}
+            for p in cascade_curve(probs, teacher_pred, truth, points=100, paired=True)]
 
 
 class RowView:
@@ -490,7 +490,9 @@ class DistillJob:
                        "validation_nll_after": nll(calibrated, truth) if len(rows) else None}
         validation = {"rows": int(len(rows)), "teacher_accuracy": float((teacher_pred == truth).mean()) if len(rows)
                       else None, "student_accuracy": float((calibrated.argmax(1) == truth).mean()) if len(rows)
-                      else None, "points": _validation_points(calibrated, teacher_pred, truth)}
+                      else None, "points": _validation_points(calibrated, teacher_pred, truth),
+                      # "file": rows like the traffic (lelp.cascade.point_for_target trusts their labels)
+                      "source": "file" if self.config.validation_path else "split"}
         if (truth != teacher_pred).any():  # labelled rows: the teacher-agreement curve too (point_for_target)
             validation["agreement_points"] = _validation_points(calibrated, teacher_pred, teacher_pred)
         return calibration, validation

@@ -9,11 +9,13 @@ import pytest
 
 from lelp.cascade import (
     apply_temperature,
+    both_correct,
     cascade_accuracy,
     cascade_curve,
     choose_threshold,
     deferred_share,
     fit_temperature,
+    meets_target,
     nll,
     point_for_target,
 )
@@ -98,6 +100,46 @@ def test_labelled_validation_rows_never_defer_less_than_agreement_with_the_teach
     strict = {"points": [{**p, "accuracy": 0.70} for p in labels[:2]] + labels[2:], "teacher_accuracy": 0.86,
               "agreement_points": agreement}
     assert point_for_target(strict, 0.9)["deferred_fraction"] == 0.3
+
+
+def test_both_correct_counts_the_rows_where_cascade_and_teacher_are_right():
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet([1, 1, 1], 300)
+    teacher, truth = rng.integers(0, 3, 300), rng.integers(0, 3, 300)
+    order = np.argsort(probs.max(1), kind="stable")
+    fractions = both_correct(probs, teacher, truth)
+    for k in (0, 1, 57, 150, 299, 300):
+        answer = probs.argmax(1)
+        answer[order[:k]] = teacher[order[:k]]
+        assert fractions[k] == pytest.approx(np.mean((answer == truth) & (teacher == truth)))
+    curve = cascade_curve(probs, teacher, truth, points=10, paired=True)
+    assert curve[-1]["both_correct"] == pytest.approx(np.mean(teacher == truth), abs=1e-5)  # all deferred
+
+
+def test_a_target_is_met_only_with_standard_errors_to_spare():
+    # 1 point above 99% of a teacher at 85%: enough on 100,000 rows, noise on 872 (SST-2 dev's size)
+    point = {"accuracy": 0.8415 + 0.01, "both_correct": 0.80}
+    assert meets_target(point, 0.99, 0.85, 100_000)
+    assert not meets_target(point, 0.99, 0.85, 872)
+    assert meets_target(point, 0.99, 0.85, 872, z=0)
+    # when the cascade answers as the teacher on every row, nothing is uncertain: the plain rule
+    alike = {"accuracy": 0.85, "both_correct": 0.85}
+    assert meets_target(alike, 1.0, 0.85, 50)
+    assert meets_target({"accuracy": 0.8416}, 0.99, 0.85, 50)  # a curve from before: no bound to apply
+
+
+def test_validation_rows_from_a_file_are_trusted_for_their_labels_and_bounded_for_their_noise():
+    points = [{"deferred_fraction": 0.0, "accuracy": 0.80, "both_correct": 0.74, "threshold": 0.5},
+              {"deferred_fraction": 0.1, "accuracy": 0.845, "both_correct": 0.80, "threshold": 0.7},
+              {"deferred_fraction": 0.3, "accuracy": 0.86, "both_correct": 0.84, "threshold": 0.9},
+              {"deferred_fraction": 1.0, "accuracy": 0.85, "both_correct": 0.85, "threshold": 1.000001}]
+    agreement = [{**p, "accuracy": a} for p, a in zip(points, (0.86, 0.9, 0.95, 1.0), strict=True)]
+    split = {"rows": 5000, "teacher_accuracy": 0.85, "points": points, "agreement_points": agreement}
+    # from the train rows: the agreement floor holds the 99% target to 99% agreement (everything deferred)
+    assert point_for_target({**split, "source": "split"}, 0.99)["deferred_fraction"] == 1.0
+    # from a file: no floor; 0.845 >= 0.8415 on its face, but 5,000 rows leave the bound short of it
+    assert point_for_target({**split, "source": "file"}, 0.99)["deferred_fraction"] == 0.3
+    assert point_for_target({**split, "source": "file", "rows": 2_000_000}, 0.99)["deferred_fraction"] == 0.1
 
 
 def test_a_job_stores_its_temperature_curve_and_calibration(tiny_teacher_dir, tiny_train_csv, tiny_eval_csv,

@@ -176,6 +176,8 @@ def _provenance(metrics: dict, data: dict, manifest: dict) -> list[tuple[str, st
             ("teacher sha256", str(sources.get("teacher_sha256"))),
             ("training data sha256", str(sources.get("train_sha256"))),
             ("eval data sha256", str(sources.get("eval_sha256") or "none (held out from the training data)")),
+            ("validation data sha256", str(sources.get("validation_sha256")
+                                           or "none (10% of the training rows held out)")),
             ("hyperparameters", ", ".join(f"{k}={v}" for k, v in hp.items())),
             ("library", f"lelp-distill {prov.get('library_version', '?')}"),
             ("artifact format", str(manifest.get("format_version", "?"))),

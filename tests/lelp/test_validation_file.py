@@ -48,6 +48,7 @@ def test_validation_rows_come_from_the_file_and_are_never_trained_on(tiny_teache
     assert metrics["candidates"][0]["validation_score"] == pytest.approx(expected)
     manifest = json.loads((out / "lelp_student.json").read_text())
     assert len(manifest["sources"]["validation_sha256"]) == 64
+    assert manifest["sources"]["validation_sha256"] in (out / "report.html").read_text()  # provenance names it
     data = json.loads((out / "report_data.json").read_text())["data"]
     assert data["train_rows"] == 160 and data["train_label_counts"] == {"negative": 80, "positive": 80}
 

@@ -167,6 +167,7 @@ def test_a_job_stores_its_temperature_curve_and_calibration(tiny_teacher_dir, ti
     assert speeds[0] == pytest.approx(ratio, rel=1e-2)
     val = metrics["cascade"]["validation"]
     assert val["rows"] == metrics["validation_rows"] and len(val["points"]) > 2
+    assert val["source"] == "split"  # 10% of the train rows: the agreement floor applies
     # labelled validation rows: the teacher-agreement curve too, on the same ranking (same shares and thresholds)
     assert [(p["deferred_fraction"], p["threshold"]) for p in val["agreement_points"]] == \
         [(p["deferred_fraction"], p["threshold"]) for p in val["points"]]

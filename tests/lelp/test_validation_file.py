@@ -38,6 +38,9 @@ def test_validation_rows_come_from_the_file_and_are_never_trained_on(tiny_teache
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["validation_source"] == "file"
     assert metrics["validation_rows"] == 50 == metrics["cascade"]["validation"]["rows"]
+    # the cascade's rule for such rows (lelp.cascade.point_for_target): labels trusted, a bound on their noise
+    assert metrics["cascade"]["validation"]["source"] == "file"
+    assert all(0 <= p["both_correct"] <= p["accuracy"] for p in metrics["cascade"]["validation"]["points"])
     # every train row is fit (none held out) and has its variant; the file's rows are neither
     assert metrics["train_rows"] == 160 == metrics["augmented_rows"]
     assert metrics["validation_metric"] == "accuracy"

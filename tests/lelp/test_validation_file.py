@@ -24,6 +24,14 @@ def _config(teacher, train, evaluation, validation, **extra) -> DistillConfig:
                          student_options=SMALL_NGRAM, device="cpu", **extra)
 
 
+def _distil(tmp_path, teacher, train, evaluation, rows: list[dict], **extra) -> tuple:
+    """Run a job with ``rows`` as its validation file; its output directory and metrics."""
+    validation = write_csv(tmp_path / "validation.csv", rows)
+    out = tmp_path / "student"
+    distill(_config(teacher, train, evaluation, validation, **extra), out, cache_dir=tmp_path / "cache")
+    return out, json.loads((out / "metrics.json").read_text())
+
+
 def test_validation_rows_come_from_the_file_and_are_never_trained_on(tiny_teacher_dir, tiny_train_csv,
                                                                      tiny_eval_csv, tmp_path):
     from lelp.artifacts import load_student
@@ -31,11 +39,7 @@ def test_validation_rows_come_from_the_file_and_are_never_trained_on(tiny_teache
     # 4 negative rows to 1 positive: unlike the balanced train rows, so a score from a split would differ
     rows = [r for r in make_text_rows(100, seed=5) if r["label"] == "negative"][:40] + \
         [r for r in make_text_rows(40, seed=6) if r["label"] == "positive"][:10]
-    validation = write_csv(tmp_path / "validation.csv", rows)
-    out = tmp_path / "student"
-    distill(_config(tiny_teacher_dir, tiny_train_csv, tiny_eval_csv, validation, augment=1), out,
-            cache_dir=tmp_path / "cache")
-    metrics = json.loads((out / "metrics.json").read_text())
+    out, metrics = _distil(tmp_path, tiny_teacher_dir, tiny_train_csv, tiny_eval_csv, rows, augment=1)
     assert metrics["validation_source"] == "file"
     assert metrics["validation_rows"] == 50 == metrics["cascade"]["validation"]["rows"]
     # the cascade's rule for such rows (lelp.cascade.point_for_target): labels trusted, a bound on their noise
@@ -59,11 +63,7 @@ def test_validation_rows_come_from_the_file_and_are_never_trained_on(tiny_teache
 def test_an_unlabelled_validation_file_is_scored_against_the_teacher(tiny_teacher_dir, tiny_train_csv,
                                                                      tiny_eval_csv, tmp_path):
     rows = [{"text": r["text"], "label": ""} for r in make_text_rows(40, seed=6)]
-    validation = write_csv(tmp_path / "traffic.csv", rows)
-    out = tmp_path / "student"
-    distill(_config(tiny_teacher_dir, tiny_train_csv, tiny_eval_csv, validation, augment=0), out,
-            cache_dir=tmp_path / "cache")
-    metrics = json.loads((out / "metrics.json").read_text())
+    _, metrics = _distil(tmp_path, tiny_teacher_dir, tiny_train_csv, tiny_eval_csv, rows, augment=0)
     assert metrics["validation_metric"] == "teacher_agreement"
     assert metrics["cascade"]["validation"]["teacher_accuracy"] == 1.0  # the teacher agrees with itself
     assert metrics["validation_rows"] == 40

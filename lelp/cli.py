@@ -197,8 +197,8 @@ def distill_command(
     beta: float | None = None,
     tau: float | None = None,
     alpha: Annotated[str, typer.Option(help="weight of the true labels' loss: 'auto' (the kind's benchmarked "
-                                             "weight where >= 90% of the rows have labels, cnn 0.5; else 0) "
-                                             "or 0-1")] = "auto",
+                                             "weight where >= 90% of the rows have labels, cnn 0.5; x the "
+                                             "labelled share below) or 0-1")] = "auto",
     epochs: Annotated[int | None, typer.Option(help="default: a budget that fits the data")] = None,
     learning_rate: float | None = None,
     batch_size: int | None = None,

@@ -48,7 +48,8 @@ class Hyperparameters(BaseModel):
     tau: float | None = Field(None, gt=0, le=100)
     alpha: Annotated[float, Field(ge=0, le=1)] | Literal["auto"] | None = Field(
         None, description="weight of the true labels' loss (0-1), or \"auto\" (the default: the student kind's "
-                          "benchmarked weight where >= 90% of the training rows have labels, else 0)")
+                          "benchmarked weight where >= 90% of the training rows have labels, that weight x the "
+                          "labelled share below)")
     epochs: int | None = Field(None, ge=1, le=1000)
     learning_rate: float | None = Field(None, gt=0, le=10)
     batch_size: int | None = Field(None, ge=1, le=8192)

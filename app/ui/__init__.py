@@ -42,7 +42,7 @@ HYPERPARAMETER_HELP = {
     "beta": "weight of the sub-class term (lelp)",
     "tau": "softmax temperature of the teacher's targets",
     "alpha": "weight of the true labels' loss (0: teacher targets only; auto: cnn 0.5 where >= 90% of the rows "
-             "have labels)",
+             "have labels, 0.5 x the labelled share below)",
     "epochs": "empty: enough epochs for the student's step budget, stopping early on the held-out score",
     "learning_rate": "the student's optimizer step size",
     "batch_size": "rows per training step",

@@ -46,7 +46,8 @@ KINDS: dict[str, KindInfo] = {
     "static": KindInfo("lelp.students.static:StaticKind", defaults={
         "epochs": 5, "learning_rate": 2e-3, "batch_size": 64, "tau": 1.0, "min_steps": 1500, "max_epochs": 100,
         "patience": 3}),
-    # labelled_alpha: alpha="auto"'s weight of the true labels' loss where >= 90% of the fit rows have labels (SST-2 7k
+    # labelled_alpha: alpha="auto"'s weight of the true labels' loss where >= 90% of the fit rows have labels, scaled
+    # by the labelled share below that (lelp.config.resolve_alpha) (SST-2 7k
     # with the transfer rows' labels, 6 seeds: +1.11 +- 0.28 validation, +1.01 +- 0.23 test over teacher targets only)
     # augmented_epochs: on a set grown with teacher-scored variants, 3 planned epochs matched 5 (SST-2
     # 7k x 7, 6 seeds: validation +0.02 +- 0.19, test -0.05 +- 0.32) in 40% less training

@@ -215,7 +215,10 @@ def test_alpha_auto_learns_from_true_labels_only_where_the_rows_have_them(tiny_t
     assert cnn.alpha == "auto"
     weight = STUDENT_DEFAULTS["cnn"]["labelled_alpha"]
     assert weight > 0 and resolve_alpha(cnn, 1.0) == resolve_alpha(cnn, MIN_LABELLED_SHARE) == weight
-    assert resolve_alpha(cnn, 0.0) == resolve_alpha(cnn, MIN_LABELLED_SHARE - 0.01) == 0.0  # few labels: none
+    assert resolve_alpha(cnn, 0.0) == 0.0  # no labels: teacher targets only
+    # fewer labels, less weight: a few labelled rows must not weigh as much as many (0.5 x 37% = 0.185)
+    assert resolve_alpha(cnn, 0.37) == pytest.approx(weight * 0.37)
+    assert resolve_alpha(cnn, MIN_LABELLED_SHARE - 0.01) == pytest.approx(weight * (MIN_LABELLED_SHARE - 0.01))
     assert resolve_alpha(DistillConfig("t", "x", student="static"), 1.0) == 0.0  # never screened
     assert resolve_alpha(DistillConfig("t", "x", alpha=0.2), 0.0) == 0.2  # as given
     alphas = {}

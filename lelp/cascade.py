@@ -62,25 +62,28 @@ def _order(student_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order, conf[order]
 
 
+def _deferral_mean(student_probs: np.ndarray, answered: np.ndarray, deferred: np.ndarray) -> np.ndarray:
+    """The mean over rows of ``answered`` (a row the student answers) or ``deferred`` (a row sent to the
+    teacher) when the k least confident rows go to the teacher, for k = 0..n (n+1 values)."""
+    order, _ = _order(student_probs)
+    gain = np.concatenate([[0.0], np.cumsum(deferred[order] - answered[order])])
+    return (answered.sum() + gain) / max(len(answered), 1)
+
+
 def deferral_accuracy(student_probs: np.ndarray, teacher_pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """Accuracy when the k least confident rows go to the teacher, for k = 0..n (n+1 values)."""
     student_ok = (np.asarray(student_probs).argmax(1) == truth).astype(np.float64)
     teacher_ok = (np.asarray(teacher_pred) == truth).astype(np.float64)
-    order, _ = _order(student_probs)
-    gain = np.concatenate([[0.0], np.cumsum(teacher_ok[order] - student_ok[order])])
-    n = max(len(truth), 1)
-    return (student_ok.sum() + gain) / n
+    return _deferral_mean(student_probs, student_ok, teacher_ok)
 
 
 def both_correct(student_probs: np.ndarray, teacher_pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """The share of rows where the cascade and the teacher are both right when the k least confident rows go
     to the teacher, for k = 0..n: with ``deferral_accuracy`` it gives the paired variance of their difference."""
-    student_ok = np.asarray(student_probs).argmax(1) == truth
-    teacher_ok = (np.asarray(teacher_pred) == truth).astype(np.float64)
-    both = (student_ok & (teacher_ok > 0)).astype(np.float64)
-    order, _ = _order(student_probs)
-    gain = np.concatenate([[0.0], np.cumsum(teacher_ok[order] - both[order])])  # a deferred row: the teacher's
-    return (both.sum() + gain) / max(len(truth), 1)
+    teacher_ok = np.asarray(teacher_pred) == truth
+    both = (np.asarray(student_probs).argmax(1) == truth) & teacher_ok
+    # a deferred row is the teacher's answer: both right exactly where the teacher is
+    return _deferral_mean(student_probs, both.astype(np.float64), teacher_ok.astype(np.float64))
 
 
 def speedup(deferred_fraction: float, student_rows_per_s: float | None,

@@ -135,8 +135,8 @@ class DistillJob:
         if cfg.eval_path:
             read["label_column"] = eval_label_column(cfg)
             self.eval_data = read_table(cfg.eval_path, **read)
-        validation = read_table(cfg.validation_path, text_column=cfg.text_column, text_pair_column=cfg.text_pair_column,
-                                label_column=validation_label_column(cfg)) if cfg.validation_path else None
+        validation = read_table(cfg.validation_path, **{**read, "label_column": validation_label_column(cfg)}
+                                ) if cfg.validation_path else None
         # Labels that cannot give a meaningful result are refused before the teacher's weights load.
         check_labels(read_teacher_config(cfg.teacher_dir).labels, self.train_data,
                      self.eval_data if cfg.eval_path else None, cfg, validation)
@@ -177,6 +177,12 @@ class DistillJob:
         self.train_labels = np.concatenate([self.train_labels, labels])
         self.fit_rows = self.train_rows
         self.validation_rows = self.train_size + np.arange(len(validation))
+
+    @property
+    def validation_source(self) -> str:
+        """Where the validation rows come from: "file" (the user's, like their traffic) or "split" (10% of the
+        train rows); the job's metrics and its cascade's threshold rule both name it."""
+        return "file" if self.config.validation_path else "split"
 
     def _make_kind(self, cfg: DistillConfig):
         return student_kind(cfg.student)(KindContext(
@@ -453,8 +459,7 @@ class DistillJob:
             "train_rows": int(len(self.fit_rows) - self.augmented_rows),
             "augmented_rows": int(self.augmented_rows),
             "validation_rows": int(len(self.validation_rows)) if self.validation_rows is not None else 0,
-            # "file": the user's validation rows (like their traffic); "split": 10% of the train rows
-            "validation_source": "file" if self.config.validation_path else "split",
+            "validation_source": self.validation_source,
             "eval_rows": int(len(labels)),
             "labels": self.labels,
         }
@@ -491,8 +496,8 @@ class DistillJob:
         validation = {"rows": int(len(rows)), "teacher_accuracy": float((teacher_pred == truth).mean()) if len(rows)
                       else None, "student_accuracy": float((calibrated.argmax(1) == truth).mean()) if len(rows)
                       else None, "points": _validation_points(calibrated, teacher_pred, truth),
-                      # "file": rows like the traffic (lelp.cascade.point_for_target trusts their labels)
-                      "source": "file" if self.config.validation_path else "split"}
+                      # lelp.cascade.point_for_target trusts a file's labels, bounds their noise
+                      "source": self.validation_source}
         if (truth != teacher_pred).any():  # labelled rows: the teacher-agreement curve too (point_for_target)
             validation["agreement_points"] = _validation_points(calibrated, teacher_pred, teacher_pred)
         return calibration, validation
